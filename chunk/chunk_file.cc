@@ -1,0 +1,211 @@
+#include "chunk/chunk_file.h"
+
+#include <fcntl.h>
+#include <kj/debug.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstring>
+
+namespace cairn::chunk {
+namespace {
+
+constexpr char MAGIC[8] = {'C', 'A', 'I', 'R', 'N', 'C', 'K', '1'};
+
+struct Header {
+  char magic[8];
+  uint32_t format;
+  uint32_t blockBytes;
+  uint32_t maxBlocks;
+  uint32_t reserved;
+  uint64_t id;
+  uint64_t version;
+  uint32_t crc;  // of the bytes above
+};
+static_assert(sizeof(Header) <= HEADER_BYTES);
+
+struct Record {
+  uint32_t crc;
+  uint32_t flags;
+  unsigned char aux[AUX_BYTES];
+  unsigned char pad[RECORD_BYTES - 8 - AUX_BYTES];
+};
+static_assert(sizeof(Record) == RECORD_BYTES);
+
+void preadAll(int fd, void* buf, size_t n, uint64_t off) {
+  auto p = static_cast<char*>(buf);
+  while (n > 0) {
+    ssize_t r;
+    KJ_SYSCALL(r = ::pread(fd, p, n, off));
+    if (r == 0) {  // beyond the end: a hole at the tail
+      memset(p, 0, n);
+      return;
+    }
+    p += r;
+    n -= r;
+    off += r;
+  }
+}
+
+void pwriteAll(int fd, const void* buf, size_t n, uint64_t off) {
+  auto p = static_cast<const char*>(buf);
+  while (n > 0) {
+    ssize_t r;
+    KJ_SYSCALL(r = ::pwrite(fd, p, n, off));
+    p += r;
+    n -= r;
+    off += r;
+  }
+}
+
+}  // namespace
+
+uint32_t blockCrc(const void* aux, size_t auxLen, const void* data, size_t dataLen) {
+  uLong c = crc32(0L, Z_NULL, 0);
+  c = crc32(c, static_cast<const Bytef*>(aux), auxLen);
+  c = crc32(c, static_cast<const Bytef*>(data), dataLen);
+  return static_cast<uint32_t>(c);
+}
+
+uint32_t blockCrc(const std::string& aux, const std::string& data) {
+  return blockCrc(aux.data(), aux.size(), data.data(), data.size());
+}
+
+ChunkFile::ChunkFile(ChunkFile&& o) noexcept { *this = std::move(o); }
+
+ChunkFile& ChunkFile::operator=(ChunkFile&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+    path_ = std::move(o.path_);
+    id_ = o.id_;
+    version_ = o.version_;
+    maxBlocks_ = o.maxBlocks_;
+  }
+  return *this;
+}
+
+ChunkFile::~ChunkFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+uint64_t ChunkFile::dataOffset() const {
+  uint64_t table = static_cast<uint64_t>(maxBlocks_) * RECORD_BYTES;
+  return HEADER_BYTES + (table + 4095) / 4096 * 4096;
+}
+
+ChunkFile ChunkFile::open(const std::string& path) {
+  ChunkFile f;
+  f.path_ = path;
+  KJ_SYSCALL(f.fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC), path);
+  Header h;
+  preadAll(f.fd_, &h, sizeof(h), 0);
+  KJ_REQUIRE(memcmp(h.magic, MAGIC, 8) == 0, "not a chunk file", path);
+  uint32_t crc = static_cast<uint32_t>(
+      crc32(0, reinterpret_cast<const Bytef*>(&h), offsetof(Header, crc)));
+  KJ_REQUIRE(crc == h.crc, "chunk header checksum mismatch", path);
+  KJ_REQUIRE(h.format == FORMAT_VERSION && h.blockBytes == BLOCK_BYTES,
+             "unsupported chunk format", path, h.format, h.blockBytes);
+  f.id_ = h.id;
+  f.version_ = h.version;
+  f.maxBlocks_ = h.maxBlocks;
+  return f;
+}
+
+ChunkFile ChunkFile::create(const std::string& path, uint64_t id, uint64_t version,
+                            uint32_t maxBlocks) {
+  ChunkFile f;
+  f.path_ = path;
+  KJ_SYSCALL(f.fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600), path);
+  f.id_ = id;
+  f.version_ = version;
+  f.maxBlocks_ = maxBlocks;
+  f.writeHeader();
+  return f;
+}
+
+void ChunkFile::writeHeader() {
+  Header h;
+  memset(&h, 0, sizeof(h));
+  memcpy(h.magic, MAGIC, 8);
+  h.format = FORMAT_VERSION;
+  h.blockBytes = BLOCK_BYTES;
+  h.maxBlocks = maxBlocks_;
+  h.id = id_;
+  h.version = version_;
+  h.crc = static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(&h), offsetof(Header, crc)));
+  pwriteAll(fd_, &h, sizeof(h), 0);
+}
+
+void ChunkFile::setVersion(uint64_t version) {
+  KJ_REQUIRE(version >= version_, "chunk versions only grow", id_, version_, version);
+  version_ = version;
+  writeHeader();
+}
+
+void ChunkFile::write(uint32_t firstBlock, const std::vector<BlockData>& blocks) {
+  KJ_REQUIRE(static_cast<uint64_t>(firstBlock) + blocks.size() <= maxBlocks_,
+             "write beyond the end of the chunk");
+  if (blocks.empty()) return;
+  // Data first (one pwrite for the run), then the records.
+  std::string data;
+  data.reserve(blocks.size() * BLOCK_BYTES);
+  std::vector<Record> records(blocks.size());
+  for (size_t i = 0; i < blocks.size(); i++) {
+    auto& b = blocks[i];
+    KJ_REQUIRE(b.present && b.aux.size() == AUX_BYTES && b.data.size() == BLOCK_BYTES,
+               "malformed block");
+    data.append(b.data);
+    auto& r = records[i];
+    memset(&r, 0, sizeof(r));
+    r.crc = b.crc;
+    r.flags = FLAG_PRESENT;
+    memcpy(r.aux, b.aux.data(), AUX_BYTES);
+  }
+  pwriteAll(fd_, data.data(), data.size(), dataOffset() + uint64_t(firstBlock) * BLOCK_BYTES);
+  pwriteAll(fd_, records.data(), records.size() * RECORD_BYTES,
+            HEADER_BYTES + uint64_t(firstBlock) * RECORD_BYTES);
+}
+
+ReadStatus ChunkFile::read(uint32_t block, BlockData& out) const {
+  KJ_REQUIRE(block < maxBlocks_, "read beyond the end of the chunk");
+  Record r;
+  preadAll(fd_, &r, sizeof(r), HEADER_BYTES + uint64_t(block) * RECORD_BYTES);
+  if (!(r.flags & FLAG_PRESENT)) {
+    out.present = false;
+    return ReadStatus::ABSENT;
+  }
+  out.present = true;
+  out.aux.assign(reinterpret_cast<const char*>(r.aux), AUX_BYTES);
+  out.data.resize(BLOCK_BYTES);
+  preadAll(fd_, out.data.data(), BLOCK_BYTES, dataOffset() + uint64_t(block) * BLOCK_BYTES);
+  out.crc = r.crc;
+  if (blockCrc(out.aux, out.data) != r.crc) return ReadStatus::CORRUPT;
+  return ReadStatus::OK;
+}
+
+void ChunkFile::truncate(uint32_t keep) {
+  if (keep >= maxBlocks_) return;
+  uint64_t from = HEADER_BYTES + uint64_t(keep) * RECORD_BYTES;
+  uint64_t to = HEADER_BYTES + uint64_t(maxBlocks_) * RECORD_BYTES;
+  std::string zeros(to - from, '\0');
+  pwriteAll(fd_, zeros.data(), zeros.size(), from);
+  uint64_t dataFrom = dataOffset() + uint64_t(keep) * BLOCK_BYTES;
+  struct stat st;
+  KJ_SYSCALL(fstat(fd_, &st));
+  if (static_cast<uint64_t>(st.st_size) > dataFrom) {
+    KJ_SYSCALL(ftruncate(fd_, dataFrom));
+  }
+}
+
+void ChunkFile::sync() { KJ_SYSCALL(fdatasync(fd_), path_); }
+
+uint64_t ChunkFile::allocatedBytes() const {
+  struct stat st;
+  KJ_SYSCALL(fstat(fd_, &st));
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+}  // namespace cairn::chunk

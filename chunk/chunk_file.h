@@ -1,0 +1,80 @@
+// One chunk on disk. Format (all integers little-endian), see docs/formats.md:
+//
+//   [0, 4096)              header: magic "CAIRNCK1", format, blockBytes, maxBlocks, chunk id,
+//                          version, crc32 of the preceding header bytes
+//   [4096, DATA_OFFSET)    block table: maxBlocks records of 64 bytes
+//                            crc32(aux || data) u32, flags u32 (1 = present), aux[40], pad[16]
+//   [DATA_OFFSET, ...)     block i's bytes at DATA_OFFSET + i * blockBytes
+//
+// Data stays 4 KiB aligned so reads never straddle pages. A block whose record is not present
+// was never written (a hole) and reads as absent. The record is written after the data, so a
+// crash between the two leaves a record whose crc does not match: the block reads as corrupt,
+// never as wrong bytes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cairn::chunk {
+
+constexpr uint32_t BLOCK_BYTES = 4096;
+constexpr uint32_t AUX_BYTES = 40;  // the client's XChaCha20-Poly1305 nonce (24) and tag (16)
+constexpr uint32_t RECORD_BYTES = 64;
+constexpr uint32_t HEADER_BYTES = 4096;
+constexpr uint32_t FORMAT_VERSION = 1;
+constexpr uint32_t FLAG_PRESENT = 1;
+static_assert(AUX_BYTES + 8 <= RECORD_BYTES);
+static_assert(BLOCK_BYTES % 4096 == 0);
+
+struct BlockData {
+  bool present = false;
+  uint32_t crc = 0;
+  std::string aux;   // AUX_BYTES when present
+  std::string data;  // BLOCK_BYTES when present
+};
+
+enum class ReadStatus { OK, ABSENT, CORRUPT };
+
+uint32_t blockCrc(const std::string& aux, const std::string& data);
+uint32_t blockCrc(const void* aux, size_t auxLen, const void* data, size_t dataLen);
+
+class ChunkFile {
+ public:
+  // Opens an existing chunk file; throws on a bad header.
+  static ChunkFile open(const std::string& path);
+  // Creates a new chunk file (fails if it exists).
+  static ChunkFile create(const std::string& path, uint64_t id, uint64_t version, uint32_t maxBlocks);
+
+  ChunkFile(ChunkFile&& other) noexcept;
+  ChunkFile& operator=(ChunkFile&& other) noexcept;
+  ~ChunkFile();
+
+  uint64_t id() const { return id_; }
+  uint64_t version() const { return version_; }
+  uint32_t maxBlocks() const { return maxBlocks_; }
+
+  void setVersion(uint64_t version);
+  // Blocks must each carry AUX_BYTES of aux and BLOCK_BYTES of data with a matching crc.
+  void write(uint32_t firstBlock, const std::vector<BlockData>& blocks);
+  // Reads one block; verifies its crc.
+  ReadStatus read(uint32_t block, BlockData& out) const;
+  // Drops blocks >= keep.
+  void truncate(uint32_t keep);
+  void sync();
+  // Bytes allocated on disk.
+  uint64_t allocatedBytes() const;
+
+ private:
+  ChunkFile() = default;
+  uint64_t dataOffset() const;
+  void writeHeader();
+
+  int fd_ = -1;
+  std::string path_;
+  uint64_t id_ = 0;
+  uint64_t version_ = 0;
+  uint32_t maxBlocks_ = 0;
+};
+
+}  // namespace cairn::chunk

@@ -1,0 +1,287 @@
+#include "chunk/service.h"
+
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+
+namespace cairn::chunk {
+
+namespace {
+constexpr uint32_t MAX_BLOCKS_PER_CALL = 1024;  // 4 MiB
+constexpr uint32_t MAX_CHAIN = 8;
+}  // namespace
+
+ChunkServiceImpl::ChunkServiceImpl(kj::AsyncIoContext& io, const ClusterSecret& secret,
+                                   ChunkStore& store, Metrics& metrics)
+    : io_(io),
+      secret_(secret),
+      store_(store),
+      metrics_(metrics),
+      bytesWritten_(metrics.counter("cairn_chunk_written_bytes_total", "Block bytes written")),
+      bytesRead_(metrics.counter("cairn_chunk_read_bytes_total", "Block bytes read")),
+      corruptBlocks_(metrics.counter("cairn_chunk_corrupt_blocks_total",
+                                     "Blocks whose checksum did not match on read")),
+      writeLatency_(metrics.histogram("cairn_chunk_request_seconds", "Request latency",
+                                      "op=\"write\"")),
+      readLatency_(metrics.histogram("cairn_chunk_request_seconds", "Request latency",
+                                     "op=\"read\"")) {}
+
+Peer& ChunkServiceImpl::peer(const std::string& addr) {
+  auto& p = peers_[addr];
+  if (!p) p = std::make_unique<Peer>(io_, secret_, addr, proto::Role::SERVER);
+  return *p;
+}
+
+int ChunkServiceImpl::checkVersion(uint64_t id, uint64_t version, bool create) {
+  auto* f = store_.find(id);
+  if (f == nullptr) return create ? 0 : ENOENT;
+  if (f->version() > version) return ESTALE;
+  if (f->version() < version) {
+    f->setVersion(version);
+    store_.noteVersion(id, version);
+  }
+  return 0;
+}
+
+kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
+  auto params = context.getParams();
+  auto ref = params.getChunk();
+  auto blocks = params.getBlocks();
+  auto chain = params.getChain();
+  uint32_t first = params.getFirstBlock();
+  KJ_REQUIRE(ref.getId() != 0 && ref.getVersion() != 0, "chunk id and version must be set");
+  KJ_REQUIRE(blocks.size() <= MAX_BLOCKS_PER_CALL, "too many blocks in one write");
+  KJ_REQUIRE(uint64_t(first) + blocks.size() <= store_.maxBlocks(), "write beyond chunk end");
+  KJ_REQUIRE(chain.size() <= MAX_CHAIN, "replica chain too long");
+  auto timer = kj::heap<ScopedLatency>(writeLatency_);
+
+  // Forward first, so the next replica writes while we do.
+  kj::Promise<std::pair<int, std::string>> downstream = std::make_pair(0, std::string());
+  if (chain.size() > 0) {
+    std::string next = chain[0];
+    auto req = kj::heap<capnp::MallocMessageBuilder>();
+    auto copy = req->initRoot<proto::Chunk::WriteParams>();
+    copy.setChunk(ref);
+    copy.setFirstBlock(first);
+    copy.setBlocks(blocks);
+    auto rest = copy.initChain(chain.size() - 1);
+    for (uint i = 1; i < chain.size(); i++) rest.set(i - 1, chain[i]);
+    copy.setSync(params.getSync());
+    auto& p = peer(next);
+    downstream =
+        p.get()
+            .then([req = kj::mv(req)](capnp::Capability::Client cap) mutable {
+              auto r = cap.castAs<proto::Chunk>().writeRequest();
+              auto src = req->getRoot<proto::Chunk::WriteParams>();
+              r.setChunk(src.getChunk());
+              r.setFirstBlock(src.getFirstBlock());
+              r.setBlocks(src.getBlocks());
+              r.setChain(src.getChain());
+              r.setSync(src.getSync());
+              return r.send();
+            })
+            .then(
+                [next](auto response) {
+                  return std::make_pair(int(response.getErr()),
+                                        response.getFailedAddr().size() > 0
+                                            ? std::string(response.getFailedAddr().cStr())
+                                            : (response.getErr() ? next : std::string()));
+                },
+                [next, &p](kj::Exception&& e) {
+                  spdlog::warn("forwarding write to {} failed: {}", next,
+                               e.getDescription().cStr());
+                  p.reset();
+                  return std::make_pair(int(EIO), next);
+                });
+  }
+
+  int err = checkVersion(ref.getId(), ref.getVersion(), true);
+  if (err == 0) {
+    std::vector<BlockData> data(blocks.size());
+    for (uint i = 0; i < blocks.size(); i++) {
+      auto b = blocks[i];
+      auto aux = b.getAux();
+      auto bytes = b.getData();
+      KJ_REQUIRE(b.getPresent() && aux.size() == AUX_BYTES && bytes.size() == BLOCK_BYTES,
+                 "malformed block", i);
+      KJ_REQUIRE(blockCrc(aux.begin(), aux.size(), bytes.begin(), bytes.size()) == b.getCrc(),
+                 "block checksum mismatch in transit", i);
+      data[i].present = true;
+      data[i].crc = b.getCrc();
+      data[i].aux.assign(reinterpret_cast<const char*>(aux.begin()), aux.size());
+      data[i].data.assign(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+    }
+    try {
+      auto& f = store_.findOrCreate(ref.getId(), ref.getVersion());
+      f.write(first, data);
+      if (params.getSync()) f.sync();
+      bytesWritten_.inc(uint64_t(blocks.size()) * BLOCK_BYTES);
+    } catch (kj::Exception& e) {
+      spdlog::error("write chunk {:016x}: {}", ref.getId(), e.getDescription().cStr());
+      err = EIO;
+    }
+  }
+  return downstream.then([context, err, timer = kj::mv(timer)](std::pair<int, std::string> down) mutable {
+    auto results = context.getResults();
+    if (err != 0) {
+      results.setErr(err);
+    } else if (down.first != 0) {
+      results.setErr(down.first);
+      results.setFailedAddr(down.second);
+    }
+  });
+}
+
+kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
+  auto params = context.getParams();
+  auto ref = params.getChunk();
+  uint32_t first = params.getFirstBlock();
+  uint32_t count = params.getCount();
+  KJ_REQUIRE(count <= MAX_BLOCKS_PER_CALL, "too many blocks in one read");
+  KJ_REQUIRE(uint64_t(first) + count <= store_.maxBlocks(), "read beyond chunk end");
+  ScopedLatency timer(readLatency_);
+  auto results = context.getResults();
+  int err = checkVersion(ref.getId(), ref.getVersion(), false);
+  if (err == ENOENT) {
+    // Never written here: every block is a hole.
+    auto out = results.initBlocks(count);
+    for (uint i = 0; i < count; i++) out[i].setPresent(false);
+    return kj::READY_NOW;
+  }
+  if (err != 0) {
+    results.setErr(err);
+    return kj::READY_NOW;
+  }
+  auto* f = store_.find(ref.getId());
+  auto out = results.initBlocks(count);
+  BlockData b;
+  for (uint i = 0; i < count; i++) {
+    auto st = f->read(first + i, b);
+    if (st == ReadStatus::ABSENT) {
+      out[i].setPresent(false);
+      continue;
+    }
+    if (st == ReadStatus::CORRUPT) {
+      corruptBlocks_.inc();
+      spdlog::error("chunk {:016x} block {}: checksum mismatch", ref.getId(), first + i);
+      results.setErr(EIO);
+      return kj::READY_NOW;
+    }
+    out[i].setPresent(true);
+    out[i].setCrc(b.crc);
+    out[i].setAux(kj::arrayPtr(reinterpret_cast<const kj::byte*>(b.aux.data()), b.aux.size()));
+    out[i].setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(b.data.data()), b.data.size()));
+    bytesRead_.inc(BLOCK_BYTES);
+  }
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> ChunkServiceImpl::sync(SyncContext context) {
+  auto params = context.getParams();
+  auto ref = params.getChunk();
+  auto chain = params.getChain();
+  KJ_REQUIRE(chain.size() <= MAX_CHAIN, "replica chain too long");
+  int err = checkVersion(ref.getId(), ref.getVersion(), false);
+  if (err == ENOENT) err = 0;  // nothing written here yet: nothing to sync
+  if (err == 0) {
+    if (auto* f = store_.find(ref.getId())) f->sync();
+  }
+  if (chain.size() == 0 || err != 0) {
+    context.getResults().setErr(err);
+    return kj::READY_NOW;
+  }
+  std::string next = chain[0];
+  std::vector<std::string> rest;
+  for (uint i = 1; i < chain.size(); i++) rest.push_back(chain[i]);
+  auto& p = peer(next);
+  uint64_t id = ref.getId(), version = ref.getVersion();
+  return p.get()
+      .then([id, version, rest](capnp::Capability::Client cap) {
+        auto r = cap.castAs<proto::Chunk>().syncRequest();
+        r.getChunk().setId(id);
+        r.getChunk().setVersion(version);
+        auto c = r.initChain(rest.size());
+        for (size_t i = 0; i < rest.size(); i++) c.set(i, rest[i]);
+        return r.send();
+      })
+      .then(
+          [context, next](auto response) mutable {
+            auto results = context.getResults();
+            results.setErr(response.getErr());
+            if (response.getErr() != 0)
+              results.setFailedAddr(response.getFailedAddr().size() ? response.getFailedAddr()
+                                                                    : capnp::Text::Reader(next));
+          },
+          [context, next, &p](kj::Exception&& e) mutable {
+            p.reset();
+            auto results = context.getResults();
+            results.setErr(EIO);
+            results.setFailedAddr(next);
+          });
+}
+
+kj::Promise<void> ChunkServiceImpl::truncate(TruncateContext context) {
+  auto params = context.getParams();
+  auto ref = params.getChunk();
+  auto chain = params.getChain();
+  KJ_REQUIRE(chain.size() <= MAX_CHAIN, "replica chain too long");
+  int err = checkVersion(ref.getId(), ref.getVersion(), false);
+  if (err == ENOENT) err = 0;
+  if (err == 0) {
+    if (auto* f = store_.find(ref.getId())) f->truncate(params.getBlocks());
+  }
+  if (chain.size() == 0 || err != 0) {
+    context.getResults().setErr(err);
+    return kj::READY_NOW;
+  }
+  std::string next = chain[0];
+  std::vector<std::string> rest;
+  for (uint i = 1; i < chain.size(); i++) rest.push_back(chain[i]);
+  auto& p = peer(next);
+  uint64_t id = ref.getId(), version = ref.getVersion();
+  uint32_t keep = params.getBlocks();
+  return p.get()
+      .then([id, version, keep, rest](capnp::Capability::Client cap) {
+        auto r = cap.castAs<proto::Chunk>().truncateRequest();
+        r.getChunk().setId(id);
+        r.getChunk().setVersion(version);
+        r.setBlocks(keep);
+        auto c = r.initChain(rest.size());
+        for (size_t i = 0; i < rest.size(); i++) c.set(i, rest[i]);
+        return r.send();
+      })
+      .then(
+          [context, next](auto response) mutable {
+            auto results = context.getResults();
+            results.setErr(response.getErr());
+            if (response.getErr() != 0) results.setFailedAddr(next);
+          },
+          [context, next, &p](kj::Exception&& e) mutable {
+            p.reset();
+            auto results = context.getResults();
+            results.setErr(EIO);
+            results.setFailedAddr(next);
+          });
+}
+
+kj::Promise<void> ChunkServiceImpl::remove(RemoveContext context) {
+  auto ids = context.getParams().getIds();
+  KJ_REQUIRE(ids.size() <= 100000, "too many ids");
+  uint32_t n = 0;
+  for (auto id : ids) n += store_.remove(id) ? 1 : 0;
+  context.getResults().setRemoved(n);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> ChunkServiceImpl::list(ListContext context) {
+  auto all = store_.list();
+  auto out = context.getResults().initChunks(all.size());
+  for (size_t i = 0; i < all.size(); i++) {
+    out[i].setId(all[i].first);
+    out[i].setVersion(all[i].second);
+  }
+  return kj::READY_NOW;
+}
+
+}  // namespace cairn::chunk

@@ -1,0 +1,43 @@
+// cairn-chunk's RPC adapter: checks every parameter at the boundary, forwards writes down the
+// replica chain, and does the block I/O through ChunkStore.
+#pragma once
+
+#include <map>
+#include <memory>
+
+#include "chunk/store.h"
+#include "rpc/metrics.h"
+#include "rpc/net.h"
+
+namespace cairn::chunk {
+
+class ChunkServiceImpl final : public proto::Chunk::Server {
+ public:
+  ChunkServiceImpl(kj::AsyncIoContext& io, const ClusterSecret& secret, ChunkStore& store,
+                   Metrics& metrics);
+
+  kj::Promise<void> write(WriteContext context) override;
+  kj::Promise<void> read(ReadContext context) override;
+  kj::Promise<void> sync(SyncContext context) override;
+  kj::Promise<void> truncate(TruncateContext context) override;
+  kj::Promise<void> remove(RemoveContext context) override;
+  kj::Promise<void> list(ListContext context) override;
+
+ private:
+  Peer& peer(const std::string& addr);
+  // Checks the version of an existing chunk; returns an errno (ESTALE when the caller's is older).
+  int checkVersion(uint64_t id, uint64_t version, bool create);
+
+  kj::AsyncIoContext& io_;
+  const ClusterSecret& secret_;
+  ChunkStore& store_;
+  Metrics& metrics_;
+  std::map<std::string, std::unique_ptr<Peer>> peers_;
+  Counter& bytesWritten_;
+  Counter& bytesRead_;
+  Counter& corruptBlocks_;
+  Histogram& writeLatency_;
+  Histogram& readLatency_;
+};
+
+}  // namespace cairn::chunk

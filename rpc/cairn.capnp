@@ -1,0 +1,237 @@
+# Wire formats of cairn: the authentication gate, the meta service and the chunk service.
+#
+# Every connection between cairn processes starts at a Gate (the bootstrap capability). The Gate
+# offers nothing but the mutual challenge and response (see rpc/auth.h); only a peer that proved
+# knowledge of the cluster secret receives the capability of the real service.
+#
+# Errors a caller branches on travel as `err`, a Linux errno value (0 = success). Everything else
+# (disconnects, overload, malformed messages) is a Cap'n Proto exception.
+
+@0xc5b1f3e0a8d4e221;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("cairn::proto");
+
+enum Role {
+  client @0;   # mount.cairn, ordinary file access
+  server @1;   # chunk servers talking to meta or to each other
+  admin @2;    # the cairn tool
+}
+
+interface Gate {
+  challenge @0 () -> (serverNonce :Data);
+  # Step 1: the server hands out a fresh 32-byte nonce, remembered for this connection only.
+
+  login @1 (clientNonce :Data, proof :Data, role :Role) -> (serverProof :Data, service :Capability);
+  # Step 2: proof = HMAC-SHA256(secret, "cairn-client" || serverNonce || clientNonce || role).
+  # The server answers with its own proof HMAC-SHA256(secret, "cairn-server" || clientNonce ||
+  # serverNonce) so the client knows it talks to a member of the cluster, and the service.
+}
+
+# ---------------------------------------------------------------------------------------------
+# Meta service
+
+struct Attr {
+  ino @0 :UInt64;
+  mode @1 :UInt32;
+  uid @2 :UInt32;
+  gid @3 :UInt32;
+  nlink @4 :UInt32;
+  size @5 :UInt64;
+  atimeNs @6 :Int64;
+  mtimeNs @7 :Int64;
+  ctimeNs @8 :Int64;
+  rdev @9 :UInt32;
+}
+
+struct DirEntry {
+  name @0 :Text;
+  ino @1 :UInt64;
+  mode @2 :UInt32;     # file type bits only
+  cookie @3 :UInt64;   # resume point: readdir(after = cookie) continues after this entry
+}
+
+struct Replica {
+  server @0 :UInt32;
+  addr @1 :Text;
+}
+
+struct ChunkInfo {
+  index @0 :UInt64;    # position in the file (offset / chunkSize)
+  id @1 :UInt64;
+  version @2 :UInt64;
+  replicas @3 :List(Replica);
+}
+
+struct ServerInfo {
+  id @0 :UInt32;
+  addr @1 :Text;
+  host @2 :Text;
+  state @3 :Text;      # online, suspect, dead
+  capacityBytes @4 :UInt64;
+  usedBytes @5 :UInt64;
+  chunks @6 :UInt64;
+}
+
+struct SetAttr {
+  setMode @0 :Bool;
+  mode @1 :UInt32;
+  setUid @2 :Bool;
+  uid @3 :UInt32;
+  setGid @4 :Bool;
+  gid @5 :UInt32;
+  setSize @6 :Bool;
+  size @7 :UInt64;
+  setAtime @8 :Bool;
+  atimeNs @9 :Int64;
+  atimeNow @10 :Bool;
+  setMtime @11 :Bool;
+  mtimeNs @12 :Int64;
+  mtimeNow @13 :Bool;
+  setCtime @14 :Bool;
+  ctimeNs @15 :Int64;
+}
+
+struct MetaRequest {
+  clientId @0 :UInt64;   # with seq: a retried mutation returns the first reply
+  seq @1 :UInt64;
+  op :union {
+    lookup @2 :Named;
+    getattr @3 :UInt64;
+    setattr @4 :SetAttrOp;
+    mknod @5 :MknodOp;            # regular files, directories, fifos, sockets, devices
+    symlink @6 :SymlinkOp;
+    link @7 :LinkOp;
+    unlink @8 :Named;
+    rmdir @9 :Named;
+    rename @10 :RenameOp;
+    readlink @11 :UInt64;
+    readdir @12 :ReaddirOp;
+    statfs @13 :Void;
+    setxattr @14 :XattrOp;
+    getxattr @15 :XattrOp;
+    listxattr @16 :UInt64;
+    removexattr @17 :XattrOp;
+    chunkGet @18 :ChunkGetOp;
+    chunkList @19 :UInt64;
+    commitWrite @20 :CommitWriteOp;
+    registerServer @21 :RegisterOp;
+    heartbeat @22 :HeartbeatOp;
+    status @23 :Void;
+    clusterInfo @24 :Void;
+    setKeyCheck @25 :Data;
+  }
+
+  struct Named { parent @0 :UInt64; name @1 :Text; }
+  struct SetAttrOp { ino @0 :UInt64; attr @1 :SetAttr; }
+  struct MknodOp {
+    parent @0 :UInt64; name @1 :Text; mode @2 :UInt32; rdev @3 :UInt32;
+    uid @4 :UInt32; gid @5 :UInt32; exclusive @6 :Bool;
+  }
+  struct SymlinkOp { parent @0 :UInt64; name @1 :Text; target @2 :Text; uid @3 :UInt32; gid @4 :UInt32; }
+  struct LinkOp { ino @0 :UInt64; newParent @1 :UInt64; newName @2 :Text; }
+  struct RenameOp {
+    parent @0 :UInt64; name @1 :Text; newParent @2 :UInt64; newName @3 :Text;
+    flags @4 :UInt32;   # RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2
+  }
+  struct ReaddirOp { ino @0 :UInt64; after @1 :UInt64; maxEntries @2 :UInt32; }
+  struct XattrOp { ino @0 :UInt64; name @1 :Text; value @2 :Data; flags @3 :UInt32; }
+  struct ChunkGetOp { ino @0 :UInt64; index @1 :UInt64; allocate @2 :Bool; }
+  struct CommitWriteOp { ino @0 :UInt64; size @1 :UInt64; mtimeNs @2 :Int64; }
+  struct RegisterOp {
+    uuid @0 :Text; addr @1 :Text; host @2 :Text;
+    capacityBytes @3 :UInt64; usedBytes @4 :UInt64; chunks @5 :UInt64;
+  }
+  struct HeartbeatOp {
+    server @0 :UInt32; capacityBytes @1 :UInt64; usedBytes @2 :UInt64; chunks @3 :UInt64;
+  }
+}
+
+struct StatFs {
+  blockSize @0 :UInt32;
+  totalBytes @1 :UInt64;
+  freeBytes @2 :UInt64;
+  files @3 :UInt64;
+  freeFiles @4 :UInt64;
+}
+
+struct ClusterStatus {
+  servers @0 :List(ServerInfo);
+  chunksTotal @1 :UInt64;
+  underReplicated @2 :UInt64;
+  lost @3 :UInt64;
+  replicas @4 :UInt32;
+  metaAddr @5 :Text;
+}
+
+struct ClusterInfo {
+  clusterId @0 :Text;
+  chunkSizeBytes @1 :UInt64;
+  blockSizeBytes @2 :UInt32;
+  replicas @3 :UInt32;
+  keyCheck @4 :Data;     # a block sealed with the data key; empty until the first client sets it
+}
+
+struct MetaReply {
+  err @0 :Int32;          # errno, 0 on success
+  union {
+    none @1 :Void;
+    attr @2 :Attr;
+    target @3 :Text;
+    entries @4 :List(DirEntry);
+    statfs @5 :StatFs;
+    value @6 :Data;
+    names @7 :List(Text);
+    chunk @8 :ChunkInfo;
+    chunks @9 :List(ChunkInfo);
+    serverId @10 :UInt32;
+    status @11 :ClusterStatus;
+    info @12 :ClusterInfo;
+  }
+  leader @13 :Text;       # set with err = EAGAIN when this server is not the leader
+  garbage @14 :List(UInt64);  # heartbeat reply: chunks this server must delete
+}
+
+# One entry of the meta log: a mutation with everything the state machine needs to apply it
+# deterministically (time, placement), decided by the leader before it is logged.
+struct Command {
+  timeNs @0 :Int64;
+  request @1 :MetaRequest;
+  placement @2 :List(UInt32);   # chunk servers chosen for a chunk allocation
+}
+
+interface Meta {
+  call @0 (request :MetaRequest) -> (reply :MetaReply);
+}
+
+# ---------------------------------------------------------------------------------------------
+# Chunk service. A chunk is a sequence of fixed-size blocks; the chunk server stores each block's
+# bytes and its opaque `aux` (the client's nonce and AEAD tag) and a CRC32 of both, and never
+# sees a key.
+
+struct Block {
+  present @0 :Bool;     # false: never written (a hole)
+  crc @1 :UInt32;       # crc32 of aux || data
+  aux @2 :Data;
+  data @3 :Data;
+}
+
+struct ChunkRef {
+  id @0 :UInt64;
+  version @1 :UInt64;
+}
+
+interface Chunk {
+  write @0 (chunk :ChunkRef, firstBlock :UInt32, blocks :List(Block), chain :List(Text), sync :Bool)
+      -> (err :Int32, failedAddr :Text);
+  # Writes blocks firstBlock.. and forwards them to chain[0] (which forwards to chain[1], ...).
+  # Answers once every server of the chain has the blocks (in its page cache, or on disk when
+  # sync). failedAddr names the replica that failed, when one did.
+
+  read @1 (chunk :ChunkRef, firstBlock :UInt32, count :UInt32) -> (err :Int32, blocks :List(Block));
+  sync @2 (chunk :ChunkRef, chain :List(Text)) -> (err :Int32, failedAddr :Text);
+  truncate @3 (chunk :ChunkRef, blocks :UInt32, chain :List(Text)) -> (err :Int32, failedAddr :Text);
+  # Drops every block at or after `blocks`.
+  remove @4 (ids :List(UInt64)) -> (removed :UInt32);
+  list @5 () -> (chunks :List(ChunkRef));
+}

@@ -1,0 +1,49 @@
+// The client side of the meta service, shared by mount.cairn, cairn and cairn-chunk: finds the
+// leader, follows redirects, and resends through disconnects and elections with backoff. Every
+// request carries (client id, sequence), so a resend after a lost reply changes nothing twice.
+// Lives on one KJ event loop.
+#pragma once
+
+#include <capnp/message.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rpc/net.h"
+
+namespace cairn {
+
+class MetaClient {
+ public:
+  MetaClient(kj::AsyncIoContext& io, const ClusterSecret& secret, std::vector<std::string> addrs,
+             proto::Role role, uint64_t clientId, kj::Duration retryFor = 60 * kj::SECONDS);
+  ~MetaClient();
+
+  // `request`'s root is a MetaRequest. Resolves to a message whose root is the MetaReply.
+  kj::Promise<kj::Own<capnp::MallocMessageBuilder>> call(kj::Own<capnp::MallocMessageBuilder> request);
+
+  uint64_t clientId() const { return clientId_; }
+  const std::string& leaderAddr() const { return addrs_[leader_]; }
+
+ private:
+  kj::Promise<kj::Own<capnp::MallocMessageBuilder>> attempt(
+      std::shared_ptr<capnp::MallocMessageBuilder> request, kj::TimePoint deadline,
+      kj::Duration backoff);
+  size_t indexOf(const std::string& addr);
+
+  kj::AsyncIoContext& io_;
+  const ClusterSecret& secret_;
+  std::vector<std::string> addrs_;
+  std::vector<std::unique_ptr<Peer>> peers_;
+  proto::Role role_;
+  uint64_t clientId_;
+  uint64_t nextSeq_ = 1;
+  size_t leader_ = 0;
+  kj::Duration retryFor_;
+};
+
+// Builds an empty MetaRequest message.
+kj::Own<capnp::MallocMessageBuilder> newMetaRequest();
+
+}  // namespace cairn
