@@ -1,0 +1,807 @@
+#include "meta/state_machine.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/debug.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace cairn::meta {
+
+namespace {
+
+constexpr size_t MAX_XATTR_NAME = 255;
+constexpr size_t MAX_XATTR_VALUE = 64 * 1024;
+constexpr size_t MAX_SYMLINK = 4095;
+constexpr int64_t REPLY_TTL_NS = 10ll * 60 * 1000000000;  // retries come within minutes
+constexpr size_t MAX_PRUNE_PER_APPLY = 16;
+constexpr unsigned RENAME_NOREPLACE_FLAG = 1;
+constexpr unsigned RENAME_EXCHANGE_FLAG = 2;
+constexpr unsigned XATTR_CREATE_FLAG = 1;
+constexpr unsigned XATTR_REPLACE_FLAG = 2;
+
+std::string encodeDentry(const DentryRecord& d) {
+  std::string s(20, '\0');
+  memcpy(s.data(), &d.ino, 8);
+  memcpy(s.data() + 8, &d.mode, 4);
+  memcpy(s.data() + 12, &d.cookie, 8);
+  return s;
+}
+
+bool isDir(uint32_t mode) { return S_ISDIR(mode); }
+
+}  // namespace
+
+int checkName(std::string_view name) {
+  if (name.empty()) return ENOENT;
+  if (name.size() > 255) return ENAMETOOLONG;
+  if (name == "." || name == "..") return EINVAL;
+  if (name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos)
+    return EINVAL;
+  return 0;
+}
+
+void StateMachine::formatIfEmpty(const Format& format, int64_t nowNs, const std::string& clusterId) {
+  Txn t(store_.env(), true);
+  if (store_.getInode(t, ROOT_INO)) return;
+  KJ_REQUIRE(format.chunkSizeBytes >= 1 << 20 && format.chunkSizeBytes % 4096 == 0,
+             "chunk size must be a multiple of 4 KiB and at least 1 MiB");
+  KJ_REQUIRE(format.replicas >= 1 && format.replicas <= 8, "replicas must be 1..8");
+  InodeRecord root;
+  root.mode = S_IFDIR | 0755;
+  root.nlink = 2;
+  root.atimeNs = root.mtimeNs = root.ctimeNs = nowNs;
+  root.parent = ROOT_INO;
+  root.nextCookie = FIRST_COOKIE;
+  store_.putInode(t, ROOT_INO, root);
+  store_.putCounter(t, "next_ino", ROOT_INO + 1);
+  store_.putCounter(t, "next_chunk", 1);
+  store_.putCounter(t, "next_server", 1);
+  store_.putCounter(t, "chunk_size", format.chunkSizeBytes);
+  store_.putCounter(t, "replicas", format.replicas);
+  store_.putCounter(t, "inodes", 1);
+  t.put(store_.counters, "cluster_id", clusterId);
+  t.commit();
+}
+
+bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
+  using W = proto::MetaRequest::Op::Which;
+  switch (req.getOp().which()) {
+    case W::SETATTR:
+    case W::MKNOD:
+    case W::SYMLINK:
+    case W::LINK:
+    case W::UNLINK:
+    case W::RMDIR:
+    case W::RENAME:
+    case W::SETXATTR:
+    case W::REMOVEXATTR:
+    case W::COMMIT_WRITE:
+    case W::REGISTER_SERVER:
+    case W::SET_KEY_CHECK:
+      return true;
+    case W::CHUNK_GET:
+      return req.getOp().getChunkGet().getAllocate();
+    default:
+      return false;
+  }
+}
+
+void StateMachine::fillAttr(uint64_t ino, const InodeRecord& r, proto::Attr::Builder a) {
+  a.setIno(ino);
+  a.setMode(r.mode);
+  a.setUid(r.uid);
+  a.setGid(r.gid);
+  a.setNlink(r.nlink);
+  a.setSize(r.size);
+  a.setAtimeNs(r.atimeNs);
+  a.setMtimeNs(r.mtimeNs);
+  a.setCtimeNs(r.ctimeNs);
+  a.setRdev(r.rdev);
+}
+
+void StateMachine::fillChunk(Txn& t, uint64_t index, const ChunkRecord& c,
+                             proto::ChunkInfo::Builder out) {
+  out.setIndex(index);
+  out.setId(c.id);
+  out.setVersion(c.version);
+  auto reps = out.initReplicas(c.servers.size());
+  for (size_t i = 0; i < c.servers.size(); i++) {
+    reps[i].setServer(c.servers[i]);
+    if (auto s = store_.getServer(t, c.servers[i])) reps[i].setAddr(s->addr);
+  }
+}
+
+void StateMachine::apply(Txn& t, proto::Command::Reader cmd, capnp::MessageBuilder& out) {
+  auto req = cmd.getRequest();
+  int64_t now = cmd.getTimeNs();
+  std::string replyKey;
+  if (req.getClientId() != 0) {
+    replyKey = be64(req.getClientId()) + be64(req.getSeq());
+    if (auto stored = t.get(store_.replies, replyKey)) {
+      // A retry: answer what the first attempt answered, change nothing.
+      auto bytes = std::string_view(*stored).substr(8);
+      KJ_ASSERT(bytes.size() % 8 == 0, "bad stored reply");
+      auto words = kj::heapArray<capnp::word>(bytes.size() / 8);
+      memcpy(words.begin(), bytes.data(), bytes.size());
+      capnp::FlatArrayMessageReader msg(words);
+      out.setRoot(msg.getRoot<proto::MetaReply>());
+      return;
+    }
+  }
+  auto reply = out.initRoot<proto::MetaReply>();
+  applyOp(t, now, cmd, reply);
+  if (!replyKey.empty()) {
+    auto flat = capnp::messageToFlatArray(out);
+    std::string v = be64(static_cast<uint64_t>(now));
+    v.append(reinterpret_cast<const char*>(flat.begin()), flat.size() * 8);
+    t.put(store_.replies, replyKey, v);
+    t.put(store_.replytime, be64(static_cast<uint64_t>(now)) + replyKey, "");
+  }
+  pruneReplies(t, now);
+}
+
+void StateMachine::pruneReplies(Txn& t, int64_t now) {
+  if (now < REPLY_TTL_NS) return;
+  std::string limit = be64(static_cast<uint64_t>(now - REPLY_TTL_NS));
+  std::vector<std::string> old;
+  for (Cursor c(t, store_.replytime, "", ""); c.valid() && old.size() < MAX_PRUNE_PER_APPLY;
+       c.next()) {
+    if (c.key().substr(0, 8) >= limit) break;
+    old.emplace_back(c.key());
+  }
+  for (auto& k : old) {
+    t.del(store_.replytime, k);
+    t.del(store_.replies, k.substr(8));
+  }
+}
+
+void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
+                           proto::MetaReply::Builder reply) {
+  auto req = cmd.getRequest();
+  auto op = req.getOp();
+  using W = proto::MetaRequest::Op::Which;
+  int err = 0;
+  switch (op.which()) {
+    case W::SETATTR:
+      err = setattr(t, now, op.getSetattr(), reply);
+      break;
+    case W::MKNOD:
+      err = mknod(t, now, op.getMknod(), "", reply);
+      break;
+    case W::SYMLINK: {
+      auto s = op.getSymlink();
+      capnp::MallocMessageBuilder tmp;
+      auto m = tmp.initRoot<proto::MetaRequest::MknodOp>();
+      m.setParent(s.getParent());
+      m.setName(s.getName());
+      m.setMode(S_IFLNK | 0777);
+      m.setUid(s.getUid());
+      m.setGid(s.getGid());
+      m.setExclusive(true);
+      auto target = std::string(s.getTarget().cStr(), s.getTarget().size());
+      if (target.empty()) {
+        err = ENOENT;
+      } else if (target.size() > MAX_SYMLINK) {
+        err = ENAMETOOLONG;
+      } else {
+        err = mknod(t, now, m.asReader(), target, reply);
+      }
+      break;
+    }
+    case W::LINK:
+      err = link(t, now, op.getLink(), reply);
+      break;
+    case W::UNLINK:
+      err = unlinkEntry(t, now, op.getUnlink().getParent(),
+                        std::string_view(op.getUnlink().getName().cStr()), false);
+      break;
+    case W::RMDIR:
+      err = unlinkEntry(t, now, op.getRmdir().getParent(),
+                        std::string_view(op.getRmdir().getName().cStr()), true);
+      break;
+    case W::RENAME:
+      err = rename(t, now, op.getRename());
+      break;
+    case W::SETXATTR:
+    case W::REMOVEXATTR:
+      err = xattrChange(t, now, req);
+      break;
+    case W::CHUNK_GET:
+      err = chunkAllocate(t, cmd, reply);
+      break;
+    case W::COMMIT_WRITE:
+      err = commitWrite(t, now, op.getCommitWrite(), reply);
+      break;
+    case W::REGISTER_SERVER:
+      err = registerServer(t, op.getRegisterServer(), reply);
+      break;
+    case W::HEARTBEAT:
+      heartbeatGarbage(t, op.getHeartbeat().getServer(), reply);
+      break;
+    case W::SET_KEY_CHECK: {
+      auto cur = t.get(store_.counters, "key_check");
+      if (!cur) {
+        auto v = op.getSetKeyCheck();
+        if (v.size() > 4096) {
+          err = EINVAL;
+          break;
+        }
+        t.put(store_.counters, "key_check",
+              std::string_view(reinterpret_cast<const char*>(v.begin()), v.size()));
+        reply.setValue(v);
+      } else {
+        reply.setValue(kj::arrayPtr(reinterpret_cast<const kj::byte*>(cur->data()), cur->size()));
+      }
+      break;
+    }
+    default:
+      err = EINVAL;
+      break;
+  }
+  reply.setErr(err);
+}
+
+void StateMachine::addDentry(Txn& t, uint64_t parent, InodeRecord& parentRec,
+                             std::string_view name, uint64_t ino, uint32_t mode) {
+  DentryRecord d{ino, mode & S_IFMT, parentRec.nextCookie++};
+  t.put(store_.dentries, be64(parent) + std::string(name), encodeDentry(d));
+  t.put(store_.cookies, be64(parent) + be64(d.cookie), name);
+}
+
+void StateMachine::removeDentry(Txn& t, uint64_t parent, std::string_view name,
+                                const DentryRecord& d) {
+  t.del(store_.dentries, be64(parent) + std::string(name));
+  t.del(store_.cookies, be64(parent) + be64(d.cookie));
+}
+
+int StateMachine::mknod(Txn& t, int64_t now, proto::MetaRequest::MknodOp::Reader op,
+                        const std::string& target, proto::MetaReply::Builder reply) {
+  std::string_view name(op.getName().cStr(), op.getName().size());
+  if (int e = checkName(name)) return e;
+  auto parent = store_.getInode(t, op.getParent());
+  if (!parent) return ENOENT;
+  if (!isDir(parent->mode)) return ENOTDIR;
+  uint32_t type = op.getMode() & S_IFMT;
+  if (type != S_IFREG && type != S_IFDIR && type != S_IFLNK && type != S_IFIFO &&
+      type != S_IFSOCK && type != S_IFCHR && type != S_IFBLK)
+    return EINVAL;
+  if (auto existing = store_.getDentry(t, op.getParent(), name)) {
+    if (op.getExclusive() || type != S_IFREG) return EEXIST;
+    // Non-exclusive create of an existing file opens it.
+    auto r = store_.getInode(t, existing->ino);
+    KJ_ASSERT(r.has_value(), "dentry points at a missing inode", existing->ino);
+    if (isDir(r->mode)) return EISDIR;
+    fillAttr(existing->ino, *r, reply.initAttr());
+    return 0;
+  }
+  uint64_t ino = store_.getCounter(t, "next_ino");
+  store_.putCounter(t, "next_ino", ino + 1);
+  store_.putCounter(t, "inodes", store_.getCounter(t, "inodes") + 1);
+  InodeRecord r;
+  r.mode = op.getMode();
+  r.uid = op.getUid();
+  r.gid = op.getGid();
+  if (parent->mode & S_ISGID) {
+    // setgid directory: new entries take its group; new directories keep the bit.
+    r.gid = parent->gid;
+    if (type == S_IFDIR) r.mode |= S_ISGID;
+  }
+  r.rdev = (type == S_IFCHR || type == S_IFBLK) ? op.getRdev() : 0;
+  r.nlink = type == S_IFDIR ? 2 : 1;
+  r.atimeNs = r.mtimeNs = r.ctimeNs = now;
+  if (type == S_IFDIR) {
+    r.parent = op.getParent();
+    r.nextCookie = FIRST_COOKIE;
+    parent->nlink++;
+  }
+  if (type == S_IFLNK) {
+    r.size = target.size();
+    t.put(store_.symlinks, be64(ino), target);
+  }
+  addDentry(t, op.getParent(), *parent, name, ino, r.mode);
+  parent->mtimeNs = parent->ctimeNs = now;
+  store_.putInode(t, op.getParent(), *parent);
+  store_.putInode(t, ino, r);
+  fillAttr(ino, r, reply.initAttr());
+  return 0;
+}
+
+int StateMachine::link(Txn& t, int64_t now, proto::MetaRequest::LinkOp::Reader op,
+                       proto::MetaReply::Builder reply) {
+  std::string_view name(op.getNewName().cStr(), op.getNewName().size());
+  if (int e = checkName(name)) return e;
+  auto r = store_.getInode(t, op.getIno());
+  if (!r) return ENOENT;
+  if (isDir(r->mode)) return EPERM;
+  auto parent = store_.getInode(t, op.getNewParent());
+  if (!parent) return ENOENT;
+  if (!isDir(parent->mode)) return ENOTDIR;
+  if (store_.getDentry(t, op.getNewParent(), name)) return EEXIST;
+  if (r->nlink >= 65000) return EMLINK;
+  r->nlink++;
+  r->ctimeNs = now;
+  addDentry(t, op.getNewParent(), *parent, name, op.getIno(), r->mode);
+  parent->mtimeNs = parent->ctimeNs = now;
+  store_.putInode(t, op.getNewParent(), *parent);
+  store_.putInode(t, op.getIno(), *r);
+  fillAttr(op.getIno(), *r, reply.initAttr());
+  return 0;
+}
+
+void StateMachine::dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex) {
+  std::vector<std::pair<std::string, ChunkRecord>> drop;
+  for (Cursor c(t, store_.chunks, be64(ino), be64(ino) + be64(firstIndex)); c.valid(); c.next())
+    drop.emplace_back(std::string(c.key()), Store::decodeChunk(c.value()));
+  for (auto& [key, rec] : drop) {
+    t.del(store_.chunks, key);
+    if (!rec.servers.empty()) t.put(store_.garbage, be64(rec.id), Store::encodeServers(rec.servers));
+  }
+}
+
+void StateMachine::dropInode(Txn& t, uint64_t ino, const InodeRecord& r) {
+  dropChunksFrom(t, ino, 0);
+  std::vector<std::string> keys;
+  for (Cursor c(t, store_.xattrs, be64(ino), ""); c.valid(); c.next()) keys.emplace_back(c.key());
+  for (auto& k : keys) t.del(store_.xattrs, k);
+  t.del(store_.symlinks, be64(ino));
+  t.del(store_.inodes, be64(ino));
+  store_.putCounter(t, "inodes", store_.getCounter(t, "inodes") - 1);
+}
+
+int StateMachine::unlinkEntry(Txn& t, int64_t now, uint64_t parentIno, std::string_view name,
+                              bool dir) {
+  if (int e = checkName(name)) return e;
+  auto parent = store_.getInode(t, parentIno);
+  if (!parent) return ENOENT;
+  if (!isDir(parent->mode)) return ENOTDIR;
+  auto d = store_.getDentry(t, parentIno, name);
+  if (!d) return ENOENT;
+  auto r = store_.getInode(t, d->ino);
+  KJ_ASSERT(r.has_value(), "dentry points at a missing inode", d->ino);
+  if (dir) {
+    if (!isDir(r->mode)) return ENOTDIR;
+    if (Cursor(t, store_.cookies, be64(d->ino), "").valid()) return ENOTEMPTY;
+  } else if (isDir(r->mode)) {
+    return EISDIR;
+  }
+  removeDentry(t, parentIno, name, *d);
+  parent->mtimeNs = parent->ctimeNs = now;
+  if (dir) {
+    parent->nlink--;
+    dropInode(t, d->ino, *r);
+  } else {
+    r->nlink--;
+    r->ctimeNs = now;
+    if (r->nlink == 0) {
+      dropInode(t, d->ino, *r);
+    } else {
+      store_.putInode(t, d->ino, *r);
+    }
+  }
+  store_.putInode(t, parentIno, *parent);
+  return 0;
+}
+
+int StateMachine::rename(Txn& t, int64_t now, proto::MetaRequest::RenameOp::Reader op) {
+  std::string_view name(op.getName().cStr(), op.getName().size());
+  std::string_view newName(op.getNewName().cStr(), op.getNewName().size());
+  if (int e = checkName(name)) return e;
+  if (int e = checkName(newName)) return e;
+  uint32_t flags = op.getFlags();
+  if (flags & ~(RENAME_NOREPLACE_FLAG | RENAME_EXCHANGE_FLAG)) return EINVAL;
+  if ((flags & RENAME_NOREPLACE_FLAG) && (flags & RENAME_EXCHANGE_FLAG)) return EINVAL;
+  uint64_t srcParentIno = op.getParent(), dstParentIno = op.getNewParent();
+  bool sameParent = srcParentIno == dstParentIno;
+  auto srcParent = store_.getInode(t, srcParentIno);
+  auto dstParent = sameParent ? srcParent : store_.getInode(t, dstParentIno);
+  if (!srcParent || !dstParent) return ENOENT;
+  if (!isDir(srcParent->mode) || !isDir(dstParent->mode)) return ENOTDIR;
+  auto src = store_.getDentry(t, srcParentIno, name);
+  if (!src) return ENOENT;
+  auto dst = store_.getDentry(t, dstParentIno, newName);
+  bool srcIsDir = isDir(src->mode);
+  // With one parent, both names point at the same record.
+  InodeRecord& sp = *srcParent;
+  InodeRecord& dp = sameParent ? *srcParent : *dstParent;
+
+  // The loop rule: a directory cannot move below itself.
+  auto isAncestor = [&](uint64_t dirIno, uint64_t of) {
+    uint64_t cur = of;
+    for (int depth = 0; depth < 4096; depth++) {
+      if (cur == dirIno) return true;
+      if (cur == ROOT_INO) return false;
+      auto r = store_.getInode(t, cur);
+      if (!r) return false;
+      cur = r->parent;
+    }
+    return true;  // deeper than any sane tree: refuse
+  };
+
+  if (flags & RENAME_EXCHANGE_FLAG) {
+    if (!dst) return ENOENT;
+    bool dstIsDir = isDir(dst->mode);
+    if (src->ino == dst->ino) return 0;
+    if (srcIsDir && isAncestor(src->ino, dstParentIno)) return EINVAL;
+    if (dstIsDir && isAncestor(dst->ino, srcParentIno)) return EINVAL;
+    // Swap the targets of the two names; each name keeps its cookie.
+    DentryRecord a = *src, b = *dst;
+    t.put(store_.dentries, be64(srcParentIno) + std::string(name),
+          encodeDentry(DentryRecord{b.ino, b.mode, a.cookie}));
+    t.put(store_.dentries, be64(dstParentIno) + std::string(newName),
+          encodeDentry(DentryRecord{a.ino, a.mode, b.cookie}));
+    if (!sameParent) {
+      if (srcIsDir) {
+        auto r = store_.getInode(t, a.ino);
+        r->parent = dstParentIno;
+        store_.putInode(t, a.ino, *r);
+      }
+      if (dstIsDir) {
+        auto r = store_.getInode(t, b.ino);
+        r->parent = srcParentIno;
+        store_.putInode(t, b.ino, *r);
+      }
+      if (srcIsDir && !dstIsDir) {
+        sp.nlink--;
+        dp.nlink++;
+      } else if (!srcIsDir && dstIsDir) {
+        sp.nlink++;
+        dp.nlink--;
+      }
+    }
+    for (auto ino : {a.ino, b.ino}) {
+      auto r = store_.getInode(t, ino);
+      r->ctimeNs = now;
+      store_.putInode(t, ino, *r);
+    }
+  } else {
+    if (srcIsDir && isAncestor(src->ino, dstParentIno)) return EINVAL;
+    if (dst) {
+      if (flags & RENAME_NOREPLACE_FLAG) return EEXIST;
+      if (dst->ino == src->ino) return 0;  // two names of one file: POSIX says do nothing
+      bool dstIsDir = isDir(dst->mode);
+      if (srcIsDir && !dstIsDir) return ENOTDIR;
+      if (!srcIsDir && dstIsDir) return EISDIR;
+      if (dstIsDir && Cursor(t, store_.cookies, be64(dst->ino), "").valid()) return ENOTEMPTY;
+      // Replace: the destination name goes, and with it one link of its inode.
+      removeDentry(t, dstParentIno, newName, *dst);
+      auto dr = store_.getInode(t, dst->ino);
+      KJ_ASSERT(dr.has_value());
+      if (dstIsDir) {
+        dp.nlink--;
+        dropInode(t, dst->ino, *dr);
+      } else {
+        dr->nlink--;
+        dr->ctimeNs = now;
+        if (dr->nlink == 0) {
+          dropInode(t, dst->ino, *dr);
+        } else {
+          store_.putInode(t, dst->ino, *dr);
+        }
+      }
+    }
+    removeDentry(t, srcParentIno, name, *src);
+    addDentry(t, dstParentIno, dp, newName, src->ino, src->mode);
+    auto r = store_.getInode(t, src->ino);
+    KJ_ASSERT(r.has_value());
+    r->ctimeNs = now;
+    if (srcIsDir && !sameParent) {
+      r->parent = dstParentIno;
+      sp.nlink--;
+      dp.nlink++;
+    }
+    store_.putInode(t, src->ino, *r);
+  }
+  sp.mtimeNs = sp.ctimeNs = now;
+  dp.mtimeNs = dp.ctimeNs = now;
+  store_.putInode(t, srcParentIno, sp);
+  if (!sameParent) store_.putInode(t, dstParentIno, dp);
+  return 0;
+}
+
+int StateMachine::setattr(Txn& t, int64_t now, proto::MetaRequest::SetAttrOp::Reader op,
+                          proto::MetaReply::Builder reply) {
+  auto r = store_.getInode(t, op.getIno());
+  if (!r) return ENOENT;
+  auto a = op.getAttr();
+  if (a.getSetMode()) r->mode = (r->mode & S_IFMT) | (a.getMode() & 07777);
+  if (a.getSetUid()) r->uid = a.getUid();
+  if (a.getSetGid()) r->gid = a.getGid();
+  if ((a.getSetUid() || a.getSetGid()) && !isDir(r->mode) && !a.getSetMode()) {
+    // chown clears set-user-ID, and set-group-ID when group-executable.
+    r->mode &= ~S_ISUID;
+    if (r->mode & S_IXGRP) r->mode &= ~S_ISGID;
+  }
+  if (a.getSetSize()) {
+    if (isDir(r->mode)) return EISDIR;
+    if (!S_ISREG(r->mode)) return EINVAL;
+    uint64_t size = a.getSize();
+    if (size > (1ull << 50)) return EFBIG;
+    if (size < r->size) {
+      uint64_t cs = chunkSize(t);
+      dropChunksFrom(t, op.getIno(), (size + cs - 1) / cs);
+    }
+    r->size = size;
+    r->mtimeNs = now;
+  }
+  if (a.getSetAtime()) r->atimeNs = a.getAtimeNow() ? now : a.getAtimeNs();
+  if (a.getSetMtime()) r->mtimeNs = a.getMtimeNow() ? now : a.getMtimeNs();
+  r->ctimeNs = a.getSetCtime() ? a.getCtimeNs() : now;
+  store_.putInode(t, op.getIno(), *r);
+  fillAttr(op.getIno(), *r, reply.initAttr());
+  return 0;
+}
+
+int StateMachine::xattrChange(Txn& t, int64_t now, proto::MetaRequest::Reader req) {
+  bool set = req.getOp().isSetxattr();
+  auto op = set ? req.getOp().getSetxattr() : req.getOp().getRemovexattr();
+  std::string name(op.getName().cStr(), op.getName().size());
+  if (name.empty()) return EINVAL;
+  if (name.size() > MAX_XATTR_NAME) return ERANGE;
+  auto r = store_.getInode(t, op.getIno());
+  if (!r) return ENOENT;
+  std::string key = be64(op.getIno()) + name;
+  bool exists = t.get(store_.xattrs, key).has_value();
+  if (set) {
+    auto v = op.getValue();
+    if (v.size() > MAX_XATTR_VALUE) return E2BIG;
+    if ((op.getFlags() & XATTR_CREATE_FLAG) && exists) return EEXIST;
+    if ((op.getFlags() & XATTR_REPLACE_FLAG) && !exists) return ENODATA;
+    t.put(store_.xattrs, key, std::string_view(reinterpret_cast<const char*>(v.begin()), v.size()));
+  } else {
+    if (!exists) return ENODATA;
+    t.del(store_.xattrs, key);
+  }
+  r->ctimeNs = now;
+  store_.putInode(t, op.getIno(), *r);
+  return 0;
+}
+
+int StateMachine::chunkAllocate(Txn& t, proto::Command::Reader cmd,
+                                proto::MetaReply::Builder reply) {
+  auto op = cmd.getRequest().getOp().getChunkGet();
+  auto r = store_.getInode(t, op.getIno());
+  if (!r) return ENOENT;
+  if (!S_ISREG(r->mode)) return EINVAL;
+  if (auto c = store_.getChunk(t, op.getIno(), op.getIndex())) {
+    fillChunk(t, op.getIndex(), *c, reply.initChunk());
+    return 0;
+  }
+  auto placement = cmd.getPlacement();
+  if (placement.size() == 0) return ENOSPC;
+  ChunkRecord c;
+  c.id = store_.getCounter(t, "next_chunk");
+  store_.putCounter(t, "next_chunk", c.id + 1);
+  c.version = 1;
+  for (auto s : placement) {
+    KJ_ASSERT(store_.getServer(t, s).has_value(), "placement names an unknown server", s);
+    c.servers.push_back(s);
+  }
+  store_.putChunk(t, op.getIno(), op.getIndex(), c);
+  fillChunk(t, op.getIndex(), c, reply.initChunk());
+  return 0;
+}
+
+int StateMachine::commitWrite(Txn& t, int64_t now, proto::MetaRequest::CommitWriteOp::Reader op,
+                              proto::MetaReply::Builder reply) {
+  auto r = store_.getInode(t, op.getIno());
+  if (!r) return ENOENT;
+  if (!S_ISREG(r->mode)) return EINVAL;
+  if (op.getSize() > r->size) r->size = op.getSize();
+  r->mtimeNs = op.getMtimeNs() != 0 ? op.getMtimeNs() : now;
+  r->ctimeNs = now;
+  // Writing clears set-user-ID, and set-group-ID when group-executable.
+  r->mode &= ~S_ISUID;
+  if (r->mode & S_IXGRP) r->mode &= ~S_ISGID;
+  store_.putInode(t, op.getIno(), *r);
+  fillAttr(op.getIno(), *r, reply.initAttr());
+  return 0;
+}
+
+int StateMachine::registerServer(Txn& t, proto::MetaRequest::RegisterOp::Reader op,
+                                 proto::MetaReply::Builder reply) {
+  std::string uuid(op.getUuid().cStr());
+  if (uuid.empty() || uuid.size() > 64) return EINVAL;
+  ServerRecord rec{uuid, op.getAddr().cStr(), op.getHost().cStr()};
+  if (rec.addr.empty() || rec.addr.size() > 256 || rec.host.size() > 256) return EINVAL;
+  uint32_t found = 0;
+  for (Cursor c(t, store_.servers, "", ""); c.valid(); c.next()) {
+    uint32_t id = static_cast<uint32_t>(readBe64(c.key()));
+    auto s = store_.getServer(t, id);
+    if (s && s->uuid == uuid) {
+      found = id;
+      break;
+    }
+  }
+  if (found == 0) {
+    found = static_cast<uint32_t>(store_.getCounter(t, "next_server"));
+    store_.putCounter(t, "next_server", found + 1);
+  }
+  store_.putServer(t, found, rec);
+  reply.setServerId(found);
+  return 0;
+}
+
+std::vector<uint64_t> StateMachine::garbageFor(Txn& t, uint32_t server, size_t max) {
+  std::vector<uint64_t> out;
+  for (Cursor c(t, store_.garbage, "", ""); c.valid() && out.size() < max; c.next()) {
+    for (auto s : Store::decodeServers(c.value())) {
+      if (s == server) {
+        out.push_back(readBe64(c.key()));
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+void StateMachine::heartbeatGarbage(Txn& t, uint32_t server, proto::MetaReply::Builder reply) {
+  auto ids = garbageFor(t, server, 1024);
+  auto out = reply.initGarbage(ids.size());
+  for (size_t i = 0; i < ids.size(); i++) {
+    out.set(i, ids[i]);
+    auto v = t.get(store_.garbage, be64(ids[i]));
+    auto servers = Store::decodeServers(*v);
+    std::erase(servers, server);
+    if (servers.empty()) {
+      t.del(store_.garbage, be64(ids[i]));
+    } else {
+      t.put(store_.garbage, be64(ids[i]), Store::encodeServers(servers));
+    }
+  }
+}
+
+void StateMachine::read(Txn& t, proto::MetaRequest::Reader req, proto::MetaReply::Builder reply) {
+  auto op = req.getOp();
+  using W = proto::MetaRequest::Op::Which;
+  int err = 0;
+  switch (op.which()) {
+    case W::LOOKUP: {
+      auto l = op.getLookup();
+      std::string_view name(l.getName().cStr(), l.getName().size());
+      auto parent = store_.getInode(t, l.getParent());
+      if (!parent) {
+        err = ENOENT;
+      } else if (!isDir(parent->mode)) {
+        err = ENOTDIR;
+      } else if (name.size() > 255) {
+        err = ENAMETOOLONG;
+      } else if (name == ".") {
+        fillAttr(l.getParent(), *parent, reply.initAttr());
+      } else if (name == "..") {
+        auto p = store_.getInode(t, parent->parent);
+        if (p) {
+          fillAttr(parent->parent, *p, reply.initAttr());
+        } else {
+          err = ENOENT;
+        }
+      } else if (auto d = store_.getDentry(t, l.getParent(), name)) {
+        auto r = store_.getInode(t, d->ino);
+        KJ_ASSERT(r.has_value(), "dentry points at a missing inode", d->ino);
+        fillAttr(d->ino, *r, reply.initAttr());
+      } else {
+        err = ENOENT;
+      }
+      break;
+    }
+    case W::GETATTR: {
+      auto r = store_.getInode(t, op.getGetattr());
+      if (r) {
+        fillAttr(op.getGetattr(), *r, reply.initAttr());
+      } else {
+        err = ENOENT;
+      }
+      break;
+    }
+    case W::READLINK: {
+      auto v = t.get(store_.symlinks, be64(op.getReadlink()));
+      if (v) {
+        reply.setTarget(*v);
+      } else {
+        err = store_.getInode(t, op.getReadlink()) ? EINVAL : ENOENT;
+      }
+      break;
+    }
+    case W::READDIR: {
+      auto rd = op.getReaddir();
+      auto dir = store_.getInode(t, rd.getIno());
+      if (!dir) {
+        err = ENOENT;
+        break;
+      }
+      if (!isDir(dir->mode)) {
+        err = ENOTDIR;
+        break;
+      }
+      uint32_t max = std::min<uint32_t>(rd.getMaxEntries() ? rd.getMaxEntries() : 256, 4096);
+      struct Found {
+        std::string name;
+        DentryRecord d;
+      };
+      std::vector<Found> found;
+      std::string prefix = be64(rd.getIno());
+      for (Cursor c(t, store_.cookies, prefix, prefix + be64(rd.getAfter() + 1));
+           c.valid() && found.size() < max; c.next()) {
+        std::string name(c.value());
+        auto d = store_.getDentry(t, rd.getIno(), name);
+        KJ_ASSERT(d.has_value(), "cookie without dentry", rd.getIno(), name);
+        found.push_back(Found{name, *d});
+      }
+      auto out = reply.initEntries(found.size());
+      for (size_t i = 0; i < found.size(); i++) {
+        out[i].setName(found[i].name);
+        out[i].setIno(found[i].d.ino);
+        out[i].setMode(found[i].d.mode);
+        out[i].setCookie(found[i].d.cookie);
+      }
+      break;
+    }
+    case W::GETXATTR: {
+      auto x = op.getGetxattr();
+      if (!store_.getInode(t, x.getIno())) {
+        err = ENOENT;
+        break;
+      }
+      auto v = t.get(store_.xattrs, be64(x.getIno()) + std::string(x.getName().cStr()));
+      if (v) {
+        reply.setValue(kj::arrayPtr(reinterpret_cast<const kj::byte*>(v->data()), v->size()));
+      } else {
+        err = ENODATA;
+      }
+      break;
+    }
+    case W::LISTXATTR: {
+      if (!store_.getInode(t, op.getListxattr())) {
+        err = ENOENT;
+        break;
+      }
+      std::vector<std::string> names;
+      for (Cursor c(t, store_.xattrs, be64(op.getListxattr()), ""); c.valid(); c.next())
+        names.emplace_back(c.key().substr(8));
+      auto out = reply.initNames(names.size());
+      for (size_t i = 0; i < names.size(); i++) out.set(i, names[i]);
+      break;
+    }
+    case W::CHUNK_GET: {
+      auto g = op.getChunkGet();
+      if (auto c = store_.getChunk(t, g.getIno(), g.getIndex())) {
+        fillChunk(t, g.getIndex(), *c, reply.initChunk());
+      } else {
+        err = ENOENT;
+      }
+      break;
+    }
+    case W::CHUNK_LIST: {
+      uint64_t ino = op.getChunkList();
+      if (!store_.getInode(t, ino)) {
+        err = ENOENT;
+        break;
+      }
+      std::vector<std::pair<uint64_t, ChunkRecord>> all;
+      for (Cursor c(t, store_.chunks, be64(ino), ""); c.valid() && all.size() < 100000; c.next())
+        all.emplace_back(readBe64(c.key(), 8), Store::decodeChunk(c.value()));
+      auto out = reply.initChunks(all.size());
+      for (size_t i = 0; i < all.size(); i++) fillChunk(t, all[i].first, all[i].second, out[i]);
+      break;
+    }
+    case W::CLUSTER_INFO: {
+      auto info = reply.initInfo();
+      auto id = t.get(store_.counters, "cluster_id");
+      info.setClusterId(id ? *id : "");
+      info.setChunkSizeBytes(chunkSize(t));
+      info.setBlockSizeBytes(4096);
+      info.setReplicas(replicas(t));
+      if (auto k = t.get(store_.counters, "key_check"))
+        info.setKeyCheck(kj::arrayPtr(reinterpret_cast<const kj::byte*>(k->data()), k->size()));
+      break;
+    }
+    default:
+      err = EINVAL;
+      break;
+  }
+  reply.setErr(err);
+}
+
+}  // namespace cairn::meta

@@ -1,0 +1,76 @@
+// The filesystem state machine. apply() changes the state by one logged Command; everything it
+// needs beyond the state (time, chunk placement) is inside the command, so every replica that
+// applies the same log reaches the same state. read() answers queries from the current state.
+// Both report outcomes as errno values in the reply; they throw only on broken invariants.
+#pragma once
+
+#include <capnp/message.h>
+
+#include "meta/store.h"
+#include "rpc/cairn.capnp.h"
+
+namespace cairn::meta {
+
+struct Format {
+  uint64_t chunkSizeBytes = 64ull << 20;
+  uint32_t replicas = 3;
+};
+
+class StateMachine {
+ public:
+  explicit StateMachine(Store& store) : store_(store) {}
+
+  // Creates the root directory and the cluster's constants when the store is empty.
+  void formatIfEmpty(const Format& format, int64_t nowNs, const std::string& clusterId);
+
+  // Applies one command inside `txn`. Retried (client id, seq) pairs return the stored reply.
+  void apply(Txn& txn, proto::Command::Reader cmd, capnp::MessageBuilder& out);
+
+  // Answers a read-only request.
+  void read(Txn& txn, proto::MetaRequest::Reader req, proto::MetaReply::Builder reply);
+
+  // True when the request changes state and must go through the log.
+  static bool isMutation(proto::MetaRequest::Reader req);
+
+  uint64_t chunkSize(Txn& t) { return store_.getCounter(t, "chunk_size"); }
+  uint32_t replicas(Txn& t) { return static_cast<uint32_t>(store_.getCounter(t, "replicas")); }
+
+  // Garbage chunks waiting for `server` to delete them (bounded).
+  std::vector<uint64_t> garbageFor(Txn& t, uint32_t server, size_t max);
+
+  Store& store() { return store_; }
+
+ private:
+  void applyOp(Txn& t, int64_t now, proto::Command::Reader cmd, proto::MetaReply::Builder reply);
+  int mknod(Txn& t, int64_t now, proto::MetaRequest::MknodOp::Reader op, const std::string& target,
+            proto::MetaReply::Builder reply);
+  int setattr(Txn& t, int64_t now, proto::MetaRequest::SetAttrOp::Reader op,
+              proto::MetaReply::Builder reply);
+  int unlinkEntry(Txn& t, int64_t now, uint64_t parent, std::string_view name, bool dir);
+  int rename(Txn& t, int64_t now, proto::MetaRequest::RenameOp::Reader op);
+  int link(Txn& t, int64_t now, proto::MetaRequest::LinkOp::Reader op,
+           proto::MetaReply::Builder reply);
+  int xattrChange(Txn& t, int64_t now, proto::MetaRequest::Reader req);
+  int chunkAllocate(Txn& t, proto::Command::Reader cmd, proto::MetaReply::Builder reply);
+  int commitWrite(Txn& t, int64_t now, proto::MetaRequest::CommitWriteOp::Reader op,
+                  proto::MetaReply::Builder reply);
+  int registerServer(Txn& t, proto::MetaRequest::RegisterOp::Reader op,
+                     proto::MetaReply::Builder reply);
+  void heartbeatGarbage(Txn& t, uint32_t server, proto::MetaReply::Builder reply);
+
+  void addDentry(Txn& t, uint64_t parent, InodeRecord& parentRec, std::string_view name,
+                 uint64_t ino, uint32_t mode);
+  void removeDentry(Txn& t, uint64_t parent, std::string_view name, const DentryRecord& d);
+  void dropInode(Txn& t, uint64_t ino, const InodeRecord& r);
+  void dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex);
+  void fillAttr(uint64_t ino, const InodeRecord& r, proto::Attr::Builder a);
+  void fillChunk(Txn& t, uint64_t index, const ChunkRecord& c, proto::ChunkInfo::Builder out);
+  void pruneReplies(Txn& t, int64_t now);
+
+  Store& store_;
+};
+
+// Name rules at the boundary: 1..255 bytes, no '/', no NUL, not "." or "..".
+int checkName(std::string_view name);
+
+}  // namespace cairn::meta

@@ -1,0 +1,257 @@
+#include "meta/store.h"
+
+#include <kj/debug.h>
+#include <sys/stat.h>
+
+#include <cstring>
+
+namespace cairn::meta {
+
+namespace {
+void check(int rc, const char* what) {
+  if (rc != 0) KJ_FAIL_ASSERT("lmdb", what, mdb_strerror(rc));
+}
+MDB_val val(std::string_view s) {
+  return MDB_val{s.size(), const_cast<char*>(s.data())};
+}
+std::string_view view(const MDB_val& v) {
+  return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+void putU32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
+void putU64(std::string& s, uint64_t v) { s.append(reinterpret_cast<const char*>(&v), 8); }
+uint32_t getU32(std::string_view s, size_t& at) {
+  KJ_ASSERT(at + 4 <= s.size(), "truncated record");
+  uint32_t v;
+  memcpy(&v, s.data() + at, 4);
+  at += 4;
+  return v;
+}
+uint64_t getU64(std::string_view s, size_t& at) {
+  KJ_ASSERT(at + 8 <= s.size(), "truncated record");
+  uint64_t v;
+  memcpy(&v, s.data() + at, 8);
+  at += 8;
+  return v;
+}
+void putStr(std::string& s, std::string_view v) {
+  putU32(s, static_cast<uint32_t>(v.size()));
+  s.append(v);
+}
+std::string getStr(std::string_view s, size_t& at) {
+  uint32_t n = getU32(s, at);
+  KJ_ASSERT(at + n <= s.size(), "truncated record");
+  std::string out(s.substr(at, n));
+  at += n;
+  return out;
+}
+}  // namespace
+
+std::string be64(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 7; i >= 0; i--) {
+    s[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  return s;
+}
+
+uint64_t readBe64(std::string_view s, size_t at) {
+  KJ_ASSERT(s.size() >= at + 8);
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8; i++) v = (v << 8) | static_cast<unsigned char>(s[at + i]);
+  return v;
+}
+
+Txn::Txn(MDB_env* env, bool write) {
+  check(mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn_), "txn_begin");
+}
+
+Txn::~Txn() {
+  if (txn_) mdb_txn_abort(txn_);
+}
+
+void Txn::commit() {
+  int rc = mdb_txn_commit(txn_);
+  txn_ = nullptr;
+  check(rc, "commit");
+}
+
+std::optional<std::string> Txn::get(MDB_dbi dbi, std::string_view key) {
+  MDB_val k = val(key), v;
+  int rc = mdb_get(txn_, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  check(rc, "get");
+  return std::string(view(v));
+}
+
+void Txn::put(MDB_dbi dbi, std::string_view key, std::string_view value) {
+  MDB_val k = val(key), v = val(value);
+  check(mdb_put(txn_, dbi, &k, &v, 0), "put");
+}
+
+bool Txn::del(MDB_dbi dbi, std::string_view key) {
+  MDB_val k = val(key);
+  int rc = mdb_del(txn_, dbi, &k, nullptr);
+  if (rc == MDB_NOTFOUND) return false;
+  check(rc, "del");
+  return true;
+}
+
+Cursor::Cursor(Txn& txn, MDB_dbi dbi, std::string prefix, std::string start)
+    : prefix_(std::move(prefix)) {
+  check(mdb_cursor_open(txn.raw(), dbi, &cursor_), "cursor_open");
+  if (start.size() < prefix_.size()) start = prefix_;
+  MDB_val k = val(start), v;
+  load(mdb_cursor_get(cursor_, &k, &v, MDB_SET_RANGE));
+}
+
+Cursor::~Cursor() { mdb_cursor_close(cursor_); }
+
+void Cursor::load(int rc) {
+  if (rc == MDB_NOTFOUND) {
+    valid_ = false;
+    return;
+  }
+  check(rc, "cursor_get");
+  MDB_val k, v;
+  check(mdb_cursor_get(cursor_, &k, &v, MDB_GET_CURRENT), "cursor_get");
+  key_ = view(k);
+  value_ = view(v);
+  valid_ = key_.substr(0, prefix_.size()) == prefix_;
+}
+
+void Cursor::next() {
+  MDB_val k, v;
+  load(mdb_cursor_get(cursor_, &k, &v, MDB_NEXT));
+}
+
+Store::Store(const std::string& dir) {
+  ::mkdir(dir.c_str(), 0700);
+  check(mdb_env_create(&env_), "env_create");
+  check(mdb_env_set_maxdbs(env_, 16), "set_maxdbs");
+  check(mdb_env_set_mapsize(env_, size_t(64) << 30), "set_mapsize");
+  check(mdb_env_open(env_, dir.c_str(), MDB_NOTLS, 0600), "env_open");
+  Txn t(env_, true);
+  auto open = [&](const char* name) {
+    MDB_dbi dbi;
+    check(mdb_dbi_open(t.raw(), name, MDB_CREATE, &dbi), name);
+    return dbi;
+  };
+  inodes = open("inodes");
+  dentries = open("dentries");
+  cookies = open("cookies");
+  symlinks = open("symlinks");
+  xattrs = open("xattrs");
+  chunks = open("chunks");
+  servers = open("servers");
+  garbage = open("garbage");
+  replies = open("replies");
+  replytime = open("replytime");
+  log = open("log");
+  counters = open("counters");
+  t.commit();
+}
+
+Store::~Store() {
+  if (env_) mdb_env_close(env_);
+}
+
+std::optional<InodeRecord> Store::getInode(Txn& t, MDB_dbi dbi, uint64_t ino) {
+  auto v = t.get(dbi, be64(ino));
+  if (!v) return std::nullopt;
+  KJ_ASSERT(v->size() == sizeof(InodeRecord), "bad inode record", ino, v->size());
+  InodeRecord r;
+  memcpy(&r, v->data(), sizeof(r));
+  return r;
+}
+
+void Store::putInode(Txn& t, uint64_t ino, const InodeRecord& r) {
+  t.put(inodes, be64(ino), std::string_view(reinterpret_cast<const char*>(&r), sizeof(r)));
+}
+
+std::optional<DentryRecord> Store::getDentry(Txn& t, uint64_t parent, std::string_view name) {
+  auto v = t.get(dentries, be64(parent) + std::string(name));
+  if (!v) return std::nullopt;
+  size_t at = 0;
+  DentryRecord d;
+  d.ino = getU64(*v, at);
+  d.mode = getU32(*v, at);
+  d.cookie = getU64(*v, at);
+  return d;
+}
+
+std::string Store::encodeChunk(const ChunkRecord& r) {
+  std::string s;
+  putU64(s, r.id);
+  putU64(s, r.version);
+  s += encodeServers(r.servers);
+  return s;
+}
+
+ChunkRecord Store::decodeChunk(std::string_view v) {
+  ChunkRecord r;
+  size_t at = 0;
+  r.id = getU64(v, at);
+  r.version = getU64(v, at);
+  r.servers = decodeServers(v.substr(at));
+  return r;
+}
+
+std::string Store::encodeServers(const std::vector<uint32_t>& ids) {
+  std::string s;
+  putU32(s, static_cast<uint32_t>(ids.size()));
+  for (auto id : ids) putU32(s, id);
+  return s;
+}
+
+std::vector<uint32_t> Store::decodeServers(std::string_view v) {
+  size_t at = 0;
+  uint32_t n = getU32(v, at);
+  std::vector<uint32_t> out;
+  for (uint32_t i = 0; i < n; i++) out.push_back(getU32(v, at));
+  return out;
+}
+
+std::optional<ChunkRecord> Store::getChunk(Txn& t, uint64_t ino, uint64_t index) {
+  auto v = t.get(chunks, be64(ino) + be64(index));
+  if (!v) return std::nullopt;
+  return decodeChunk(*v);
+}
+
+void Store::putChunk(Txn& t, uint64_t ino, uint64_t index, const ChunkRecord& r) {
+  t.put(chunks, be64(ino) + be64(index), encodeChunk(r));
+}
+
+std::optional<ServerRecord> Store::getServer(Txn& t, uint32_t id) {
+  auto v = t.get(servers, be64(id));
+  if (!v) return std::nullopt;
+  size_t at = 0;
+  ServerRecord r;
+  r.uuid = getStr(*v, at);
+  r.addr = getStr(*v, at);
+  r.host = getStr(*v, at);
+  return r;
+}
+
+void Store::putServer(Txn& t, uint32_t id, const ServerRecord& r) {
+  std::string s;
+  putStr(s, r.uuid);
+  putStr(s, r.addr);
+  putStr(s, r.host);
+  t.put(servers, be64(id), s);
+}
+
+uint64_t Store::getCounter(Txn& t, std::string_view name, uint64_t dflt) {
+  auto v = t.get(counters, name);
+  if (!v) return dflt;
+  KJ_ASSERT(v->size() == 8);
+  uint64_t x;
+  memcpy(&x, v->data(), 8);
+  return x;
+}
+
+void Store::putCounter(Txn& t, std::string_view name, uint64_t v) {
+  t.put(counters, name, std::string_view(reinterpret_cast<const char*>(&v), 8));
+}
+
+}  // namespace cairn::meta

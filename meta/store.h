@@ -1,0 +1,137 @@
+// The LMDB environment of one meta server and the encoding of its tables. Keys are big-endian so
+// ranges scan in order. See docs/formats.md.
+//
+//   inodes     ino                      -> InodeRecord
+//   dentries   parent ino || name       -> child ino, mode, cookie
+//   cookies    parent ino || cookie     -> name          (readdir order, stable under change)
+//   symlinks   ino                      -> target
+//   xattrs     ino || name              -> value
+//   chunks     ino || index             -> ChunkRecord
+//   servers    server id                -> uuid, addr, host
+//   garbage    chunk id                 -> server ids still holding it
+//   replies    client id || seq         -> time, reply    (retried mutations answer the same)
+//   replytime  time || client id || seq -> ""            (deterministic expiry of replies)
+//   log        index                    -> Command
+//   counters   name                     -> u64 or bytes
+#pragma once
+
+#include <lmdb.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cairn::meta {
+
+constexpr uint64_t ROOT_INO = 1;
+constexpr uint64_t FIRST_COOKIE = 3;  // 1 and 2 are "." and ".."
+
+struct InodeRecord {
+  uint32_t format = 1;
+  uint32_t mode = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint32_t nlink = 0;
+  uint32_t rdev = 0;
+  uint64_t size = 0;
+  int64_t atimeNs = 0;
+  int64_t mtimeNs = 0;
+  int64_t ctimeNs = 0;
+  uint64_t parent = 0;      // directories: the one parent (for the rename loop rule)
+  uint64_t nextCookie = 0;  // directories: the next readdir cookie
+};
+
+struct DentryRecord {
+  uint64_t ino = 0;
+  uint32_t mode = 0;
+  uint64_t cookie = 0;
+};
+
+struct ChunkRecord {
+  uint64_t id = 0;
+  uint64_t version = 0;
+  std::vector<uint32_t> servers;
+};
+
+struct ServerRecord {
+  std::string uuid;
+  std::string addr;
+  std::string host;
+};
+
+std::string be64(uint64_t v);
+uint64_t readBe64(std::string_view s, size_t at = 0);
+
+// A transaction; aborts unless committed. Not shared between threads.
+class Txn {
+ public:
+  Txn(MDB_env* env, bool write);
+  ~Txn();
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+
+  void commit();  // throws on failure (the store must then be reopened)
+  MDB_txn* raw() { return txn_; }
+
+  std::optional<std::string> get(MDB_dbi dbi, std::string_view key);
+  void put(MDB_dbi dbi, std::string_view key, std::string_view value);
+  bool del(MDB_dbi dbi, std::string_view key);
+
+ private:
+  MDB_txn* txn_ = nullptr;
+};
+
+// Iterates keys with a given prefix, from `start` (inclusive) on.
+class Cursor {
+ public:
+  Cursor(Txn& txn, MDB_dbi dbi, std::string prefix, std::string start);
+  ~Cursor();
+  bool valid() const { return valid_; }
+  std::string_view key() const { return key_; }
+  std::string_view value() const { return value_; }
+  void next();
+
+ private:
+  void load(int rc);
+  MDB_cursor* cursor_ = nullptr;
+  std::string prefix_;
+  bool valid_ = false;
+  std::string_view key_, value_;
+};
+
+class Store {
+ public:
+  explicit Store(const std::string& dir);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  MDB_env* env() { return env_; }
+
+  MDB_dbi inodes, dentries, cookies, symlinks, xattrs, chunks, servers, garbage, replies,
+      replytime, log, counters;
+
+  // Typed accessors.
+  static std::optional<InodeRecord> getInode(Txn& t, MDB_dbi dbi, uint64_t ino);
+  std::optional<InodeRecord> getInode(Txn& t, uint64_t ino) { return getInode(t, inodes, ino); }
+  void putInode(Txn& t, uint64_t ino, const InodeRecord& r);
+  std::optional<DentryRecord> getDentry(Txn& t, uint64_t parent, std::string_view name);
+  std::optional<ChunkRecord> getChunk(Txn& t, uint64_t ino, uint64_t index);
+  void putChunk(Txn& t, uint64_t ino, uint64_t index, const ChunkRecord& r);
+  std::optional<ServerRecord> getServer(Txn& t, uint32_t id);
+  void putServer(Txn& t, uint32_t id, const ServerRecord& r);
+  uint64_t getCounter(Txn& t, std::string_view name, uint64_t dflt = 0);
+  void putCounter(Txn& t, std::string_view name, uint64_t v);
+
+  static std::string encodeChunk(const ChunkRecord& r);
+  static ChunkRecord decodeChunk(std::string_view v);
+  static std::string encodeServers(const std::vector<uint32_t>& ids);
+  static std::vector<uint32_t> decodeServers(std::string_view v);
+
+ private:
+  MDB_env* env_ = nullptr;
+};
+
+}  // namespace cairn::meta
