@@ -101,6 +101,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-file", logFile, "log to this file instead of stderr");
   CLI11_PARSE(app, argc, argv);
 
+  KjToSpdlog kjLogs;
   setupLogging("cairn-chunk", logLevel, logFile);
   try {
     KJ_REQUIRE(sodium_init() >= 0);

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   format.chunkSizeBytes = chunkSizeMiB << 20;
 
+  KjToSpdlog kjLogs;
   setupLogging("cairn-meta", logLevel, logFile);
   try {
     KJ_REQUIRE(sodium_init() >= 0);

@@ -225,7 +225,7 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
       auto cur = t.get(store_.counters, "key_check");
       if (!cur) {
         auto v = op.getSetKeyCheck();
-        if (v.size() > 4096) {
+        if (v.size() > 8192) {
           err = EINVAL;
           break;
         }

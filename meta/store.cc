@@ -102,7 +102,7 @@ Cursor::Cursor(Txn& txn, MDB_dbi dbi, std::string prefix, std::string start)
   check(mdb_cursor_open(txn.raw(), dbi, &cursor_), "cursor_open");
   if (start.size() < prefix_.size()) start = prefix_;
   MDB_val k = val(start), v;
-  load(mdb_cursor_get(cursor_, &k, &v, MDB_SET_RANGE));
+  load(mdb_cursor_get(cursor_, &k, &v, start.empty() ? MDB_FIRST : MDB_SET_RANGE));
 }
 
 Cursor::~Cursor() { mdb_cursor_close(cursor_); }

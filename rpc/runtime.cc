@@ -11,13 +11,8 @@
 #include <sstream>
 
 namespace cairn {
-namespace {
-
-// Sends KJ's log lines (and the descriptions of exceptions it logs) to spdlog.
-class KjToSpdlog final : public kj::ExceptionCallback {
- public:
-  void logMessage(kj::LogSeverity severity, const char* file, int line, int contextDepth,
-                  kj::String&& text) override {
+void KjToSpdlog::logMessage(kj::LogSeverity severity, const char* file, int line, int contextDepth,
+                            kj::String&& text) {
     switch (severity) {
       case kj::LogSeverity::INFO:
         spdlog::info("kj {}:{}: {}", file, line, text.cStr());
@@ -29,10 +24,7 @@ class KjToSpdlog final : public kj::ExceptionCallback {
         spdlog::error("kj {}:{}: {}", file, line, text.cStr());
         break;
     }
-  }
-};
-
-}  // namespace
+}
 
 void setupLogging(const std::string& process, const std::string& level, const std::string& file) {
   std::shared_ptr<spdlog::logger> logger;
@@ -45,8 +37,6 @@ void setupLogging(const std::string& process, const std::string& level, const st
   logger->set_level(spdlog::level::from_str(level.empty() ? "info" : level));
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
-  static KjToSpdlog* callback = new KjToSpdlog();  // lives for the process
-  (void)callback;
 }
 
 std::string readWholeFile(const std::string& path) {

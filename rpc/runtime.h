@@ -3,6 +3,7 @@
 #pragma once
 
 #include <kj/async-io.h>
+#include <kj/exception.h>
 #include <kj/string.h>
 #include <kj/function.h>
 #include <spdlog/spdlog.h>
@@ -17,6 +18,13 @@ namespace cairn {
 // Sets the default spdlog logger (stderr, or `file` when not empty) with the process name in
 // every line, and routes KJ's own log lines to it.
 void setupLogging(const std::string& process, const std::string& level, const std::string& file);
+
+// Sends KJ's log lines to spdlog. Must live on the stack of the thread it serves (main).
+class KjToSpdlog final : public kj::ExceptionCallback {
+ public:
+  void logMessage(kj::LogSeverity severity, const char* file, int line, int contextDepth,
+                  kj::String&& text) override;
+};
 
 // Reads a whole file; throws a kj::Exception naming the path on failure.
 std::string readWholeFile(const std::string& path);

@@ -1,0 +1,801 @@
+#include "fs/cairn_fs.h"
+
+#include <kj/debug.h>
+#include <linux/falloc.h>
+#include <spdlog/spdlog.h>
+#include <sys/xattr.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace cairn::fs {
+
+namespace {
+
+CairnFs* self(fuse_req_t req) { return static_cast<CairnFs*>(fuse_req_userdata(req)); }
+
+kj::Own<capnp::MallocMessageBuilder> request() { return newMetaRequest(); }
+proto::MetaRequest::Op::Builder opOf(kj::Own<capnp::MallocMessageBuilder>& m) {
+  return m->getRoot<proto::MetaRequest>().getOp();
+}
+proto::MetaReply::Reader replyOf(Reply& r) { return r->getRoot<proto::MetaReply>(); }
+
+struct timespec toTimespec(int64_t ns) {
+  struct timespec ts;
+  ts.tv_sec = ns / 1000000000;
+  ts.tv_nsec = ns % 1000000000;
+  if (ts.tv_nsec < 0) {
+    ts.tv_sec--;
+    ts.tv_nsec += 1000000000;
+  }
+  return ts;
+}
+
+int64_t fromTimespec(const struct timespec& ts) {
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+int checkName(const char* name) {
+  size_t n = strlen(name);
+  if (n == 0) return ENOENT;
+  if (n > 255) return ENAMETOOLONG;
+  return 0;
+}
+
+}  // namespace
+
+CairnFs::CairnFs(ClusterClient& client, uint64_t rootIno, uint64_t chunkSizeBytes,
+                 FsOptions options)
+    : client_(client),
+      rootIno_(rootIno),
+      chunkSize_(chunkSizeBytes),
+      chunkBlocks_(chunkSizeBytes / BLOCK),
+      options_(options) {}
+
+template <typename Fn>
+void CairnFs::guard(fuse_req_t req, const char* op, Fn&& fn) {
+  try {
+    fn();
+  } catch (kj::Exception& e) {
+    spdlog::error("{}: {}", op, e.getDescription().cStr());
+    fuse_reply_err(req, EIO);
+  } catch (std::exception& e) {
+    spdlog::error("{}: {}", op, e.what());
+    fuse_reply_err(req, EIO);
+  }
+}
+
+void CairnFs::fillStat(proto::Attr::Reader a, struct stat& st) const {
+  memset(&st, 0, sizeof(st));
+  st.st_ino = toFuse(a.getIno());
+  st.st_mode = a.getMode();
+  st.st_nlink = a.getNlink();
+  st.st_uid = a.getUid();
+  st.st_gid = a.getGid();
+  st.st_size = static_cast<off_t>(a.getSize());
+  st.st_rdev = a.getRdev();
+  st.st_blksize = 1 << 20;
+  st.st_blocks = static_cast<blkcnt_t>((a.getSize() + 511) / 512);
+  st.st_atim = toTimespec(a.getAtimeNs());
+  st.st_mtim = toTimespec(a.getMtimeNs());
+  st.st_ctim = toTimespec(a.getCtimeNs());
+  // A file this client is writing is larger than meta knows until the next flush.
+  if (S_ISREG(a.getMode())) {
+    std::shared_ptr<OpenFile> f;
+    {
+      std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(filesMutex_));
+      auto it = files_.find(a.getIno());
+      if (it != files_.end()) f = it->second;
+    }
+    if (f && f->dirty && f->size > a.getSize()) st.st_size = static_cast<off_t>(f->size);
+  }
+}
+
+void CairnFs::replyEntry(fuse_req_t req, proto::Attr::Reader a) {
+  fuse_entry_param e;
+  memset(&e, 0, sizeof(e));
+  e.ino = toFuse(a.getIno());
+  e.generation = 1;
+  fillStat(a, e.attr);
+  e.attr_timeout = options_.attrTimeoutSec;
+  e.entry_timeout = options_.entryTimeoutSec;
+  fuse_reply_entry(req, &e);
+}
+
+void CairnFs::replyAttr(fuse_req_t req, proto::Attr::Reader a) {
+  struct stat st;
+  fillStat(a, st);
+  fuse_reply_attr(req, &st, options_.attrTimeoutSec);
+}
+
+std::shared_ptr<CairnFs::OpenFile> CairnFs::file(uint64_t ino, bool create) {
+  std::lock_guard<std::mutex> lock(filesMutex_);
+  auto it = files_.find(ino);
+  if (it != files_.end()) return it->second;
+  if (!create) return nullptr;
+  auto f = std::make_shared<OpenFile>();
+  files_[ino] = f;
+  return f;
+}
+
+void CairnFs::init(fuse_conn_info* conn) {
+  if (options_.writebackCache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+    conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  conn->max_write = 1 << 20;
+  conn->max_readahead = 1 << 20;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+}
+
+void CairnFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guard(req, "lookup", [&]() {
+    if (int e = checkName(name)) return (void)fuse_reply_err(req, e);
+    auto m = request();
+    auto l = opOf(m).initLookup();
+    l.setParent(toCluster(parent));
+    l.setName(name);
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() == ENOENT) {
+      // A negative entry, cached as briefly as positive ones.
+      fuse_entry_param e;
+      memset(&e, 0, sizeof(e));
+      e.entry_timeout = options_.entryTimeoutSec;
+      return (void)fuse_reply_entry(req, &e);
+    }
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    replyEntry(req, reply.getAttr());
+  });
+}
+
+void CairnFs::getattr(fuse_req_t req, fuse_ino_t ino) {
+  guard(req, "getattr", [&]() {
+    auto m = request();
+    opOf(m).setGetattr(toCluster(ino));
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    replyAttr(req, reply.getAttr());
+  });
+}
+
+int CairnFs::chunkFor(OpenFile& f, uint64_t ino, uint64_t index, bool allocate, ChunkLoc*& out) {
+  auto it = f.chunks.find(index);
+  if (it != f.chunks.end()) {
+    out = &it->second;
+    return 0;
+  }
+  ChunkLoc loc;
+  int err = client_.getChunk(ino, index, allocate, loc);
+  if (err != 0) return err;
+  out = &(f.chunks[index] = loc);
+  return 0;
+}
+
+int CairnFs::readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsigned char* out) {
+  // Reads whole blocks covering [off, off+len) into a scratch buffer, then copies.
+  uint64_t end = off + len;
+  uint64_t pos = off;
+  std::vector<unsigned char> scratch;
+  while (pos < end) {
+    uint64_t index = pos / chunkSize_;
+    uint64_t chunkEnd = std::min(end, (index + 1) * chunkSize_);
+    uint64_t inChunk = pos - index * chunkSize_;
+    uint32_t first = static_cast<uint32_t>(inChunk / BLOCK);
+    uint32_t last = static_cast<uint32_t>((chunkEnd - index * chunkSize_ - 1) / BLOCK);
+    uint32_t count = last - first + 1;
+    scratch.resize(size_t(count) * BLOCK);
+    ChunkLoc* loc = nullptr;
+    int err = chunkFor(f, ino, index, false, loc);
+    if (err == ENOENT) {
+      memset(scratch.data(), 0, scratch.size());  // a hole
+    } else if (err != 0) {
+      return err;
+    } else {
+      err = client_.readBlocks(ino, *loc, chunkBlocks_, first, count, scratch.data());
+      if (err == ESTALE) {
+        // Our chunk location is old (the chain changed): ask meta again, once.
+        f.chunks.erase(index);
+        err = chunkFor(f, ino, index, false, loc);
+        if (err == 0) err = client_.readBlocks(ino, *loc, chunkBlocks_, first, count, scratch.data());
+      }
+      if (err != 0) return err;
+    }
+    uint64_t skip = inChunk - uint64_t(first) * BLOCK;
+    memcpy(out + (pos - off), scratch.data() + skip, chunkEnd - pos);
+    pos = chunkEnd;
+  }
+  return 0;
+}
+
+void CairnFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  guard(req, "open", [&]() {
+    uint64_t cino = toCluster(ino);
+    auto m = request();
+    opOf(m).setGetattr(cino);
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    auto f = file(cino, true);
+    {
+      std::unique_lock<std::shared_mutex> lock(f->mutex);
+      f->refs++;
+      if (!f->dirty || reply.getAttr().getSize() > f->size) f->size = reply.getAttr().getSize();
+      if (f->refs == 1) f->chunks.clear();  // close-to-open: fresh locations
+    }
+    fi->keep_cache = 0;
+    fi->direct_io = 0;
+    fuse_reply_open(req, fi);
+  });
+}
+
+void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                     fuse_file_info* fi) {
+  guard(req, "create", [&]() {
+    if (int e = checkName(name)) return (void)fuse_reply_err(req, e);
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    auto m = request();
+    auto op = opOf(m).initMknod();
+    op.setParent(toCluster(parent));
+    op.setName(name);
+    op.setMode(S_IFREG | (mode & 07777));
+    op.setUid(ctx->uid);
+    op.setGid(ctx->gid);
+    op.setExclusive((fi->flags & O_EXCL) != 0);
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    auto a = reply.getAttr();
+    auto f = file(a.getIno(), true);
+    {
+      std::unique_lock<std::shared_mutex> lock(f->mutex);
+      f->refs++;
+      if (!f->dirty) f->size = a.getSize();
+    }
+    fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    e.ino = toFuse(a.getIno());
+    e.generation = 1;
+    fillStat(a, e.attr);
+    e.attr_timeout = options_.attrTimeoutSec;
+    e.entry_timeout = options_.entryTimeoutSec;
+    fi->keep_cache = 0;
+    fuse_reply_create(req, &e, fi);
+  });
+}
+
+void CairnFs::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
+  guard(req, "read", [&]() {
+    uint64_t cino = toCluster(ino);
+    auto f = file(cino, true);
+    std::shared_lock<std::shared_mutex> lock(f->mutex);
+    uint64_t fileSize = f->size;
+    if (uint64_t(off) >= fileSize) return (void)fuse_reply_buf(req, nullptr, 0);
+    size_t n = static_cast<size_t>(std::min<uint64_t>(size, fileSize - off));
+    std::vector<unsigned char> buf(n);
+    // Chunk locations may be filled in under a shared lock: guard the map separately.
+    int err;
+    {
+      lock.unlock();
+      std::unique_lock<std::shared_mutex> wlock(f->mutex);
+      err = readRange(*f, cino, off, n, buf.data());
+    }
+    if (err != 0) return (void)fuse_reply_err(req, err);
+    fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
+  });
+}
+
+void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off) {
+  guard(req, "write", [&]() {
+    uint64_t cino = toCluster(ino);
+    auto f = file(cino, true);
+    std::unique_lock<std::shared_mutex> lock(f->mutex);
+    uint64_t end = uint64_t(off) + size;
+    uint64_t pos = off;
+    std::vector<unsigned char> plain;
+    while (pos < end) {
+      uint64_t index = pos / chunkSize_;
+      uint64_t base = index * chunkSize_;
+      uint64_t chunkEnd = std::min(end, base + chunkSize_);
+      uint32_t first = static_cast<uint32_t>((pos - base) / BLOCK);
+      uint32_t last = static_cast<uint32_t>((chunkEnd - base - 1) / BLOCK);
+      uint32_t count = last - first + 1;
+      plain.assign(size_t(count) * BLOCK, 0);
+      ChunkLoc* loc = nullptr;
+      int err = chunkFor(*f, cino, index, true, loc);
+      if (err != 0) return (void)fuse_reply_err(req, err);
+      // Partial head and tail blocks: merge with what is stored (read-modify-write), unless
+      // the block lies wholly beyond the end of the file, where it is zeros.
+      uint64_t firstStart = base + uint64_t(first) * BLOCK;
+      uint64_t lastStart = base + uint64_t(last) * BLOCK;
+      if (pos != firstStart && firstStart < f->size) {
+        err = client_.readBlocks(cino, *loc, chunkBlocks_, first, 1, plain.data());
+        if (err != 0) return (void)fuse_reply_err(req, err);
+      }
+      if (chunkEnd != lastStart + BLOCK && lastStart < f->size && (last != first || pos == firstStart)) {
+        err = client_.readBlocks(cino, *loc, chunkBlocks_, last, 1,
+                                 plain.data() + size_t(count - 1) * BLOCK);
+        if (err != 0) return (void)fuse_reply_err(req, err);
+      }
+      // Bytes past the end of the file inside a merged block must read as zeros.
+      if (f->size < lastStart + BLOCK && f->size > firstStart) {
+        uint64_t zeroFrom = std::max<uint64_t>(f->size, firstStart) - firstStart;
+        if (zeroFrom < plain.size()) {
+          // Only bytes that this write does not cover are affected; they are copied below.
+          for (size_t i = zeroFrom; i < plain.size(); i++) plain[i] = 0;
+        }
+      }
+      memcpy(plain.data() + (pos - firstStart), data + (pos - off), chunkEnd - pos);
+      err = client_.writeBlocks(cino, *loc, chunkBlocks_, first, count, plain.data(), false);
+      if (err == ESTALE) {
+        f->chunks.erase(index);
+        err = chunkFor(*f, cino, index, true, loc);
+        if (err == 0)
+          err = client_.writeBlocks(cino, *loc, chunkBlocks_, first, count, plain.data(), false);
+      }
+      if (err != 0) return (void)fuse_reply_err(req, err);
+      f->unsynced.insert(index);
+      pos = chunkEnd;
+    }
+    if (end > f->size) f->size = end;
+    f->dirty = true;
+    fuse_reply_write(req, size);
+  });
+}
+
+int CairnFs::commit(OpenFile& f, uint64_t ino) {
+  if (!f.dirty) return 0;
+  auto m = request();
+  auto op = opOf(m).initCommitWrite();
+  op.setIno(ino);
+  op.setSize(f.size);
+  op.setMtimeNs(wallClockNs());
+  auto r = client_.meta(kj::mv(m));
+  auto reply = replyOf(r);
+  if (reply.getErr() != 0) return reply.getErr();
+  f.dirty = false;
+  f.size = std::max<uint64_t>(f.size, reply.getAttr().getSize());
+  return 0;
+}
+
+void CairnFs::flush(fuse_req_t req, fuse_ino_t ino) {
+  guard(req, "flush", [&]() {
+    auto f = file(toCluster(ino), false);
+    if (!f) return (void)fuse_reply_err(req, 0);
+    std::unique_lock<std::shared_mutex> lock(f->mutex);
+    fuse_reply_err(req, commit(*f, toCluster(ino)));
+  });
+}
+
+void CairnFs::release(fuse_req_t req, fuse_ino_t ino) {
+  guard(req, "release", [&]() {
+    uint64_t cino = toCluster(ino);
+    auto f = file(cino, false);
+    if (!f) return (void)fuse_reply_err(req, 0);
+    int err;
+    {
+      std::unique_lock<std::shared_mutex> lock(f->mutex);
+      err = commit(*f, cino);
+      f->refs--;
+    }
+    {
+      std::lock_guard<std::mutex> lock(filesMutex_);
+      auto it = files_.find(cino);
+      if (it != files_.end() && it->second->refs <= 0 && !it->second->dirty) files_.erase(it);
+    }
+    fuse_reply_err(req, err);
+  });
+}
+
+void CairnFs::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
+  guard(req, "fsync", [&]() {
+    uint64_t cino = toCluster(ino);
+    auto f = file(cino, false);
+    if (!f) return (void)fuse_reply_err(req, 0);
+    std::unique_lock<std::shared_mutex> lock(f->mutex);
+    for (auto index : f->unsynced) {
+      ChunkLoc* loc = nullptr;
+      int err = chunkFor(*f, cino, index, false, loc);
+      if (err == 0) err = client_.syncChunk(*loc);
+      if (err != 0) return (void)fuse_reply_err(req, err);
+    }
+    f->unsynced.clear();
+    fuse_reply_err(req, commit(*f, cino));  // meta commits are always durable
+  });
+}
+
+int CairnFs::truncateData(OpenFile& f, uint64_t ino, uint64_t newSize) {
+  // Zero the tail of the block holding the new end and drop later blocks of that chunk, so a
+  // later extension reads zeros. Later chunks are dropped by meta.
+  uint64_t index = newSize / chunkSize_;
+  uint64_t inChunk = newSize - index * chunkSize_;
+  if (inChunk == 0) return 0;
+  ChunkLoc* loc = nullptr;
+  int err = chunkFor(f, ino, index, false, loc);
+  if (err == ENOENT) return 0;
+  if (err != 0) return err;
+  uint32_t block = static_cast<uint32_t>(inChunk / BLOCK);
+  uint32_t partial = static_cast<uint32_t>(inChunk % BLOCK);
+  uint32_t keep = block + (partial ? 1 : 0);
+  if (partial) {
+    std::vector<unsigned char> buf(BLOCK);
+    err = client_.readBlocks(ino, *loc, chunkBlocks_, block, 1, buf.data());
+    if (err != 0) return err;
+    memset(buf.data() + partial, 0, BLOCK - partial);
+    err = client_.writeBlocks(ino, *loc, chunkBlocks_, block, 1, buf.data(), false);
+    if (err != 0) return err;
+  }
+  return client_.truncateChunk(*loc, keep);
+}
+
+void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toSet) {
+  guard(req, "setattr", [&]() {
+    uint64_t cino = toCluster(ino);
+    auto m = request();
+    auto op = opOf(m).initSetattr();
+    op.setIno(cino);
+    auto a = op.initAttr();
+    if (toSet & FUSE_SET_ATTR_MODE) {
+      a.setSetMode(true);
+      a.setMode(attr->st_mode);
+    }
+    if (toSet & FUSE_SET_ATTR_UID) {
+      a.setSetUid(true);
+      a.setUid(attr->st_uid);
+    }
+    if (toSet & FUSE_SET_ATTR_GID) {
+      a.setSetGid(true);
+      a.setGid(attr->st_gid);
+    }
+    if (toSet & FUSE_SET_ATTR_ATIME) {
+      a.setSetAtime(true);
+      a.setAtimeNs(fromTimespec(attr->st_atim));
+    }
+    if (toSet & FUSE_SET_ATTR_ATIME_NOW) {
+      a.setSetAtime(true);
+      a.setAtimeNow(true);
+    }
+    if (toSet & FUSE_SET_ATTR_MTIME) {
+      a.setSetMtime(true);
+      a.setMtimeNs(fromTimespec(attr->st_mtim));
+    }
+    if (toSet & FUSE_SET_ATTR_MTIME_NOW) {
+      a.setSetMtime(true);
+      a.setMtimeNow(true);
+    }
+    if (toSet & FUSE_SET_ATTR_CTIME) {
+      a.setSetCtime(true);
+      a.setCtimeNs(fromTimespec(attr->st_ctim));
+    }
+    std::shared_ptr<OpenFile> f;
+    std::unique_lock<std::shared_mutex> lock;
+    if (toSet & FUSE_SET_ATTR_SIZE) {
+      uint64_t newSize = static_cast<uint64_t>(attr->st_size);
+      f = file(cino, true);
+      lock = std::unique_lock<std::shared_mutex>(f->mutex);
+      // Our own unflushed size first, so meta's view of the old size is right.
+      int err = commit(*f, cino);
+      if (err != 0) return (void)fuse_reply_err(req, err);
+      auto g = request();
+      opOf(g).setGetattr(cino);
+      auto gr = client_.meta(kj::mv(g));
+      auto greply = replyOf(gr);
+      if (greply.getErr() != 0) return (void)fuse_reply_err(req, greply.getErr());
+      if (newSize < greply.getAttr().getSize()) {
+        err = truncateData(*f, cino, newSize);
+        if (err != 0) return (void)fuse_reply_err(req, err);
+      }
+      a.setSetSize(true);
+      a.setSize(newSize);
+    }
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    if (f) {
+      f->size = reply.getAttr().getSize();
+      f->dirty = false;
+      uint64_t keepChunks = (f->size + chunkSize_ - 1) / chunkSize_;
+      f->chunks.erase(f->chunks.lower_bound(keepChunks), f->chunks.end());
+      lock.unlock();
+    }
+    replyAttr(req, reply.getAttr());
+  });
+}
+
+void CairnFs::readlink(fuse_req_t req, fuse_ino_t ino) {
+  guard(req, "readlink", [&]() {
+    auto m = request();
+    opOf(m).setReadlink(toCluster(ino));
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    fuse_reply_readlink(req, reply.getTarget().cStr());
+  });
+}
+
+void CairnFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  guard(req, "mknod", [&]() {
+    if (int e = checkName(name)) return (void)fuse_reply_err(req, e);
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    auto m = request();
+    auto op = opOf(m).initMknod();
+    op.setParent(toCluster(parent));
+    op.setName(name);
+    op.setMode(mode);
+    op.setRdev(static_cast<uint32_t>(rdev));
+    op.setUid(ctx->uid);
+    op.setGid(ctx->gid);
+    op.setExclusive(true);
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    replyEntry(req, reply.getAttr());
+  });
+}
+
+void CairnFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  guard(req, "symlink", [&]() {
+    if (int e = checkName(name)) return (void)fuse_reply_err(req, e);
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    auto m = request();
+    auto op = opOf(m).initSymlink();
+    op.setParent(toCluster(parent));
+    op.setName(name);
+    op.setTarget(target);
+    op.setUid(ctx->uid);
+    op.setGid(ctx->gid);
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    replyEntry(req, reply.getAttr());
+  });
+}
+
+void CairnFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newParent, const char* newName) {
+  guard(req, "link", [&]() {
+    if (int e = checkName(newName)) return (void)fuse_reply_err(req, e);
+    auto m = request();
+    auto op = opOf(m).initLink();
+    op.setIno(toCluster(ino));
+    op.setNewParent(toCluster(newParent));
+    op.setNewName(newName);
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    replyEntry(req, reply.getAttr());
+  });
+}
+
+void CairnFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir) {
+  guard(req, dir ? "rmdir" : "unlink", [&]() {
+    if (int e = checkName(name)) return (void)fuse_reply_err(req, e);
+    auto m = request();
+    auto n = dir ? opOf(m).initRmdir() : opOf(m).initUnlink();
+    n.setParent(toCluster(parent));
+    n.setName(name);
+    auto r = client_.meta(kj::mv(m));
+    fuse_reply_err(req, replyOf(r).getErr());
+  });
+}
+
+void CairnFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newParent,
+                     const char* newName, unsigned int flags) {
+  guard(req, "rename", [&]() {
+    if (int e = checkName(name)) return (void)fuse_reply_err(req, e);
+    if (int e = checkName(newName)) return (void)fuse_reply_err(req, e);
+    auto m = request();
+    auto op = opOf(m).initRename();
+    op.setParent(toCluster(parent));
+    op.setName(name);
+    op.setNewParent(toCluster(newParent));
+    op.setNewName(newName);
+    op.setFlags(flags);
+    auto r = client_.meta(kj::mv(m));
+    fuse_reply_err(req, replyOf(r).getErr());
+  });
+}
+
+void CairnFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
+  guard(req, "readdir", [&]() {
+    std::vector<char> buf(size);
+    size_t used = 0;
+    auto add = [&](const char* name, uint64_t entryIno, uint32_t mode, off_t next) {
+      struct stat st;
+      memset(&st, 0, sizeof(st));
+      st.st_ino = entryIno;
+      st.st_mode = mode;
+      size_t need = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
+      if (need > size - used) return false;
+      used += need;
+      return true;
+    };
+    if (off < 1 && !add(".", ino, S_IFDIR, 1)) return (void)fuse_reply_buf(req, buf.data(), used);
+    if (off < 2 && !add("..", ino, S_IFDIR, 2))
+      return (void)fuse_reply_buf(req, buf.data(), used);
+    uint64_t after = off < 2 ? 2 : static_cast<uint64_t>(off);
+    auto m = request();
+    auto rd = opOf(m).initReaddir();
+    rd.setIno(toCluster(ino));
+    rd.setAfter(after);
+    rd.setMaxEntries(static_cast<uint32_t>(std::max<size_t>(16, size / 32)));
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    for (auto e : reply.getEntries()) {
+      if (!add(e.getName().cStr(), toFuse(e.getIno()), e.getMode(), static_cast<off_t>(e.getCookie())))
+        break;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+  });
+}
+
+void CairnFs::statfs(fuse_req_t req) {
+  guard(req, "statfs", [&]() {
+    auto m = request();
+    opOf(m).setStatfs();
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    auto s = reply.getStatfs();
+    struct statvfs st;
+    memset(&st, 0, sizeof(st));
+    st.f_bsize = 4096;
+    st.f_frsize = 4096;
+    st.f_blocks = s.getTotalBytes() / 4096;
+    st.f_bfree = s.getFreeBytes() / 4096;
+    st.f_bavail = st.f_bfree;
+    st.f_files = s.getFiles() + s.getFreeFiles();
+    st.f_ffree = s.getFreeFiles();
+    st.f_favail = st.f_ffree;
+    st.f_namemax = 255;
+    fuse_reply_statfs(req, &st);
+  });
+}
+
+void CairnFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                       size_t size, int flags) {
+  guard(req, "setxattr", [&]() {
+    auto m = request();
+    auto x = opOf(m).initSetxattr();
+    x.setIno(toCluster(ino));
+    x.setName(name);
+    x.setValue(kj::arrayPtr(reinterpret_cast<const kj::byte*>(value), size));
+    x.setFlags((flags & XATTR_CREATE ? 1u : 0u) | (flags & XATTR_REPLACE ? 2u : 0u));
+    auto r = client_.meta(kj::mv(m));
+    fuse_reply_err(req, replyOf(r).getErr());
+  });
+}
+
+void CairnFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  guard(req, "getxattr", [&]() {
+    auto m = request();
+    auto x = opOf(m).initGetxattr();
+    x.setIno(toCluster(ino));
+    x.setName(name);
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    auto v = reply.getValue();
+    if (size == 0) return (void)fuse_reply_xattr(req, v.size());
+    if (v.size() > size) return (void)fuse_reply_err(req, ERANGE);
+    fuse_reply_buf(req, reinterpret_cast<const char*>(v.begin()), v.size());
+  });
+}
+
+void CairnFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  guard(req, "listxattr", [&]() {
+    auto m = request();
+    opOf(m).setListxattr(toCluster(ino));
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    std::string all;
+    for (auto n : reply.getNames()) {
+      all.append(n.cStr(), n.size());
+      all.push_back('\0');
+    }
+    if (size == 0) return (void)fuse_reply_xattr(req, all.size());
+    if (all.size() > size) return (void)fuse_reply_err(req, ERANGE);
+    fuse_reply_buf(req, all.data(), all.size());
+  });
+}
+
+void CairnFs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  guard(req, "removexattr", [&]() {
+    auto m = request();
+    auto x = opOf(m).initRemovexattr();
+    x.setIno(toCluster(ino));
+    x.setName(name);
+    auto r = client_.meta(kj::mv(m));
+    fuse_reply_err(req, replyOf(r).getErr());
+  });
+}
+
+void CairnFs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len) {
+  guard(req, "fallocate", [&]() {
+    if (off < 0 || len <= 0) return (void)fuse_reply_err(req, EINVAL);
+    // Space is not reserved ahead on chunk servers; the default mode extends the size, and
+    // KEEP_SIZE alone changes nothing visible. Punching holes is not supported yet.
+    if (mode & ~FALLOC_FL_KEEP_SIZE) return (void)fuse_reply_err(req, EOPNOTSUPP);
+    if (mode & FALLOC_FL_KEEP_SIZE) return (void)fuse_reply_err(req, 0);
+    uint64_t cino = toCluster(ino);
+    auto f = file(cino, true);
+    std::unique_lock<std::shared_mutex> lock(f->mutex);
+    uint64_t end = uint64_t(off) + uint64_t(len);
+    if (end > f->size) {
+      f->size = end;
+      f->dirty = true;
+    }
+    fuse_reply_err(req, commit(*f, cino));
+  });
+}
+
+namespace {
+const fuse_lowlevel_ops OPS = [] {
+  fuse_lowlevel_ops o;
+  memset(&o, 0, sizeof(o));
+  o.init = [](void* userdata, fuse_conn_info* conn) { static_cast<CairnFs*>(userdata)->init(conn); };
+  o.lookup = [](fuse_req_t r, fuse_ino_t p, const char* n) { self(r)->lookup(r, p, n); };
+  o.forget = [](fuse_req_t r, fuse_ino_t, uint64_t) { fuse_reply_none(r); };
+  o.getattr = [](fuse_req_t r, fuse_ino_t i, fuse_file_info*) { self(r)->getattr(r, i); };
+  o.setattr = [](fuse_req_t r, fuse_ino_t i, struct stat* a, int s, fuse_file_info*) {
+    self(r)->setattr(r, i, a, s);
+  };
+  o.readlink = [](fuse_req_t r, fuse_ino_t i) { self(r)->readlink(r, i); };
+  o.mknod = [](fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, dev_t d) {
+    self(r)->mknod(r, p, n, m, d);
+  };
+  o.mkdir = [](fuse_req_t r, fuse_ino_t p, const char* n, mode_t m) {
+    self(r)->mknod(r, p, n, S_IFDIR | (m & 07777), 0);
+  };
+  o.unlink = [](fuse_req_t r, fuse_ino_t p, const char* n) { self(r)->unlink(r, p, n, false); };
+  o.rmdir = [](fuse_req_t r, fuse_ino_t p, const char* n) { self(r)->unlink(r, p, n, true); };
+  o.symlink = [](fuse_req_t r, const char* t, fuse_ino_t p, const char* n) {
+    self(r)->symlink(r, t, p, n);
+  };
+  o.rename = [](fuse_req_t r, fuse_ino_t p, const char* n, fuse_ino_t np, const char* nn,
+                unsigned int f) { self(r)->rename(r, p, n, np, nn, f); };
+  o.link = [](fuse_req_t r, fuse_ino_t i, fuse_ino_t np, const char* nn) {
+    self(r)->link(r, i, np, nn);
+  };
+  o.open = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r)->open(r, i, fi); };
+  o.read = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info*) {
+    self(r)->read(r, i, s, o);
+  };
+  o.write = [](fuse_req_t r, fuse_ino_t i, const char* b, size_t s, off_t o, fuse_file_info*) {
+    self(r)->write(r, i, b, s, o);
+  };
+  o.flush = [](fuse_req_t r, fuse_ino_t i, fuse_file_info*) { self(r)->flush(r, i); };
+  o.release = [](fuse_req_t r, fuse_ino_t i, fuse_file_info*) { self(r)->release(r, i); };
+  o.fsync = [](fuse_req_t r, fuse_ino_t i, int d, fuse_file_info*) { self(r)->fsync(r, i, d); };
+  o.opendir = [](fuse_req_t r, fuse_ino_t, fuse_file_info* fi) { fuse_reply_open(r, fi); };
+  o.readdir = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info*) {
+    self(r)->readdir(r, i, s, o);
+  };
+  o.releasedir = [](fuse_req_t r, fuse_ino_t, fuse_file_info*) { fuse_reply_err(r, 0); };
+  o.fsyncdir = [](fuse_req_t r, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(r, 0); };
+  o.statfs = [](fuse_req_t r, fuse_ino_t) { self(r)->statfs(r); };
+  o.setxattr = [](fuse_req_t r, fuse_ino_t i, const char* n, const char* v, size_t s, int f) {
+    self(r)->setxattr(r, i, n, v, s, f);
+  };
+  o.getxattr = [](fuse_req_t r, fuse_ino_t i, const char* n, size_t s) {
+    self(r)->getxattr(r, i, n, s);
+  };
+  o.listxattr = [](fuse_req_t r, fuse_ino_t i, size_t s) { self(r)->listxattr(r, i, s); };
+  o.removexattr = [](fuse_req_t r, fuse_ino_t i, const char* n) { self(r)->removexattr(r, i, n); };
+  o.create = [](fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) {
+    self(r)->create(r, p, n, m, fi);
+  };
+  o.fallocate = [](fuse_req_t r, fuse_ino_t i, int m, off_t o, off_t l, fuse_file_info*) {
+    self(r)->fallocate(r, i, m, o, l);
+  };
+  return o;
+}();
+}  // namespace
+
+const fuse_lowlevel_ops* CairnFs::operations() { return &OPS; }
+
+}  // namespace cairn::fs

@@ -1,0 +1,97 @@
+// The FUSE low-level filesystem of mount.cairn.
+//
+// Inode numbers are the cluster's, except that the mounted directory is FUSE_ROOT_ID.
+// Lock order: filesMutex_ before OpenFile::mutex; no lock is held across a call into the
+// cluster except the one OpenFile lock of the file being read or written.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <unordered_map>
+
+#include "fs/client.h"
+
+namespace cairn::fs {
+
+struct FsOptions {
+  double attrTimeoutSec = 1.0;
+  double entryTimeoutSec = 1.0;
+  bool writebackCache = true;
+};
+
+class CairnFs {
+ public:
+  CairnFs(ClusterClient& client, uint64_t rootIno, uint64_t chunkSizeBytes, FsOptions options);
+
+  static const fuse_lowlevel_ops* operations();
+
+  // The operations, called from FUSE worker threads.
+  void init(fuse_conn_info* conn);
+  void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void getattr(fuse_req_t req, fuse_ino_t ino);
+  void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toSet);
+  void readlink(fuse_req_t req, fuse_ino_t ino);
+  void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev);
+  void symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name);
+  void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newParent, const char* newName);
+  void unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir);
+  void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newParent,
+              const char* newName, unsigned int flags);
+  void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi);
+  void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
+  void write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off);
+  void flush(fuse_req_t req, fuse_ino_t ino);
+  void release(fuse_req_t req, fuse_ino_t ino);
+  void fsync(fuse_req_t req, fuse_ino_t ino, int datasync);
+  void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
+  void statfs(fuse_req_t req);
+  void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags);
+  void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+  void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+  void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+  void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len);
+
+ private:
+  struct OpenFile {
+    std::shared_mutex mutex;  // shared for reads, exclusive for writes and truncation
+    int refs = 0;
+    uint64_t size = 0;        // best known size (meta's, or ours when larger)
+    bool dirty = false;       // size/mtime not yet committed to meta
+    std::set<uint64_t> unsynced;             // chunks written since the last fsync
+    std::map<uint64_t, ChunkLoc> chunks;     // index -> location
+  };
+
+  uint64_t toCluster(fuse_ino_t ino) const { return ino == FUSE_ROOT_ID ? rootIno_ : ino; }
+  fuse_ino_t toFuse(uint64_t ino) const { return ino == rootIno_ ? FUSE_ROOT_ID : ino; }
+  void fillStat(proto::Attr::Reader a, struct stat& st) const;
+  void replyEntry(fuse_req_t req, proto::Attr::Reader a);
+  void replyAttr(fuse_req_t req, proto::Attr::Reader a);
+  std::shared_ptr<OpenFile> file(uint64_t ino, bool create);
+  int chunkFor(OpenFile& f, uint64_t ino, uint64_t index, bool allocate, ChunkLoc*& out);
+  int readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsigned char* out);
+  int commit(OpenFile& f, uint64_t ino);
+  int truncateData(OpenFile& f, uint64_t ino, uint64_t newSize);
+  // Runs fn, answering EIO (and logging) when the cluster cannot be reached.
+  template <typename Fn>
+  void guard(fuse_req_t req, const char* op, Fn&& fn);
+
+  ClusterClient& client_;
+  uint64_t rootIno_;
+  uint64_t chunkSize_;
+  uint64_t chunkBlocks_;
+  FsOptions options_;
+  std::mutex filesMutex_;
+  std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> files_;
+};
+
+}  // namespace cairn::fs

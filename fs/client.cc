@@ -1,0 +1,281 @@
+#include "fs/client.h"
+
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "chunk/chunk_file.h"
+
+namespace cairn::fs {
+
+namespace {
+constexpr uint32_t MAX_BLOCKS_PER_RPC = 256;  // 1 MiB
+static_assert(BLOCK == chunk::BLOCK_BYTES && AUX == chunk::AUX_BYTES);
+}  // namespace
+
+ClusterClient::ClusterClient(std::vector<std::string> metaAddrs, const std::string& secretBytes,
+                             BlockCipher& cipher)
+    : cipher_(cipher) {
+  secret_ = kj::heap<ClusterSecret>(ClusterSecret::fromBytes(secretBytes));
+  uint64_t clientId;
+  randombytes_buf(&clientId, sizeof(clientId));
+  clientId |= 1;  // never 0 (0 means "no retry memory")
+  loop_.run([&]() {
+    meta_ = kj::heap<MetaClient>(loop_.io(), *secret_, metaAddrs, proto::Role::CLIENT, clientId,
+                                 120 * kj::SECONDS);
+  });
+}
+
+ClusterClient::~ClusterClient() {
+  loop_.run([this]() {
+    peers_.clear();
+    meta_ = nullptr;
+  });
+}
+
+Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request) {
+  return loop_.run([this, &request]() { return meta_->call(kj::mv(request)); });
+}
+
+Peer& ClusterClient::chunkPeer(const std::string& addr) {
+  auto& p = peers_[addr];
+  if (!p) p = std::make_unique<Peer>(loop_.io(), *secret_, addr, proto::Role::CLIENT);
+  return *p;
+}
+
+int ClusterClient::getChunk(uint64_t ino, uint64_t index, bool allocate, ChunkLoc& out) {
+  auto req = newMetaRequest();
+  auto g = req->getRoot<proto::MetaRequest>().getOp().initChunkGet();
+  g.setIno(ino);
+  g.setIndex(index);
+  g.setAllocate(allocate);
+  auto reply = meta(kj::mv(req));
+  auto r = reply->getRoot<proto::MetaReply>();
+  if (r.getErr() != 0) return r.getErr();
+  auto c = r.getChunk();
+  out.index = c.getIndex();
+  out.id = c.getId();
+  out.version = c.getVersion();
+  out.addrs.clear();
+  for (auto rep : c.getReplicas()) out.addrs.emplace_back(rep.getAddr().cStr());
+  return 0;
+}
+
+ClusterClient::RawRead ClusterClient::readRaw(const std::string& addr, const ChunkLoc& loc,
+                                              uint32_t first, uint32_t count) {
+  try {
+    return loop_.run([&]() {
+      auto& peer = chunkPeer(addr);
+      auto p = peer.get().then([&loc, first, count](capnp::Capability::Client cap) {
+        auto req = cap.castAs<proto::Chunk>().readRequest();
+        req.getChunk().setId(loc.id);
+        req.getChunk().setVersion(loc.version);
+        req.setFirstBlock(first);
+        req.setCount(count);
+        return req.send();
+      });
+      return loop_.io().provider->getTimer()
+          .timeoutAfter(30 * kj::SECONDS, kj::mv(p))
+          .then(
+              [count](capnp::Response<proto::Chunk::ReadResults> resp) {
+                RawRead out;
+                out.err = resp.getErr();
+                if (out.err != 0) return out;
+                auto blocks = resp.getBlocks();
+                if (blocks.size() != count) {
+                  out.err = EIO;
+                  return out;
+                }
+                out.present.resize(count);
+                out.aux.resize(size_t(count) * AUX);
+                out.data.resize(size_t(count) * BLOCK);
+                for (uint32_t i = 0; i < count; i++) {
+                  auto b = blocks[i];
+                  if (!b.getPresent()) continue;
+                  if (b.getAux().size() != AUX || b.getData().size() != BLOCK) {
+                    out.err = EIO;
+                    return out;
+                  }
+                  out.present[i] = true;
+                  memcpy(out.aux.data() + size_t(i) * AUX, b.getAux().begin(), AUX);
+                  memcpy(out.data.data() + size_t(i) * BLOCK, b.getData().begin(), BLOCK);
+                }
+                return out;
+              },
+              [&peer, &addr](kj::Exception&& e) {
+                spdlog::warn("read from {}: {}", addr, e.getDescription().cStr());
+                peer.reset();
+                RawRead out;
+                out.err = EIO;
+                return out;
+              });
+    });
+  } catch (kj::Exception& e) {
+    RawRead out;
+    out.err = EIO;
+    return out;
+  }
+}
+
+int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
+                              uint32_t first, uint32_t count, unsigned char* out) {
+  for (uint32_t done = 0; done < count;) {
+    uint32_t n = std::min(count - done, MAX_BLOCKS_PER_RPC);
+    int lastErr = EIO;
+    bool ok = false;
+    for (size_t r = 0; r < loc.addrs.size() && !ok; r++) {
+      auto raw = readRaw(loc.addrs[r], loc, first + done, n);
+      if (raw.err != 0) {
+        lastErr = raw.err;
+        continue;
+      }
+      ok = true;
+      for (uint32_t i = 0; i < n; i++) {
+        unsigned char* dst = out + size_t(done + i) * BLOCK;
+        if (!raw.present[i]) {
+          memset(dst, 0, BLOCK);
+          continue;
+        }
+        uint64_t blockNo = loc.index * chunkBlocks + first + done + i;
+        if (!cipher_.open(ino, blockNo,
+                          reinterpret_cast<const unsigned char*>(raw.data.data()) + size_t(i) * BLOCK,
+                          reinterpret_cast<const unsigned char*>(raw.aux.data()) + size_t(i) * AUX,
+                          dst)) {
+          spdlog::error(
+              "inode {} block {}: authentication failed on replica {} (wrong data key, or "
+              "corrupted data)",
+              ino, blockNo, loc.addrs[r]);
+          ok = false;
+          lastErr = EIO;
+          break;
+        }
+      }
+    }
+    if (!ok) return lastErr == ESTALE ? ESTALE : EIO;
+    done += n;
+  }
+  return 0;
+}
+
+int ClusterClient::writeBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
+                               uint32_t first, uint32_t count, const unsigned char* plain,
+                               bool sync) {
+  if (loc.addrs.empty()) return EIO;
+  for (uint32_t done = 0; done < count;) {
+    uint32_t n = std::min(count - done, MAX_BLOCKS_PER_RPC);
+    // Seal on this thread.
+    std::string cipher(size_t(n) * BLOCK, '\0'), aux(size_t(n) * AUX, '\0');
+    std::vector<uint32_t> crcs(n);
+    for (uint32_t i = 0; i < n; i++) {
+      uint64_t blockNo = loc.index * chunkBlocks + first + done + i;
+      auto* c = reinterpret_cast<unsigned char*>(cipher.data()) + size_t(i) * BLOCK;
+      auto* a = reinterpret_cast<unsigned char*>(aux.data()) + size_t(i) * AUX;
+      cipher_.seal(ino, blockNo, plain + size_t(done + i) * BLOCK, c, a);
+      crcs[i] = chunk::blockCrc(a, AUX, c, BLOCK);
+    }
+    int err = 0;
+    std::string failed;
+    for (int attempt = 0; attempt < 3; attempt++) {
+      std::tie(err, failed) = [&]() -> std::pair<int, std::string> {
+        try {
+          return loop_.run([&]() {
+            auto& peer = chunkPeer(loc.addrs[0]);
+            auto p = peer.get().then([&](capnp::Capability::Client cap) {
+              auto req = cap.castAs<proto::Chunk>().writeRequest();
+              req.getChunk().setId(loc.id);
+              req.getChunk().setVersion(loc.version);
+              req.setFirstBlock(first + done);
+              auto blocks = req.initBlocks(n);
+              for (uint32_t i = 0; i < n; i++) {
+                auto b = blocks[i];
+                b.setPresent(true);
+                b.setCrc(crcs[i]);
+                b.setAux(kj::arrayPtr(reinterpret_cast<const kj::byte*>(aux.data()) + size_t(i) * AUX, AUX));
+                b.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(cipher.data()) + size_t(i) * BLOCK, BLOCK));
+              }
+              auto chain = req.initChain(loc.addrs.size() - 1);
+              for (size_t i = 1; i < loc.addrs.size(); i++) chain.set(i - 1, loc.addrs[i]);
+              req.setSync(sync);
+              return req.send();
+            });
+            return loop_.io().provider->getTimer()
+                .timeoutAfter(60 * kj::SECONDS, kj::mv(p))
+                .then(
+                    [](capnp::Response<proto::Chunk::WriteResults> resp) {
+                      return std::make_pair(int(resp.getErr()),
+                                            std::string(resp.getFailedAddr().cStr()));
+                    },
+                    [&peer, &loc](kj::Exception&& e) {
+                      spdlog::warn("write to {}: {}", loc.addrs[0], e.getDescription().cStr());
+                      peer.reset();
+                      return std::make_pair(int(EIO), loc.addrs[0]);
+                    });
+          });
+        } catch (kj::Exception& e) {
+          return {EIO, loc.addrs[0]};
+        }
+      }();
+      if (err == 0 || err == ESTALE) break;
+      spdlog::warn("write of chunk {:016x} failed at {} ({}), attempt {}", loc.id, failed,
+                   strerror(err), attempt + 1);
+    }
+    if (err != 0) return err;
+    done += n;
+  }
+  return 0;
+}
+
+int ClusterClient::syncChunk(const ChunkLoc& loc) {
+  if (loc.addrs.empty()) return 0;
+  try {
+    return loop_.run([&]() {
+      auto& peer = chunkPeer(loc.addrs[0]);
+      return peer.get()
+          .then([&](capnp::Capability::Client cap) {
+            auto req = cap.castAs<proto::Chunk>().syncRequest();
+            req.getChunk().setId(loc.id);
+            req.getChunk().setVersion(loc.version);
+            auto chain = req.initChain(loc.addrs.size() - 1);
+            for (size_t i = 1; i < loc.addrs.size(); i++) chain.set(i - 1, loc.addrs[i]);
+            return req.send();
+          })
+          .then([](auto resp) { return int(resp.getErr()); },
+                [&peer](kj::Exception&& e) {
+                  peer.reset();
+                  return int(EIO);
+                });
+    });
+  } catch (kj::Exception& e) {
+    return EIO;
+  }
+}
+
+int ClusterClient::truncateChunk(const ChunkLoc& loc, uint32_t keepBlocks) {
+  if (loc.addrs.empty()) return 0;
+  try {
+    return loop_.run([&]() {
+      auto& peer = chunkPeer(loc.addrs[0]);
+      return peer.get()
+          .then([&](capnp::Capability::Client cap) {
+            auto req = cap.castAs<proto::Chunk>().truncateRequest();
+            req.getChunk().setId(loc.id);
+            req.getChunk().setVersion(loc.version);
+            req.setBlocks(keepBlocks);
+            auto chain = req.initChain(loc.addrs.size() - 1);
+            for (size_t i = 1; i < loc.addrs.size(); i++) chain.set(i - 1, loc.addrs[i]);
+            return req.send();
+          })
+          .then([](auto resp) { return int(resp.getErr()); },
+                [&peer](kj::Exception&& e) {
+                  peer.reset();
+                  return int(EIO);
+                });
+    });
+  } catch (kj::Exception& e) {
+    return EIO;
+  }
+}
+
+}  // namespace cairn::fs

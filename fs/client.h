@@ -1,0 +1,69 @@
+// mount.cairn's connection to the cluster. Every method blocks the calling (FUSE worker) thread
+// and does its network I/O on one event-loop thread; encryption and decryption run on the
+// calling thread, so several FUSE workers seal and open blocks in parallel.
+#pragma once
+
+#include <capnp/message.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fs/crypto.h"
+#include "rpc/meta_client.h"
+#include "rpc/runtime.h"
+
+namespace cairn::fs {
+
+struct ChunkLoc {
+  uint64_t index = 0;
+  uint64_t id = 0;
+  uint64_t version = 0;
+  std::vector<std::string> addrs;  // replica chain, head first
+};
+
+using Reply = kj::Own<capnp::MallocMessageBuilder>;
+
+class ClusterClient {
+ public:
+  ClusterClient(std::vector<std::string> metaAddrs, const std::string& secretBytes,
+                BlockCipher& cipher);
+  ~ClusterClient();
+
+  // Sends a meta request (root MetaRequest); the reply's root is a MetaReply. Throws
+  // kj::Exception when meta stays unreachable.
+  Reply meta(kj::Own<capnp::MallocMessageBuilder> request);
+
+  // errno-style results (0 = ok).
+  int getChunk(uint64_t ino, uint64_t index, bool allocate, ChunkLoc& out);
+  // Reads `count` blocks starting at `first` of the chunk, decrypted into out (count * BLOCK
+  // bytes); holes read as zeros. Tries each replica in turn; EIO when none has good data.
+  int readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
+                 uint32_t count, unsigned char* out);
+  // Encrypts and writes `count` blocks from `plain` through the replica chain.
+  int writeBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
+                  uint32_t count, const unsigned char* plain, bool sync);
+  int syncChunk(const ChunkLoc& loc);
+  int truncateChunk(const ChunkLoc& loc, uint32_t keepBlocks);
+
+  BlockCipher& cipher() { return cipher_; }
+
+ private:
+  struct RawRead {
+    int err = 0;
+    std::vector<bool> present;
+    std::string aux;   // count * AUX
+    std::string data;  // count * BLOCK
+  };
+  Peer& chunkPeer(const std::string& addr);  // loop thread only
+  RawRead readRaw(const std::string& addr, const ChunkLoc& loc, uint32_t first, uint32_t count);
+
+  BlockCipher& cipher_;
+  LoopThread loop_;
+  kj::Own<ClusterSecret> secret_;
+  kj::Own<MetaClient> meta_;                          // loop thread only
+  std::map<std::string, std::unique_ptr<Peer>> peers_;  // loop thread only
+};
+
+}  // namespace cairn::fs

@@ -1,0 +1,177 @@
+// mount.cairn SOURCE MOUNTPOINT [-o OPTIONS] [-f]
+//
+// SOURCE is META_ADDRS:/sub/dir, e.g. 127.0.0.1:7000,127.0.0.1:7001:/volumes/v1. Options of
+// our own: secretfile=F, keyfile=K, log=FILE, loglevel=L, attr_timeout=S; the mount(8)
+// options rw, defaults, _netdev, auto, noauto, nofail, user, users and x-* are accepted and
+// ignored; everything else goes to FUSE (ro, allow_other, ...).
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <kj/debug.h>
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "fs/cairn_fs.h"
+#include "rpc/runtime.h"
+
+using namespace cairn;
+
+namespace {
+
+void usage() {
+  fprintf(stderr,
+          "usage: mount.cairn META_ADDRS:/path MOUNTPOINT -o secretfile=F,keyfile=K[,log=FILE]"
+          "[,loglevel=L][,ro][,allow_other] [-f]\n");
+}
+
+constexpr char KEY_CHECK_TEXT[] = "cairn data key check v1";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string source, mountpoint, secretFile, keyFile, logFile, logLevel = "info";
+  bool foreground = false;
+  double attrTimeout = 1.0;
+  std::vector<std::string> fuseOpts = {"default_permissions", "subtype=cairn"};
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    if (a == "-f") {
+      foreground = true;
+    } else if (a == "-o" && i + 1 < argc) {
+      for (auto& o : splitList(argv[++i])) {
+        auto eq = o.find('=');
+        std::string k = o.substr(0, eq), v = eq == std::string::npos ? "" : o.substr(eq + 1);
+        if (k == "secretfile") secretFile = v;
+        else if (k == "keyfile") keyFile = v;
+        else if (k == "log") logFile = v;
+        else if (k == "loglevel") logLevel = v;
+        else if (k == "attr_timeout") attrTimeout = std::stod(v);
+        else if (k == "rw" || k == "defaults" || k == "_netdev" || k == "auto" || k == "noauto" ||
+                 k == "nofail" || k == "user" || k == "users" || k == "nouser" ||
+                 k.rfind("x-", 0) == 0 || k == "dev" || k == "suid" || k == "exec")
+          continue;
+        else fuseOpts.push_back(o);
+      }
+    } else if (a == "-h" || a == "--help") {
+      usage();
+      return 0;
+    } else if (source.empty()) {
+      source = a;
+    } else if (mountpoint.empty()) {
+      mountpoint = a;
+    } else {
+      usage();
+      return 2;
+    }
+  }
+  if (source.empty() || mountpoint.empty() || secretFile.empty() || keyFile.empty()) {
+    usage();
+    return 2;
+  }
+  auto split = source.find(":/");
+  std::string addrs = source.substr(0, split);
+  std::string subdir = split == std::string::npos ? "/" : source.substr(split + 1);
+  fuseOpts.push_back("fsname=cairn:" + source);
+
+  KjToSpdlog kjLogs;
+  setupLogging("mount.cairn", logLevel, logFile);
+  try {
+    KJ_REQUIRE(sodium_init() >= 0);
+    fs::BlockCipher cipher(readWholeFile(keyFile));
+    fs::ClusterClient client(splitList(addrs), readWholeFile(secretFile), cipher);
+
+    // The cluster's constants, and a check that our data key is the cluster's.
+    auto info = newMetaRequest();
+    info->getRoot<proto::MetaRequest>().getOp().setClusterInfo();
+    auto infoReply = client.meta(kj::mv(info));
+    auto ci = infoReply->getRoot<proto::MetaReply>().getInfo();
+    uint64_t chunkSize = ci.getChunkSizeBytes();
+    KJ_REQUIRE(chunkSize > 0 && chunkSize % fs::BLOCK == 0, "bad chunk size from meta");
+    unsigned char plain[fs::BLOCK] = {0};
+    memcpy(plain, KEY_CHECK_TEXT, sizeof(KEY_CHECK_TEXT));
+    kj::Array<kj::byte> check;
+    if (ci.getKeyCheck().size() == 0) {
+      auto blob = kj::heapArray<kj::byte>(fs::BLOCK + fs::AUX);
+      cipher.seal(0, 0, plain, blob.begin(), blob.begin() + fs::BLOCK);
+      auto set = newMetaRequest();
+      set->getRoot<proto::MetaRequest>().getOp().setSetKeyCheck(blob);
+      auto setReply = client.meta(kj::mv(set));
+      check = kj::heapArray<kj::byte>(setReply->getRoot<proto::MetaReply>().getValue());
+    } else {
+      check = kj::heapArray<kj::byte>(ci.getKeyCheck());
+    }
+    unsigned char opened[fs::BLOCK];
+    if (check.size() != fs::BLOCK + fs::AUX ||
+        !cipher.open(0, 0, check.begin(), check.begin() + fs::BLOCK, opened) ||
+        memcmp(opened, plain, fs::BLOCK) != 0) {
+      spdlog::critical("the data key in {} is not this cluster's data key: refusing to mount",
+                       keyFile);
+      fprintf(stderr, "mount.cairn: the data key in %s is not this cluster's data key\n",
+              keyFile.c_str());
+      return 1;
+    }
+
+    // Resolve the mounted subdirectory.
+    uint64_t root = 1;
+    for (auto& part : splitList(subdir, '/')) {
+      auto l = newMetaRequest();
+      auto op = l->getRoot<proto::MetaRequest>().getOp().initLookup();
+      op.setParent(root);
+      op.setName(part);
+      auto r = client.meta(kj::mv(l));
+      auto reply = r->getRoot<proto::MetaReply>();
+      if (reply.getErr() != 0) {
+        fprintf(stderr, "mount.cairn: %s: %s\n", subdir.c_str(), strerror(reply.getErr()));
+        return 1;
+      }
+      KJ_REQUIRE(S_ISDIR(reply.getAttr().getMode()), "not a directory", subdir);
+      root = reply.getAttr().getIno();
+    }
+
+    fs::FsOptions options;
+    options.attrTimeoutSec = attrTimeout;
+    options.entryTimeoutSec = attrTimeout;
+    fs::CairnFs cfs(client, root, chunkSize, options);
+
+    std::vector<std::string> argStore = {"mount.cairn"};
+    std::string joined;
+    for (auto& o : fuseOpts) joined += (joined.empty() ? "" : ",") + o;
+    argStore.push_back("-o");
+    argStore.push_back(joined);
+    std::vector<char*> fargv;
+    for (auto& s : argStore) fargv.push_back(s.data());
+    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fargv.size()), fargv.data());
+    fuse_session* se = fuse_session_new(&args, fs::CairnFs::operations(),
+                                        sizeof(fuse_lowlevel_ops), &cfs);
+    if (se == nullptr) {
+      fprintf(stderr, "mount.cairn: bad FUSE options: %s\n", joined.c_str());
+      return 1;
+    }
+    if (fuse_set_signal_handlers(se) != 0 || fuse_session_mount(se, mountpoint.c_str()) != 0) {
+      fprintf(stderr, "mount.cairn: cannot mount on %s\n", mountpoint.c_str());
+      fuse_session_destroy(se);
+      return 1;
+    }
+    spdlog::info("mounted {} on {} (root inode {}, chunk size {} MiB)", source, mountpoint, root,
+                 chunkSize >> 20);
+    if (!foreground && fuse_daemonize(0) != 0) return 1;
+    fuse_loop_config* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(cfg, 16);
+    fuse_loop_cfg_set_idle_threads(cfg, 8);
+    int rc = fuse_session_loop_mt(se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    fuse_session_unmount(se);
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    spdlog::info("unmounted {}", mountpoint);
+    return rc == 0 ? 0 : 1;
+  } catch (kj::Exception& e) {
+    spdlog::critical("{}", e.getDescription().cStr());
+    fprintf(stderr, "mount.cairn: %s\n", e.getDescription().cStr());
+    return 1;
+  }
+}
