@@ -526,6 +526,14 @@ void Core::stepLeader(const Message& m) {
         pr.state = ProgressState::PROBE;
         pr.snapshotWait = 0;
       }
+      if (pr.state == ProgressState::REPLICATE && pr.inflight >= cfg_.maxInflightMessages) {
+        // The window is full and the follower is alive: what is in flight was lost. Probe
+        // again from what it has acknowledged.
+        pr.state = ProgressState::PROBE;
+        pr.next = pr.match + 1;
+        pr.inflight = 0;
+        pr.inflightLast.clear();
+      }
       if (pr.match < lastIndex()) sendAppend(m.from, true);
       if (m.context != 0) {
         for (auto& r : pendingReads_)
