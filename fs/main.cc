@@ -75,7 +75,12 @@ int main(int argc, char** argv) {
   auto split = source.find(":/");
   std::string addrs = source.substr(0, split);
   std::string subdir = split == std::string::npos ? "/" : source.substr(split + 1);
-  fuseOpts.push_back("fsname=cairn:" + source);
+  std::string escaped;  // FUSE splits options on commas: escape those in the addresses
+  for (char c : source) {
+    if (c == ',' || c == '\\') escaped.push_back('\\');
+    escaped.push_back(c);
+  }
+  fuseOpts.push_back("fsname=cairn:" + escaped);
 
   KjToSpdlog kjLogs;
   setupLogging("mount.cairn", logLevel, logFile);

@@ -1,4 +1,4 @@
-// cairn-meta: the metadata server.
+// cairn-meta: the metadata server, one member of a Raft group of 1, 3 or 5.
 #include <CLI/CLI.hpp>
 #include <kj/async-unix.h>
 #include <kj/debug.h>
@@ -7,6 +7,7 @@
 
 #include <csignal>
 
+#include "meta/raft/node.h"
 #include "meta/service.h"
 #include "rpc/net.h"
 #include "rpc/runtime.h"
@@ -15,18 +16,29 @@ using namespace cairn;
 
 int main(int argc, char** argv) {
   CLI::App app{"cairn-meta: the metadata server of a cairn cluster"};
-  std::string listen, dataDir, secretFile, metricsAddr, logLevel = "info", logFile;
+  std::string listen, dataDir, secretFile, metricsAddr, peersList, logLevel = "info", logFile;
   meta::Format format;
   uint64_t chunkSizeMiB = 64;
-  int suspectMs = 3000, deadMs = 10000;
+  uint64_t id = 1;
+  int suspectMs = 3000, deadMs = 10000, tickMs = 100, electionTicks = 10;
+  uint64_t snapshotEvery = 10000;
   app.add_option("--listen", listen, "address to serve on, host:port")->required();
-  app.add_option("--data", dataDir, "directory of the LMDB store")->required();
+  app.add_option("--data", dataDir, "directory of the LMDB stores")->required();
   app.add_option("--secret-file", secretFile, "cluster secret file")->required();
-  app.add_option("--chunk-size-mib", chunkSizeMiB, "chunk size, fixed when the store is created");
-  app.add_option("--replicas", format.replicas, "copies of every chunk, fixed at creation")
+  app.add_option("--id", id, "this server's Raft id (1, 2, ...)")->check(CLI::Range(1, 1 << 30));
+  app.add_option("--peers", peersList,
+                 "initial members as ID=HOST:PORT,... (default: this server alone); "
+                 "empty on a server that joins later through `cairn meta add`");
+  app.add_flag("--join", [&](int64_t) { peersList = "join"; },
+               "start with no members: wait to be added by `cairn meta add`");
+  app.add_option("--chunk-size-mib", chunkSizeMiB, "chunk size, fixed when the cluster is formatted");
+  app.add_option("--replicas", format.replicas, "copies of every chunk, fixed at format")
       ->check(CLI::Range(1, 8));
   app.add_option("--suspect-after-ms", suspectMs, "chunk server silent this long is suspect");
   app.add_option("--dead-after-ms", deadMs, "chunk server silent this long is dead");
+  app.add_option("--tick-ms", tickMs, "Raft tick");
+  app.add_option("--election-ticks", electionTicks, "Raft election timeout, in ticks (randomized up to twice)");
+  app.add_option("--snapshot-every", snapshotEvery, "compact the Raft log every this many entries");
   app.add_option("--metrics", metricsAddr, "address for Prometheus /metrics, host:port");
   app.add_option("--log-level", logLevel, "trace, debug, info, warn, error");
   app.add_option("--log-file", logFile, "log to this file instead of stderr");
@@ -37,23 +49,42 @@ int main(int argc, char** argv) {
   setupLogging("cairn-meta", logLevel, logFile);
   try {
     KJ_REQUIRE(sodium_init() >= 0);
+    raft::NodeOptions options;
+    options.id = id;
+    options.dataDir = dataDir;
+    options.tick = tickMs * kj::MILLISECONDS;
+    options.electionTicks = electionTicks;
+    options.snapshotEvery = snapshotEvery;
+    if (peersList.empty()) {
+      options.peers[id] = listen;
+    } else if (peersList != "join") {
+      for (auto& p : splitList(peersList)) {
+        auto eq = p.find('=');
+        KJ_REQUIRE(eq != std::string::npos, "--peers wants ID=HOST:PORT entries", p);
+        options.peers[std::stoull(p.substr(0, eq))] = p.substr(eq + 1);
+      }
+      KJ_REQUIRE(options.peers.count(id), "--peers must include this server's own id", id);
+    }
+
     auto io = kj::setupAsyncIo();
     auto secret = ClusterSecret::fromFile(secretFile);
     meta::Store store(dataDir);
-    unsigned char raw[16];
-    randombytes_buf(raw, sizeof(raw));
-    meta::StateMachine(store).formatIfEmpty(format, wallClockNs(), toHex(raw, sizeof(raw)));
-
     Metrics metrics;
     meta::MetaServer server(store, metrics,
                             meta::ServerTimeouts{std::chrono::milliseconds(suspectMs),
                                                  std::chrono::milliseconds(deadMs)},
-                            listen);
+                            format);
+    raft::RaftNode node(io, secret, options, server, metrics);
+    server.attach(node);
     capnp::Capability::Client service = kj::heap<meta::MetaServiceImpl>(server, metrics);
-    RpcListener listener(io, secret, [service](proto::Role) mutable { return service; });
+    capnp::Capability::Client peer = kj::heap<meta::MetaPeerImpl>(node);
+    RpcListener listener(io, secret, [service, peer](proto::Role role) mutable {
+      return role == proto::Role::PEER ? peer : service;
+    });
     uint port = listener.listen(listen).wait(io.waitScope);
-    spdlog::info("serving metadata on {} (port {}), store in {}, log index {}", listen, port,
-                 dataDir, server.lastLogIndex());
+    node.start();
+    spdlog::info("serving metadata on {} (port {}) as meta server {}, stores in {}", listen, port,
+                 id, dataDir);
     if (!metricsAddr.empty()) {
       uint mport = metrics.serve(io, metricsAddr).wait(io.waitScope);
       spdlog::info("metrics on port {}", mport);

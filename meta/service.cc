@@ -2,6 +2,7 @@
 
 #include <capnp/serialize.h>
 #include <kj/debug.h>
+#include <sodium.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -13,8 +14,6 @@
 namespace cairn::meta {
 
 namespace {
-constexpr size_t MAX_BATCH = 4096;
-constexpr uint64_t LOG_KEEP = 100000;  // entries kept for followers until Raft compaction
 
 const char* opName(proto::MetaRequest::Op::Which w) {
   using W = proto::MetaRequest::Op::Which;
@@ -43,31 +42,54 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::STATUS: return "status";
     case W::CLUSTER_INFO: return "cluster_info";
     case W::SET_KEY_CHECK: return "set_key_check";
+    case W::META_STATUS: return "meta_status";
+    case W::META_ADD: return "meta_add";
+    case W::META_REMOVE: return "meta_remove";
+    case W::META_TRANSFER: return "meta_transfer";
+    case W::FORMAT: return "format";
   }
   return "unknown";
 }
+
 }  // namespace
 
-MetaServer::MetaServer(Store& store, Metrics& metrics, ServerTimeouts timeouts,
-                       std::string selfAddr)
+MetaServer::MetaServer(Store& store, Metrics& metrics, ServerTimeouts timeouts, Format format)
     : store_(store),
       sm_(store),
       metrics_(metrics),
       timeouts_(timeouts),
-      selfAddr_(std::move(selfAddr)),
+      format_(format),
       rng_(std::random_device{}()),
-      commits_(metrics.counter("cairn_meta_commits_total", "LMDB commits (fsyncs) of the log")),
-      batchedCommands_(metrics.counter("cairn_meta_commands_total", "Commands applied")),
-      commitLatency_(metrics.histogram("cairn_meta_commit_seconds", "Time of one group commit")) {
-  Txn t(store_.env(), false);
-  lastIndex_ = store_.getCounter(t, "log_last");
-  metrics.gauge("cairn_meta_applied_index", "Last applied log index",
-                [this]() { return static_cast<double>(lastIndex_); });
+      applied_(metrics.counter("cairn_meta_commands_total", "Commands applied")),
+      applyLatency_(metrics.histogram("cairn_meta_apply_seconds",
+                                      "Time to apply one batch of committed commands")) {
   metrics.gauge("cairn_meta_chunk_servers_online", "Chunk servers heard from recently", [this]() {
     double n = 0;
     for (auto& [id, l] : live_) n += std::string(stateOf(id)) == "online" ? 1 : 0;
     return n;
   });
+}
+
+void MetaServer::attach(raft::RaftNode& node) {
+  node_ = &node;
+  Txn t(store_.env(), false);
+  for (Cursor c(t, store_.members, "", ""); c.valid(); c.next())
+    node.setMember(readBe64(c.key()), std::string(c.value()));
+}
+
+MetaServer::Reply MetaServer::errorReply(int err) {
+  auto reply = kj::heap<capnp::MallocMessageBuilder>();
+  reply->initRoot<proto::MetaReply>().setErr(err);
+  return reply;
+}
+
+MetaServer::Reply MetaServer::notLeader() {
+  auto reply = kj::heap<capnp::MallocMessageBuilder>();
+  auto r = reply->initRoot<proto::MetaReply>();
+  r.setErr(EAGAIN);
+  auto addr = node_->leaderAddr();
+  if (node_->leaderId() != node_->id()) r.setLeader(addr);
+  return reply;
 }
 
 const char* MetaServer::stateOf(uint32_t id) const {
@@ -82,16 +104,43 @@ const char* MetaServer::stateOf(uint32_t id) const {
 kj::Promise<MetaServer::Reply> MetaServer::handle(proto::MetaRequest::Reader request) {
   using W = proto::MetaRequest::Op::Which;
   auto which = request.getOp().which();
+  if (which == W::META_STATUS) return metaStatus();
+  if (!node_->isLeader()) return notLeader();
+  {
+    Txn t(store_.env(), false);
+    if (!sm_.isFormatted(t)) return errorReply(EAGAIN);  // the first leader is formatting
+  }
   switch (which) {
     case W::HEARTBEAT:
       return heartbeat(request);
     case W::STATUS:
-      return status();
+      return afterRead([this]() { return status(); });
     case W::STATFS:
-      return statfs();
+      return afterRead([this]() { return statfs(); });
+    case W::META_ADD:
+      return metaAdd(request);
+    case W::META_REMOVE: {
+      uint64_t id = request.getOp().getMetaRemove();
+      if (id == node_->id() && node_->core().voters().size() > 1) {
+        // Hand over first; the new leader removes us.
+        return errorReply(EBUSY);
+      }
+      return waitFor(node_->proposeConfigChange(id, false));
+    }
+    case W::META_TRANSFER:
+      node_->transferLeadership(request.getOp().getMetaTransfer());
+      return errorReply(0);
+    case W::FORMAT:
+      return errorReply(EPERM);  // only the leader itself proposes it
     case W::CHUNK_GET: {
       auto g = request.getOp().getChunkGet();
-      if (!g.getAllocate()) return readOnly(request);
+      if (!g.getAllocate()) {
+        auto copy = kj::heap<capnp::MallocMessageBuilder>();
+        copy->setRoot(request);
+        return afterRead([this, copy = kj::mv(copy)]() mutable {
+          return readOnly(copy->getRoot<proto::MetaRequest>());
+        });
+      }
       std::vector<uint32_t> placement;
       bool exists;
       {
@@ -99,20 +148,33 @@ kj::Promise<MetaServer::Reply> MetaServer::handle(proto::MetaRequest::Reader req
         exists = store_.getChunk(t, g.getIno(), g.getIndex()).has_value();
         if (!exists) placement = place(t, sm_.replicas(t));
       }
-      if (exists) return readOnly(request);
+      if (exists) {
+        auto copy = kj::heap<capnp::MallocMessageBuilder>();
+        copy->setRoot(request);
+        return afterRead([this, copy = kj::mv(copy)]() mutable {
+          return readOnly(copy->getRoot<proto::MetaRequest>());
+        });
+      }
       if (placement.empty()) {
-        // No chunk server is online yet (just started, or all down): the client waits and
-        // retries.
-        auto reply = kj::heap<capnp::MallocMessageBuilder>();
-        reply->initRoot<proto::MetaReply>().setErr(EAGAIN);
-        return kj::mv(reply);
+        // No chunk server online yet (just started, or all down): the client waits and retries.
+        return errorReply(EAGAIN);
       }
       return propose(request, kj::mv(placement));
     }
     default:
       if (StateMachine::isMutation(request)) return propose(request, {});
-      return readOnly(request);
+      auto copy = kj::heap<capnp::MallocMessageBuilder>();
+      copy->setRoot(request);
+      return afterRead([this, copy = kj::mv(copy)]() mutable {
+        return readOnly(copy->getRoot<proto::MetaRequest>());
+      });
   }
+}
+
+kj::Promise<MetaServer::Reply> MetaServer::afterRead(kj::Function<Reply()> read) {
+  return node_->linearizableRead().then(
+      [read = kj::mv(read)]() mutable { return read(); },
+      [this](kj::Exception&&) { return notLeader(); });
 }
 
 MetaServer::Reply MetaServer::readOnly(proto::MetaRequest::Reader request) {
@@ -124,68 +186,137 @@ MetaServer::Reply MetaServer::readOnly(proto::MetaRequest::Reader request) {
 
 kj::Promise<MetaServer::Reply> MetaServer::propose(proto::MetaRequest::Reader request,
                                                    std::vector<uint32_t> placement) {
-  auto cmd = kj::heap<capnp::MallocMessageBuilder>();
-  auto root = cmd->initRoot<proto::Command>();
+  capnp::MallocMessageBuilder cmd;
+  auto root = cmd.initRoot<proto::Command>();
   root.setTimeNs(wallClockNs());
   root.setRequest(request);
   auto p = root.initPlacement(placement.size());
   for (size_t i = 0; i < placement.size(); i++) p.set(i, placement[i]);
+  auto words = capnp::messageToFlatArray(cmd);
+  std::string data(reinterpret_cast<const char*>(words.begin()), words.size() * 8);
+  return waitFor(node_->propose(data));
+}
+
+kj::Promise<MetaServer::Reply> MetaServer::waitFor(
+    std::optional<std::pair<raft::Index, raft::Term>> at) {
+  if (!at) return notLeader();
   auto paf = kj::newPromiseAndFulfiller<Reply>();
-  pending_.push_back(Pending{kj::mv(cmd), kj::mv(paf.fulfiller)});
-  if (!flushScheduled_) {
-    flushScheduled_ = true;
-    kj::evalLater([this]() { flush(); }).detach([](kj::Exception&& e) {
-      spdlog::critical("group commit failed: {}", e.getDescription().cStr());
-      abort();  // stop rather than acknowledge what is not durable; restart recovers
-    });
-  }
+  pending_[at->first] = Pending{at->second, kj::mv(paf.fulfiller)};
   return kj::mv(paf.promise);
 }
 
-void MetaServer::flush() {
-  flushScheduled_ = false;
-  if (pending_.empty()) return;
-  std::vector<Pending> batch;
-  if (pending_.size() > MAX_BATCH) {
-    batch.assign(std::make_move_iterator(pending_.begin()),
-                 std::make_move_iterator(pending_.begin() + MAX_BATCH));
-    pending_.erase(pending_.begin(), pending_.begin() + MAX_BATCH);
-    flushScheduled_ = true;
-    kj::evalLater([this]() { flush(); }).detach([](kj::Exception&& e) {
-      spdlog::critical("group commit failed: {}", e.getDescription().cStr());
-      abort();
+void MetaServer::failPending(int err) {
+  for (auto& [idx, p] : pending_) {
+    auto reply = errorReply(err);
+    p.fulfiller->fulfill(kj::mv(reply));
+  }
+  pending_.clear();
+}
+
+void MetaServer::apply(const std::vector<raft::Entry>& entries) {
+  ScopedLatency latency(applyLatency_);
+  std::vector<std::pair<const raft::Entry*, Reply>> replies;
+  std::vector<std::pair<uint64_t, std::string>> newMembers;
+  {
+    Txn t(store_.env(), true);
+    for (auto& e : entries) {
+      Reply reply = kj::heap<capnp::MallocMessageBuilder>();
+      if (e.type == raft::EntryType::NORMAL) {
+        KJ_ASSERT(e.data.size() % 8 == 0, "misaligned command", e.index);
+        auto words = kj::heapArray<capnp::word>(e.data.size() / 8);
+        memcpy(words.begin(), e.data.data(), e.data.size());
+        capnp::FlatArrayMessageReader msg(words, rpcReaderOptions());
+        auto cmd = msg.getRoot<proto::Command>();
+        sm_.apply(t, cmd, *reply);
+        auto op = cmd.getRequest().getOp();
+        if (op.isMetaAdd())
+          newMembers.emplace_back(op.getMetaAdd().getId(), op.getMetaAdd().getAddr().cStr());
+        if (op.isFormat())
+          for (auto m : op.getFormat().getMembers())
+            newMembers.emplace_back(m.getId(), m.getAddr().cStr());
+        applied_.inc();
+      } else {
+        reply->initRoot<proto::MetaReply>();
+      }
+      store_.putCounter(t, "applied", e.index);
+      replies.emplace_back(&e, kj::mv(reply));
+    }
+    t.commit();
+  }
+  for (auto& [id, addr] : newMembers) node_->setMember(id, addr);
+  for (auto& [e, reply] : replies) {
+    auto it = pending_.find(e->index);
+    if (it == pending_.end()) continue;
+    if (it->second.term == e->term) {
+      it->second.fulfiller->fulfill(kj::mv(reply));
+    } else {
+      // Our proposal was replaced by another leader's entry: the client retries, and the
+      // retry is answered from the reply memory if it did commit after all.
+      it->second.fulfiller->fulfill(errorReply(EAGAIN));
+    }
+    pending_.erase(it);
+  }
+}
+
+raft::Index MetaServer::appliedIndex() {
+  Txn t(store_.env(), false);
+  return store_.getCounter(t, "applied");
+}
+
+void MetaServer::writeSnapshot(const std::string& path) { store_.copyTo(path); }
+
+void MetaServer::installSnapshot(const std::string& path) {
+  failPending(EAGAIN);
+  store_.replaceWith(path);
+  Txn t(store_.env(), false);
+  for (Cursor c(t, store_.members, "", ""); c.valid(); c.next())
+    node_->setMember(readBe64(c.key()), std::string(c.value()));
+}
+
+void MetaServer::roleChanged(bool leader) {
+  if (!leader) {
+    failPending(EAGAIN);
+    live_.clear();
+    return;
+  }
+  bool formatted;
+  {
+    Txn t(store_.env(), false);
+    formatted = sm_.isFormatted(t);
+  }
+  if (!formatted) {
+    // The first leader of a new cluster formats it, through the log like any change.
+    capnp::MallocMessageBuilder req;
+    auto r = req.initRoot<proto::MetaRequest>();
+    auto f = r.getOp().initFormat();
+    f.setChunkSizeBytes(format_.chunkSizeBytes);
+    f.setReplicas(format_.replicas);
+    unsigned char raw[16];
+    randombytes_buf(raw, sizeof(raw));
+    f.setClusterId(toHex(raw, sizeof(raw)));
+    auto members = node_->members();
+    auto out = f.initMembers(members.size());
+    size_t i = 0;
+    for (auto& [id, addr] : members) {
+      out[i].setId(id);
+      out[i].setAddr(addr);
+      i++;
+    }
+    spdlog::info("formatting a new cluster (chunk size {} MiB, {} replicas)",
+                 format_.chunkSizeBytes >> 20, format_.replicas);
+    propose(r.asReader(), {}).detach([](kj::Exception&& e) {
+      spdlog::error("format failed: {}", e.getDescription().cStr());
     });
-  } else {
-    batch.swap(pending_);
   }
-  ScopedLatency latency(commitLatency_);
-  std::vector<Reply> replies;
-  replies.reserve(batch.size());
-  Txn t(store_.env(), true);
-  uint64_t index = lastIndex_;
-  for (auto& p : batch) {
-    auto cmd = p.command->getRoot<proto::Command>();
-    index++;
-    auto words = capnp::messageToFlatArray(*p.command);
-    t.put(store_.log, be64(index),
-          std::string_view(reinterpret_cast<const char*>(words.begin()), words.size() * 8));
-    auto reply = kj::heap<capnp::MallocMessageBuilder>();
-    sm_.apply(t, cmd.asReader(), *reply);
-    replies.push_back(kj::mv(reply));
-  }
-  // Trim the oldest log entries (bounded work per batch).
-  if (index > LOG_KEEP) {
-    uint64_t first = store_.getCounter(t, "log_first", 1);
-    uint64_t limit = std::min(index - LOG_KEEP, first + 2 * batch.size());
-    for (uint64_t i = first; i < limit; i++) t.del(store_.log, be64(i));
-    if (limit > first) store_.putCounter(t, "log_first", limit);
-  }
-  store_.putCounter(t, "log_last", index);
-  t.commit();  // one fsync for the whole batch
-  lastIndex_ = index;
-  commits_.inc();
-  batchedCommands_.inc(batch.size());
-  for (size_t i = 0; i < batch.size(); i++) batch[i].fulfiller->fulfill(kj::mv(replies[i]));
+}
+
+kj::Promise<MetaServer::Reply> MetaServer::metaAdd(proto::MetaRequest::Reader request) {
+  // Record the new member's address, then add it as a voter.
+  uint64_t id = request.getOp().getMetaAdd().getId();
+  return propose(request, {}).then([this, id](Reply reply) -> kj::Promise<Reply> {
+    if (reply->getRoot<proto::MetaReply>().getErr() != 0) return kj::mv(reply);
+    return waitFor(node_->proposeConfigChange(id, true));
+  });
 }
 
 std::vector<uint32_t> MetaServer::place(Txn& t, uint32_t replicas) {
@@ -215,7 +346,7 @@ std::vector<uint32_t> MetaServer::place(Txn& t, uint32_t replicas) {
       if (x <= 0) break;
     }
     auto c = candidates[pick];
-    candidates.erase(candidates.begin() + pick);
+    candidates.erase(candidates.begin() + static_cast<long>(pick));
     if (hosts.count(c.host)) continue;  // one replica per host
     hosts.insert(c.host);
     chosen.push_back(c.id);
@@ -236,11 +367,7 @@ kj::Promise<MetaServer::Reply> MetaServer::heartbeat(proto::MetaRequest::Reader 
     known = store_.getServer(t, hb.getServer()).has_value();
     hasGarbage = known && !sm_.garbageFor(t, hb.getServer(), 1).empty();
   }
-  if (!known) {
-    auto reply = kj::heap<capnp::MallocMessageBuilder>();
-    reply->initRoot<proto::MetaReply>().setErr(ENOENT);
-    return kj::mv(reply);
-  }
+  if (!known) return errorReply(ENOENT);
   auto& l = live_[hb.getServer()];
   l.capacityBytes = hb.getCapacityBytes();
   l.usedBytes = hb.getUsedBytes();
@@ -248,9 +375,7 @@ kj::Promise<MetaServer::Reply> MetaServer::heartbeat(proto::MetaRequest::Reader 
   l.lastBeat = std::chrono::steady_clock::now();
   l.seen = true;
   if (hasGarbage) return propose(request, {});  // handing out garbage changes the state
-  auto reply = kj::heap<capnp::MallocMessageBuilder>();
-  reply->initRoot<proto::MetaReply>();
-  return kj::mv(reply);
+  return errorReply(0);
 }
 
 MetaServer::Reply MetaServer::statfs() {
@@ -281,7 +406,7 @@ MetaServer::Reply MetaServer::status() {
   auto st = r.initStatus();
   uint32_t replicas = sm_.replicas(t);
   st.setReplicas(replicas);
-  st.setMetaAddr(selfAddr_);
+  st.setMetaAddr(node_->leaderAddr());
   std::vector<std::pair<uint32_t, ServerRecord>> servers;
   for (Cursor c(t, store_.servers, "", ""); c.valid(); c.next()) {
     uint32_t id = static_cast<uint32_t>(readBe64(c.key()));
@@ -319,6 +444,32 @@ MetaServer::Reply MetaServer::status() {
   return reply;
 }
 
+MetaServer::Reply MetaServer::metaStatus() {
+  auto reply = kj::heap<capnp::MallocMessageBuilder>();
+  auto r = reply->initRoot<proto::MetaReply>();
+  auto s = r.initMetaStatus();
+  const auto& core = node_->core();
+  auto members = node_->members();
+  s.setId(node_->id());
+  s.setAddr(members[node_->id()]);
+  s.setRole(raft::roleName(core.role()));
+  s.setTerm(core.term());
+  s.setCommit(core.commitIndex());
+  s.setApplied(core.appliedIndex());
+  s.setLeader(core.leader());
+  s.setLastIndex(core.lastIndex());
+  s.setSnapshotIndex(core.snapshotIndex());
+  auto voters = core.voters();
+  auto out = s.initMembers(voters.size());
+  auto matches = s.initMatches(voters.size());
+  for (size_t i = 0; i < voters.size(); i++) {
+    out[i].setId(voters[i]);
+    out[i].setAddr(members[voters[i]]);
+    matches.set(i, voters[i] == node_->id() ? core.lastIndex() : core.matchOf(voters[i]));
+  }
+  return reply;
+}
+
 kj::Promise<void> MetaServiceImpl::call(CallContext context) {
   auto request = context.getParams().getRequest();
   const char* name = opName(request.getOp().which());
@@ -329,12 +480,24 @@ kj::Promise<void> MetaServiceImpl::call(CallContext context) {
       [context, timer = kj::mv(timer), this, name](MetaServer::Reply reply) mutable {
         auto r = reply->getRoot<proto::MetaReply>();
         if (r.getErr() != 0 && r.getErr() != ENOENT && r.getErr() != EAGAIN) {
-          metrics_.counter("cairn_meta_errors_total", "Requests answered with an error",
-                           std::string("op=\"") + name + "\",errno=\"" + std::to_string(r.getErr()) + "\"")
+          metrics_
+              .counter("cairn_meta_errors_total", "Requests answered with an error",
+                       std::string("op=\"") + name + "\",errno=\"" + std::to_string(r.getErr()) +
+                           "\"")
               .inc();
         }
         context.getResults().setReply(r.asReader());
       });
+}
+
+kj::Promise<void> MetaPeerImpl::raft(RaftContext context) {
+  auto list = context.getParams().getMessages();
+  KJ_REQUIRE(list.size() <= 100000, "too many raft messages in one call");
+  std::vector<raft::Message> messages;
+  messages.reserve(list.size());
+  for (auto m : list) messages.push_back(raft::fromWire(m));
+  node_.receive(kj::mv(messages));
+  return kj::READY_NOW;
 }
 
 }  // namespace cairn::meta

@@ -1,9 +1,11 @@
-// cairn-meta's serving logic (MetaServer) and its thin Cap'n Proto adapter (MetaServiceImpl).
+// cairn-meta's serving logic (MetaServer) and its thin Cap'n Proto adapters.
 //
-// Mutations become Commands (stamped with the leader's time and, for chunk allocation, its
-// placement), are appended to the log and applied in one LMDB transaction per batch: every
-// request that arrives while a batch commits joins the next one, so one fsync covers many
-// changes (group commit). A reply is sent only after its batch is durable.
+// Mutations become Commands, stamped with the leader's time and, for chunk allocation, its
+// placement, and go through Raft: the leader replies once the command is committed and applied.
+// Every Raft Ready is persisted with one fsync however many proposals it carries, and its
+// committed entries are applied in one LMDB transaction (group commit). Reads are served by the
+// leader after a ReadIndex round, so they are linearizable. Followers answer EAGAIN with the
+// leader's address.
 #pragma once
 
 #include <capnp/message.h>
@@ -14,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "meta/raft/node.h"
 #include "meta/state_machine.h"
 #include "rpc/metrics.h"
 
@@ -24,14 +27,21 @@ struct ServerTimeouts {
   std::chrono::milliseconds deadAfter{10000};
 };
 
-class MetaServer {
+class MetaServer final : public raft::Application {
  public:
-  MetaServer(Store& store, Metrics& metrics, ServerTimeouts timeouts, std::string selfAddr);
+  MetaServer(Store& store, Metrics& metrics, ServerTimeouts timeouts, Format format);
+
+  void attach(raft::RaftNode& node);
 
   using Reply = kj::Own<capnp::MallocMessageBuilder>;
   kj::Promise<Reply> handle(proto::MetaRequest::Reader request);
 
-  uint64_t lastLogIndex() const { return lastIndex_; }
+  // raft::Application
+  void apply(const std::vector<raft::Entry>& entries) override;
+  raft::Index appliedIndex() override;
+  void writeSnapshot(const std::string& path) override;
+  void installSnapshot(const std::string& path) override;
+  void roleChanged(bool leader) override;
 
  private:
   struct LiveServer {
@@ -42,32 +52,36 @@ class MetaServer {
     bool seen = false;
   };
   struct Pending {
-    kj::Own<capnp::MallocMessageBuilder> command;
+    raft::Term term;
     kj::Own<kj::PromiseFulfiller<Reply>> fulfiller;
   };
 
   kj::Promise<Reply> propose(proto::MetaRequest::Reader request, std::vector<uint32_t> placement);
-  void flush();
+  kj::Promise<Reply> waitFor(std::optional<std::pair<raft::Index, raft::Term>> at);
+  kj::Promise<Reply> afterRead(kj::Function<Reply()> read);
   Reply readOnly(proto::MetaRequest::Reader request);
   Reply status();
   Reply statfs();
+  Reply metaStatus();
+  Reply notLeader();
+  static Reply errorReply(int err);
   kj::Promise<Reply> heartbeat(proto::MetaRequest::Reader request);
+  kj::Promise<Reply> metaAdd(proto::MetaRequest::Reader request);
   std::vector<uint32_t> place(Txn& t, uint32_t replicas);
   const char* stateOf(uint32_t id) const;
+  void failPending(int err);
 
   Store& store_;
   StateMachine sm_;
   Metrics& metrics_;
   ServerTimeouts timeouts_;
-  std::string selfAddr_;
+  Format format_;
+  raft::RaftNode* node_ = nullptr;
   std::map<uint32_t, LiveServer> live_;
-  std::vector<Pending> pending_;
-  bool flushScheduled_ = false;
-  uint64_t lastIndex_ = 0;
+  std::map<raft::Index, Pending> pending_;
   std::mt19937_64 rng_;
-  Counter& commits_;
-  Counter& batchedCommands_;
-  Histogram& commitLatency_;
+  Counter& applied_;
+  Histogram& applyLatency_;
 };
 
 class MetaServiceImpl final : public proto::Meta::Server {
@@ -78,6 +92,15 @@ class MetaServiceImpl final : public proto::Meta::Server {
  private:
   MetaServer& server_;
   Metrics& metrics_;
+};
+
+class MetaPeerImpl final : public proto::MetaPeer::Server {
+ public:
+  explicit MetaPeerImpl(raft::RaftNode& node) : node_(node) {}
+  kj::Promise<void> raft(RaftContext context) override;
+
+ private:
+  raft::RaftNode& node_;
 };
 
 }  // namespace cairn::meta

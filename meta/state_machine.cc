@@ -45,7 +45,11 @@ int checkName(std::string_view name) {
 
 void StateMachine::formatIfEmpty(const Format& format, int64_t nowNs, const std::string& clusterId) {
   Txn t(store_.env(), true);
-  if (store_.getInode(t, ROOT_INO)) return;
+  if (this->format(t, format, nowNs, clusterId)) t.commit();
+}
+
+bool StateMachine::format(Txn& t, const Format& format, int64_t nowNs, const std::string& clusterId) {
+  if (store_.getInode(t, ROOT_INO)) return false;
   KJ_REQUIRE(format.chunkSizeBytes >= 1 << 20 && format.chunkSizeBytes % 4096 == 0,
              "chunk size must be a multiple of 4 KiB and at least 1 MiB");
   KJ_REQUIRE(format.replicas >= 1 && format.replicas <= 8, "replicas must be 1..8");
@@ -63,7 +67,7 @@ void StateMachine::formatIfEmpty(const Format& format, int64_t nowNs, const std:
   store_.putCounter(t, "replicas", format.replicas);
   store_.putCounter(t, "inodes", 1);
   t.put(store_.counters, "cluster_id", clusterId);
-  t.commit();
+  return true;
 }
 
 bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
@@ -81,6 +85,8 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::COMMIT_WRITE:
     case W::REGISTER_SERVER:
     case W::SET_KEY_CHECK:
+    case W::FORMAT:
+    case W::META_ADD:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -221,6 +227,32 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
     case W::HEARTBEAT:
       heartbeatGarbage(t, op.getHeartbeat().getServer(), reply);
       break;
+    case W::FORMAT: {
+      auto f = op.getFormat();
+      Format fmt;
+      fmt.chunkSizeBytes = f.getChunkSizeBytes();
+      fmt.replicas = f.getReplicas();
+      if (fmt.chunkSizeBytes < (1 << 20) || fmt.chunkSizeBytes % 4096 != 0 || fmt.replicas < 1 ||
+          fmt.replicas > 8) {
+        err = EINVAL;
+        break;
+      }
+      if (!format(t, fmt, now, f.getClusterId().cStr())) {
+        err = EEXIST;
+        break;
+      }
+      for (auto m : f.getMembers()) t.put(store_.members, be64(m.getId()), m.getAddr().cStr());
+      break;
+    }
+    case W::META_ADD: {
+      auto m = op.getMetaAdd();
+      if (m.getId() == 0 || m.getAddr().size() == 0 || m.getAddr().size() > 256) {
+        err = EINVAL;
+        break;
+      }
+      t.put(store_.members, be64(m.getId()), m.getAddr().cStr());
+      break;
+    }
     case W::SET_KEY_CHECK: {
       auto cur = t.get(store_.counters, "key_check");
       if (!cur) {

@@ -22,6 +22,9 @@ class StateMachine {
 
   // Creates the root directory and the cluster's constants when the store is empty.
   void formatIfEmpty(const Format& format, int64_t nowNs, const std::string& clusterId);
+  // The same inside a transaction (the FORMAT command); false when already formatted.
+  bool format(Txn& t, const Format& format, int64_t nowNs, const std::string& clusterId);
+  bool isFormatted(Txn& t) { return store_.getInode(t, ROOT_INO).has_value(); }
 
   // Applies one command inside `txn`. Retried (client id, seq) pairs return the stored reply.
   void apply(Txn& txn, proto::Command::Reader cmd, capnp::MessageBuilder& out);

@@ -1,7 +1,9 @@
 #include "meta/store.h"
 
 #include <kj/debug.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -125,30 +127,53 @@ void Cursor::next() {
   load(mdb_cursor_get(cursor_, &k, &v, MDB_NEXT));
 }
 
-Store::Store(const std::string& dir) {
+Store::Store(const std::string& dir) : dir_(dir) {
   ::mkdir(dir.c_str(), 0700);
+  open();
+}
+
+void Store::replaceWith(const std::string& path) {
+  mdb_env_close(env_);
+  env_ = nullptr;
+  std::string target = dir_ + "/data.mdb";
+  KJ_SYSCALL(::rename(path.c_str(), target.c_str()), path, target);
+  open();
+}
+
+void Store::copyTo(const std::string& path) {
+  int fd;
+  KJ_SYSCALL(fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), path);
+  int rc = mdb_env_copyfd2(env_, fd, MDB_CP_COMPACT);
+  if (rc == 0 && fdatasync(fd) != 0) rc = errno;
+  ::close(fd);
+  check(rc, "env_copy");
+}
+
+void Store::open() {
+  const std::string& dir = dir_;
   check(mdb_env_create(&env_), "env_create");
   check(mdb_env_set_maxdbs(env_, 16), "set_maxdbs");
   check(mdb_env_set_mapsize(env_, size_t(64) << 30), "set_mapsize");
   check(mdb_env_open(env_, dir.c_str(), MDB_NOTLS, 0600), "env_open");
   Txn t(env_, true);
-  auto open = [&](const char* name) {
+  auto openDbi = [&](const char* name) {
     MDB_dbi dbi;
     check(mdb_dbi_open(t.raw(), name, MDB_CREATE, &dbi), name);
     return dbi;
   };
-  inodes = open("inodes");
-  dentries = open("dentries");
-  cookies = open("cookies");
-  symlinks = open("symlinks");
-  xattrs = open("xattrs");
-  chunks = open("chunks");
-  servers = open("servers");
-  garbage = open("garbage");
-  replies = open("replies");
-  replytime = open("replytime");
-  log = open("log");
-  counters = open("counters");
+  inodes = openDbi("inodes");
+  dentries = openDbi("dentries");
+  cookies = openDbi("cookies");
+  symlinks = openDbi("symlinks");
+  xattrs = openDbi("xattrs");
+  chunks = openDbi("chunks");
+  servers = openDbi("servers");
+  garbage = openDbi("garbage");
+  replies = openDbi("replies");
+  replytime = openDbi("replytime");
+  log = openDbi("log");
+  counters = openDbi("counters");
+  members = openDbi("members");
   t.commit();
 }
 

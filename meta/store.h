@@ -12,7 +12,8 @@
 //   replies    client id || seq         -> time, reply    (retried mutations answer the same)
 //   replytime  time || client id || seq -> ""            (deterministic expiry of replies)
 //   log        index                    -> Command
-//   counters   name                     -> u64 or bytes
+//   counters   name                     -> u64 or bytes ("applied": last applied Raft index)
+//   members    meta server id           -> address
 #pragma once
 
 #include <lmdb.h>
@@ -104,6 +105,10 @@ class Cursor {
 class Store {
  public:
   explicit Store(const std::string& dir);
+  // Replaces the whole environment with the LMDB copy at `path` (a snapshot from the leader).
+  void replaceWith(const std::string& path);
+  // Writes a compacted, consistent copy of the environment to `path`.
+  void copyTo(const std::string& path);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -111,7 +116,7 @@ class Store {
   MDB_env* env() { return env_; }
 
   MDB_dbi inodes, dentries, cookies, symlinks, xattrs, chunks, servers, garbage, replies,
-      replytime, log, counters;
+      replytime, log, counters, members;
 
   // Typed accessors.
   static std::optional<InodeRecord> getInode(Txn& t, MDB_dbi dbi, uint64_t ino);
@@ -131,6 +136,8 @@ class Store {
   static std::vector<uint32_t> decodeServers(std::string_view v);
 
  private:
+  void open();
+  std::string dir_;
   MDB_env* env_ = nullptr;
 };
 

@@ -16,6 +16,7 @@ enum Role {
   client @0;   # mount.cairn, ordinary file access
   server @1;   # chunk servers talking to meta or to each other
   admin @2;    # the cairn tool
+  peer @3;     # another meta server (Raft traffic)
 }
 
 interface Gate {
@@ -120,6 +121,18 @@ struct MetaRequest {
     status @23 :Void;
     clusterInfo @24 :Void;
     setKeyCheck @25 :Data;
+    metaStatus @26 :Void;         # this meta server's own Raft view (never redirected)
+    metaAdd @27 :MetaMember;      # add a meta server (admin)
+    metaRemove @28 :UInt64;       # remove a meta server by id (admin)
+    metaTransfer @29 :UInt64;     # hand leadership to this meta server (admin)
+    format @30 :FormatOp;         # the first command of every cluster, proposed by its first leader
+  }
+
+  struct FormatOp {
+    chunkSizeBytes @0 :UInt64;
+    replicas @1 :UInt32;
+    clusterId @2 :Text;
+    members @3 :List(MetaMember);
   }
 
   struct Named { parent @0 :UInt64; name @1 :Text; }
@@ -145,6 +158,25 @@ struct MetaRequest {
   struct HeartbeatOp {
     server @0 :UInt32; capacityBytes @1 :UInt64; usedBytes @2 :UInt64; chunks @3 :UInt64;
   }
+}
+
+struct MetaMember {
+  id @0 :UInt64;
+  addr @1 :Text;
+}
+
+struct MetaNodeStatus {
+  id @0 :UInt64;
+  addr @1 :Text;
+  role @2 :Text;
+  term @3 :UInt64;
+  commit @4 :UInt64;
+  applied @5 :UInt64;
+  leader @6 :UInt64;
+  lastIndex @7 :UInt64;
+  snapshotIndex @8 :UInt64;
+  members @9 :List(MetaMember);
+  matches @10 :List(UInt64);    # leader only: each member's acknowledged index, same order
 }
 
 struct StatFs {
@@ -187,6 +219,7 @@ struct MetaReply {
     serverId @10 :UInt32;
     status @11 :ClusterStatus;
     info @12 :ClusterInfo;
+    metaStatus @15 :MetaNodeStatus;
   }
   leader @13 :Text;       # set with err = EAGAIN when this server is not the leader
   garbage @14 :List(UInt64);  # heartbeat reply: chunks this server must delete
@@ -202,6 +235,38 @@ struct Command {
 
 interface Meta {
   call @0 (request :MetaRequest) -> (reply :MetaReply);
+}
+
+# Raft traffic between meta servers (see meta/raft/core.h for the meaning of each field).
+struct RaftEntry {
+  term @0 :UInt64;
+  index @1 :UInt64;
+  type @2 :UInt8;
+  data @3 :Data;
+}
+
+struct RaftMessage {
+  type @0 :UInt8;
+  from @1 :UInt64;
+  to @2 :UInt64;
+  term @3 :UInt64;
+  index @4 :UInt64;
+  logTerm @5 :UInt64;
+  commit @6 :UInt64;
+  reject @7 :Bool;
+  rejectHint @8 :UInt64;
+  context @9 :UInt64;
+  transfer @10 :Bool;
+  entries @11 :List(RaftEntry);
+  hasSnapshot @12 :Bool;
+  snapshotIndex @13 :UInt64;
+  snapshotTerm @14 :UInt64;
+  snapshotVoters @15 :List(UInt64);
+  snapshotData @16 :Data;     # a compacted LMDB copy of the state machine
+}
+
+interface MetaPeer {
+  raft @0 (messages :List(RaftMessage)) -> ();
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -165,6 +165,8 @@ class Core {
   const Entry* entryAt(Index i) const;
   const std::vector<NodeId>& voters() const { return voters_; }
   Index matchOf(NodeId peer) const;
+  // The configuration in effect at `index`.
+  std::vector<NodeId> votersAt(Index index) const;
   // Snapshot data for a follower behind the log's start; set by the node loop.
   void setSnapshotSource(std::string (*source)(void*), void* ctx) {
     snapshotSource_ = source;
@@ -218,7 +220,6 @@ class Core {
   bool committedInCurrentTerm() const;
   void releaseReads();
   Term lastTerm() const;
-  std::vector<NodeId> votersAt(Index index) const;
 
   NodeId id_;
   Config cfg_;

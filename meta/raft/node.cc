@@ -1,0 +1,331 @@
+#include "meta/raft/node.h"
+
+#include <fcntl.h>
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "rpc/runtime.h"
+
+namespace cairn::raft {
+
+namespace {
+
+constexpr int MAX_OUTSTANDING_PER_PEER = 64;  // calls in flight; beyond, messages are dropped
+
+void toWire(const Message& m, proto::RaftMessage::Builder b) {
+  b.setType(static_cast<uint8_t>(m.type));
+  b.setFrom(m.from);
+  b.setTo(m.to);
+  b.setTerm(m.term);
+  b.setIndex(m.index);
+  b.setLogTerm(m.logTerm);
+  b.setCommit(m.commit);
+  b.setReject(m.reject);
+  b.setRejectHint(m.rejectHint);
+  b.setContext(m.context);
+  b.setTransfer(m.transfer);
+  auto es = b.initEntries(m.entries.size());
+  for (size_t i = 0; i < m.entries.size(); i++) {
+    es[i].setTerm(m.entries[i].term);
+    es[i].setIndex(m.entries[i].index);
+    es[i].setType(static_cast<uint8_t>(m.entries[i].type));
+    es[i].setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(m.entries[i].data.data()),
+                               m.entries[i].data.size()));
+  }
+  if (m.snapshot) {
+    b.setHasSnapshot(true);
+    b.setSnapshotIndex(m.snapshot->meta.index);
+    b.setSnapshotTerm(m.snapshot->meta.term);
+    auto v = b.initSnapshotVoters(m.snapshot->meta.voters.size());
+    for (size_t i = 0; i < m.snapshot->meta.voters.size(); i++) v.set(i, m.snapshot->meta.voters[i]);
+    b.setSnapshotData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(m.snapshot->data.data()),
+                                   m.snapshot->data.size()));
+  }
+}
+
+}  // namespace
+
+Message fromWire(proto::RaftMessage::Reader r) {
+  Message m;
+  KJ_REQUIRE(r.getType() <= static_cast<uint8_t>(MessageType::TIMEOUT_NOW), "bad raft message type");
+  m.type = static_cast<MessageType>(r.getType());
+  m.from = r.getFrom();
+  m.to = r.getTo();
+  m.term = r.getTerm();
+  m.index = r.getIndex();
+  m.logTerm = r.getLogTerm();
+  m.commit = r.getCommit();
+  m.reject = r.getReject();
+  m.rejectHint = r.getRejectHint();
+  m.context = r.getContext();
+  m.transfer = r.getTransfer();
+  for (auto e : r.getEntries()) {
+    Entry x;
+    x.term = e.getTerm();
+    x.index = e.getIndex();
+    KJ_REQUIRE(e.getType() <= static_cast<uint8_t>(EntryType::NOOP), "bad raft entry type");
+    x.type = static_cast<EntryType>(e.getType());
+    x.data.assign(reinterpret_cast<const char*>(e.getData().begin()), e.getData().size());
+    m.entries.push_back(std::move(x));
+  }
+  if (r.getHasSnapshot()) {
+    Snapshot s;
+    s.meta.index = r.getSnapshotIndex();
+    s.meta.term = r.getSnapshotTerm();
+    for (auto v : r.getSnapshotVoters()) s.meta.voters.push_back(v);
+    s.data.assign(reinterpret_cast<const char*>(r.getSnapshotData().begin()),
+                  r.getSnapshotData().size());
+    m.snapshot = std::move(s);
+  }
+  return m;
+}
+
+void RaftNode::ErrorHandler::taskFailed(kj::Exception&& e) {
+  spdlog::warn("raft: {}", e.getDescription().cStr());
+}
+
+RaftNode::RaftNode(kj::AsyncIoContext& io, const ClusterSecret& secret, NodeOptions options,
+                   Application& app, Metrics& metrics)
+    : io_(io),
+      secret_(secret),
+      options_(std::move(options)),
+      app_(app),
+      log_(options_.dataDir + "/raft"),
+      members_(options_.peers),
+      tasks_(errorHandler_),
+      sentMessages_(metrics.counter("cairn_raft_messages_sent_total", "Raft messages sent")),
+      syncs_(metrics.counter("cairn_raft_log_syncs_total", "fsyncs of the Raft log")) {
+  Restored restored = log_.load();
+  restored.applied = app_.appliedIndex();
+  Config cfg;
+  cfg.id = options_.id;
+  for (auto& [id, addr] : options_.peers) cfg.voters.push_back(id);
+  cfg.electionTicks = options_.electionTicks;
+  cfg.heartbeatTicks = options_.heartbeatTicks;
+  uint64_t seed;
+  randombytes_buf(&seed, sizeof(seed));
+  cfg.seed = seed;
+  core_ = std::make_unique<Core>(cfg, restored);
+  core_->setSnapshotSource(
+      [](void* ctx) {
+        auto* self = static_cast<RaftNode*>(ctx);
+        try {
+          return readWholeFile(self->snapshotPath());
+        } catch (kj::Exception& e) {
+          spdlog::error("raft: cannot read snapshot: {}", e.getDescription().cStr());
+          return std::string();
+        }
+      },
+      this);
+  metrics.gauge("cairn_raft_term", "Current Raft term", [this]() { return double(core_->term()); });
+  metrics.gauge("cairn_raft_commit_index", "Raft commit index",
+                [this]() { return double(core_->commitIndex()); });
+  metrics.gauge("cairn_raft_applied_index", "Raft applied index",
+                [this]() { return double(core_->appliedIndex()); });
+  metrics.gauge("cairn_raft_is_leader", "1 on the leader",
+                [this]() { return core_->role() == Role::LEADER ? 1.0 : 0.0; });
+  spdlog::info("raft: node {} restored term {} commit {} applied {} log {}..{}", options_.id,
+               restored.hardState.term, restored.hardState.commit, restored.applied,
+               core_->firstIndex(), core_->lastIndex());
+}
+
+RaftNode::~RaftNode() = default;
+
+void RaftNode::start() {
+  tasks_.add(tickLoop());
+  schedule();
+}
+
+std::string RaftNode::leaderAddr() const {
+  auto it = members_.find(core_->leader());
+  return it == members_.end() ? std::string() : it->second;
+}
+
+void RaftNode::setMember(NodeId id, const std::string& addr) {
+  if (members_[id] != addr) {
+    members_[id] = addr;
+    peers_.erase(id);
+  }
+}
+
+kj::Promise<void> RaftNode::tickLoop() {
+  return io_.provider->getTimer().afterDelay(options_.tick).then([this]() {
+    core_->tick();
+    process();
+    return tickLoop();
+  });
+}
+
+void RaftNode::schedule() {
+  if (scheduled_) return;
+  scheduled_ = true;
+  tasks_.add(kj::evalLater([this]() {
+    scheduled_ = false;
+    process();
+  }));
+}
+
+std::optional<std::pair<Index, Term>> RaftNode::propose(const std::string& data) {
+  if (!core_->propose(data)) return std::nullopt;
+  schedule();
+  return std::make_pair(core_->lastIndex(), core_->term());
+}
+
+std::optional<std::pair<Index, Term>> RaftNode::proposeConfigChange(NodeId node, bool add) {
+  if (!core_->proposeConfigChange(node, add)) return std::nullopt;
+  schedule();
+  return std::make_pair(core_->lastIndex(), core_->term());
+}
+
+void RaftNode::transferLeadership(NodeId to) {
+  core_->transferLeadership(to);
+  schedule();
+}
+
+kj::Promise<void> RaftNode::linearizableRead() {
+  if (!isLeader()) {
+    return KJ_EXCEPTION(DISCONNECTED, "not the leader");
+  }
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  unbatchedReads_.push_back(kj::mv(paf.fulfiller));
+  schedule();
+  return kj::mv(paf.promise);
+}
+
+void RaftNode::receive(std::vector<Message> messages) {
+  for (auto& m : messages) {
+    if (m.to != options_.id) continue;
+    core_->step(m);
+  }
+  schedule();
+}
+
+void RaftNode::sendAll(std::vector<Message>& messages) {
+  std::map<NodeId, std::vector<Message*>> byPeer;
+  for (auto& m : messages) byPeer[m.to].push_back(&m);
+  for (auto& [to, list] : byPeer) {
+    auto addr = members_.find(to);
+    if (addr == members_.end()) continue;
+    auto& peer = peers_[to];
+    if (!peer) {
+      PeerOptions po;
+      po.connectTimeout = 1 * kj::SECONDS;
+      po.maxBackoff = 500 * kj::MILLISECONDS;
+      peer = std::make_unique<Peer>(io_, secret_, addr->second, proto::Role::PEER, po);
+    }
+    if (outstanding_[to] >= MAX_OUTSTANDING_PER_PEER) continue;  // Raft tolerates loss
+    auto msg = kj::heap<capnp::MallocMessageBuilder>();
+    auto root = msg->initRoot<proto::MetaPeer::RaftParams>();
+    auto out = root.initMessages(list.size());
+    for (size_t i = 0; i < list.size(); i++) toWire(*list[i], out[i]);
+    sentMessages_.inc(list.size());
+    outstanding_[to]++;
+    Peer* p = peer.get();
+    NodeId id = to;
+    tasks_.add(p->get()
+                   .then([msg = kj::mv(msg)](capnp::Capability::Client cap) mutable {
+                     auto req = cap.castAs<proto::MetaPeer>().raftRequest();
+                     req.setMessages(msg->getRoot<proto::MetaPeer::RaftParams>().getMessages());
+                     return req.send().ignoreResult();
+                   })
+                   .then([this, id]() { outstanding_[id]--; },
+                         [this, id, p](kj::Exception&& e) {
+                           outstanding_[id]--;
+                           p->reset();
+                         }));
+  }
+}
+
+void RaftNode::process() {
+  // Reads that arrived since the last turn share one ReadIndex round.
+  if (!unbatchedReads_.empty()) {
+    if (!isLeader()) {
+      for (auto& f : unbatchedReads_) f->reject(KJ_EXCEPTION(DISCONNECTED, "not the leader"));
+      unbatchedReads_.clear();
+    } else {
+      uint64_t ctx = ++readCtx_;
+      core_->readIndex(ctx);
+      readBatches_[ctx] = kj::mv(unbatchedReads_);
+      unbatchedReads_.clear();
+    }
+  }
+  while (core_->hasReady()) {
+    Ready rd = core_->ready();
+    if (rd.snapshot) {
+      // A snapshot from the leader replaces our state machine and log.
+      std::string path = options_.dataDir + "/incoming.mdb";
+      {
+        std::ofstream out(path, std::ios::binary | std::ios::trunc);
+        out.write(rd.snapshot->data.data(), static_cast<std::streamsize>(rd.snapshot->data.size()));
+        out.flush();
+        KJ_REQUIRE(out.good(), "cannot write incoming snapshot", path);
+      }
+      int fd = ::open(path.c_str(), O_RDONLY);
+      if (fd >= 0) {
+        fdatasync(fd);
+        ::close(fd);
+      }
+      app_.installSnapshot(path);
+      ::rename(path.c_str(), snapshotPath().c_str());
+      log_.resetTo(rd.snapshot->meta);
+      spdlog::info("raft: installed snapshot at index {} term {}", rd.snapshot->meta.index,
+                   rd.snapshot->meta.term);
+    }
+    log_.save(rd.entries, rd.hardState ? &*rd.hardState : nullptr, rd.mustSync);
+    if (rd.mustSync) syncs_.inc();
+    sendAll(rd.messages);
+    if (!rd.committed.empty()) app_.apply(rd.committed);
+    for (auto& r : rd.reads) {
+      auto it = readBatches_.find(r.ctx);
+      if (it == readBatches_.end()) continue;
+      for (auto& f : it->second) confirmedReads_.emplace_back(r.index, kj::mv(f));
+      readBatches_.erase(it);
+    }
+    core_->advance(rd);
+  }
+  // Confirmed reads are answered once applied.
+  Index applied = core_->appliedIndex();
+  for (auto it = confirmedReads_.begin(); it != confirmedReads_.end();) {
+    if (it->first <= applied) {
+      it->second->fulfill();
+      it = confirmedReads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  bool leader = isLeader();
+  if (!leader && (!readBatches_.empty() || !confirmedReads_.empty())) {
+    for (auto& [ctx, list] : readBatches_)
+      for (auto& f : list) f->reject(KJ_EXCEPTION(DISCONNECTED, "leadership lost"));
+    readBatches_.clear();
+    for (auto& [idx, f] : confirmedReads_) f->reject(KJ_EXCEPTION(DISCONNECTED, "leadership lost"));
+    confirmedReads_.clear();
+  }
+  if (leader != wasLeader_) {
+    wasLeader_ = leader;
+    spdlog::info("raft: node {} is {} in term {}", options_.id, roleName(core_->role()),
+                 core_->term());
+    app_.roleChanged(leader);
+  }
+  maybeCompact();
+}
+
+void RaftNode::maybeCompact() {
+  Index applied = core_->appliedIndex();
+  if (applied < core_->snapshotIndex() + options_.snapshotEvery) return;
+  auto term = core_->termAt(applied);
+  if (!term) return;
+  std::string tmp = snapshotPath() + ".tmp";
+  app_.writeSnapshot(tmp);
+  KJ_SYSCALL(::rename(tmp.c_str(), snapshotPath().c_str()));
+  SnapshotMeta meta{applied, *term, core_->votersAt(applied)};
+  log_.saveSnapshot(meta);
+  core_->compact(applied);
+  spdlog::info("raft: snapshot at index {}, log compacted", applied);
+}
+
+}  // namespace cairn::raft

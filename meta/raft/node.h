@@ -1,0 +1,113 @@
+// The node loop around the Raft core: ticks it from a timer, persists its Ready to the LogStore,
+// sends its messages to the other meta servers over Cap'n Proto, and hands committed entries to
+// the application. Everything runs on the meta server's event loop thread.
+#pragma once
+
+#include <kj/async-io.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "meta/raft/core.h"
+#include "meta/raft/log_store.h"
+#include "rpc/metrics.h"
+#include "rpc/net.h"
+
+namespace cairn::raft {
+
+Message fromWire(proto::RaftMessage::Reader r);
+
+class Application {
+ public:
+  virtual ~Application() = default;
+  // Applies committed entries, in order, in one durable transaction.
+  virtual void apply(const std::vector<Entry>& entries) = 0;
+  // The index of the last entry the state machine holds.
+  virtual Index appliedIndex() = 0;
+  // Writes a consistent copy of the state machine to `path`.
+  virtual void writeSnapshot(const std::string& path) = 0;
+  // Replaces the state machine with the copy at `path` (from the leader).
+  virtual void installSnapshot(const std::string& path) = 0;
+  // Leadership changed (to us, or away from us).
+  virtual void roleChanged(bool leader) = 0;
+};
+
+struct NodeOptions {
+  NodeId id = 1;
+  std::map<NodeId, std::string> peers;  // every initial voter's address, this node included
+  std::string dataDir;
+  kj::Duration tick = 100 * kj::MILLISECONDS;
+  int electionTicks = 10;
+  int heartbeatTicks = 1;
+  Index snapshotEvery = 10000;  // compact the log after this many applied entries
+};
+
+class RaftNode {
+ public:
+  RaftNode(kj::AsyncIoContext& io, const ClusterSecret& secret, NodeOptions options,
+           Application& app, Metrics& metrics);
+  ~RaftNode();
+
+  void start();
+
+  bool isLeader() const { return core_->role() == Role::LEADER; }
+  NodeId leaderId() const { return core_->leader(); }
+  std::string leaderAddr() const;
+  NodeId id() const { return options_.id; }
+  const Core& core() const { return *core_; }
+  std::map<NodeId, std::string> members() const { return members_; }
+  void setMember(NodeId id, const std::string& addr);
+
+  // Appends a command on the leader; the (index, term) it will be applied at, or nothing when
+  // this node is not the leader.
+  std::optional<std::pair<Index, Term>> propose(const std::string& data);
+  std::optional<std::pair<Index, Term>> proposeConfigChange(NodeId node, bool add);
+  void transferLeadership(NodeId to);
+  // Resolves once the local state machine reflects every change committed before the call
+  // (ReadIndex); rejects with DISCONNECTED when leadership is lost meanwhile.
+  kj::Promise<void> linearizableRead();
+
+  // Messages from another meta server.
+  void receive(std::vector<Message> messages);
+
+ private:
+  void schedule();
+  void process();
+  void sendAll(std::vector<Message>& messages);
+  kj::Promise<void> tickLoop();
+  void maybeCompact();
+  std::string snapshotPath() const { return options_.dataDir + "/snapshot.mdb"; }
+
+  kj::AsyncIoContext& io_;
+  const ClusterSecret& secret_;
+  NodeOptions options_;
+  Application& app_;
+  LogStore log_;
+  std::unique_ptr<Core> core_;
+  std::map<NodeId, std::string> members_;
+  std::map<NodeId, std::unique_ptr<Peer>> peers_;
+  std::map<NodeId, int> outstanding_;
+  bool scheduled_ = false;
+  bool wasLeader_ = false;
+  uint64_t readCtx_ = 0;
+  struct ReadWaiter {
+    Index index = 0;
+    bool confirmed = false;
+    kj::Own<kj::PromiseFulfiller<void>> fulfiller;
+  };
+  std::map<uint64_t, std::vector<kj::Own<kj::PromiseFulfiller<void>>>> readBatches_;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> unbatchedReads_;
+  std::vector<std::pair<Index, kj::Own<kj::PromiseFulfiller<void>>>> confirmedReads_;
+  kj::TaskSet tasks_;
+  struct ErrorHandler : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override;
+  } errorHandler_;
+  Counter& sentMessages_;
+  Counter& syncs_;
+};
+
+}  // namespace cairn::raft
