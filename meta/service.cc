@@ -495,8 +495,22 @@ kj::Promise<void> MetaPeerImpl::raft(RaftContext context) {
   KJ_REQUIRE(list.size() <= 100000, "too many raft messages in one call");
   std::vector<raft::Message> messages;
   messages.reserve(list.size());
-  for (auto m : list) messages.push_back(raft::fromWire(m));
+  for (auto m : list) {
+    auto msg = raft::fromWire(m);
+    // Snapshots only arrive through snapshotChunk, where the data is written locally first.
+    KJ_REQUIRE(msg.type != raft::MessageType::SNAPSHOT, "snapshot outside snapshotChunk");
+    messages.push_back(kj::mv(msg));
+  }
   node_.receive(kj::mv(messages));
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaPeerImpl::snapshotChunk(SnapshotChunkContext context) {
+  auto p = context.getParams();
+  auto header = raft::fromWire(p.getHeader());
+  KJ_REQUIRE(header.type == raft::MessageType::SNAPSHOT && header.snapshot.has_value(),
+             "snapshot piece without a snapshot header");
+  node_.receiveSnapshotChunk(header, p.getOffset(), p.getData(), p.getLast());
   return kj::READY_NOW;
 }
 

@@ -98,6 +98,7 @@ class MetaPeerImpl final : public proto::MetaPeer::Server {
  public:
   explicit MetaPeerImpl(raft::RaftNode& node) : node_(node) {}
   kj::Promise<void> raft(RaftContext context) override;
+  kj::Promise<void> snapshotChunk(SnapshotChunkContext context) override;
 
  private:
   raft::RaftNode& node_;

@@ -267,6 +267,9 @@ struct RaftMessage {
 
 interface MetaPeer {
   raft @0 (messages :List(RaftMessage)) -> ();
+  snapshotChunk @1 (header :RaftMessage, offset :UInt64, data :Data, last :Bool) -> ();
+  # A snapshot travels in pieces of at most 4 MiB, in order; `header` is the SNAPSHOT message
+  # (without data). The receiver steps its core once the last piece is on disk.
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 #include "meta/raft/node.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -110,17 +111,6 @@ RaftNode::RaftNode(kj::AsyncIoContext& io, const ClusterSecret& secret, NodeOpti
   randombytes_buf(&seed, sizeof(seed));
   cfg.seed = seed;
   core_ = std::make_unique<Core>(cfg, restored);
-  core_->setSnapshotSource(
-      [](void* ctx) {
-        auto* self = static_cast<RaftNode*>(ctx);
-        try {
-          return readWholeFile(self->snapshotPath());
-        } catch (kj::Exception& e) {
-          spdlog::error("raft: cannot read snapshot: {}", e.getDescription().cStr());
-          return std::string();
-        }
-      },
-      this);
   metrics.gauge("cairn_raft_term", "Current Raft term", [this]() { return double(core_->term()); });
   metrics.gauge("cairn_raft_commit_index", "Raft commit index",
                 [this]() { return double(core_->commitIndex()); });
@@ -204,9 +194,77 @@ void RaftNode::receive(std::vector<Message> messages) {
   schedule();
 }
 
+void RaftNode::receiveSnapshotChunk(const Message& header, uint64_t offset,
+                                    kj::ArrayPtr<const kj::byte> data, bool last) {
+  std::string path = options_.dataDir + "/incoming.mdb";
+  KJ_REQUIRE(offset == 0 || offset == incomingBytes_, "snapshot pieces out of order", offset);
+  int fd;
+  KJ_SYSCALL(fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (offset == 0 ? O_TRUNC : 0) | O_CLOEXEC,
+                         0600));
+  KJ_DEFER(::close(fd));
+  for (size_t done = 0; done < data.size();) {
+    ssize_t n;
+    KJ_SYSCALL(n = ::pwrite(fd, data.begin() + done, data.size() - done, offset + done));
+    done += n;
+  }
+  incomingBytes_ = offset + data.size();
+  if (!last) return;
+  KJ_SYSCALL(fdatasync(fd));
+  Message m = header;
+  KJ_REQUIRE(m.snapshot.has_value(), "snapshot header without snapshot");
+  m.snapshot->data = path;  // locally: where the received copy lies
+  receive({m});
+}
+
+kj::Promise<void> RaftNode::streamSnapshot(Peer& peer, Message header, uint64_t offset) {
+  constexpr size_t PIECE = 4 << 20;
+  std::string path = snapshotPath();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return KJ_EXCEPTION(FAILED, "no snapshot to send", path);
+  auto buf = kj::heapArray<kj::byte>(PIECE);
+  ssize_t n = ::pread(fd, buf.begin(), PIECE, static_cast<off_t>(offset));
+  struct stat st;
+  fstat(fd, &st);
+  ::close(fd);
+  if (n < 0) return KJ_EXCEPTION(FAILED, "cannot read snapshot", path);
+  bool last = offset + static_cast<uint64_t>(n) >= static_cast<uint64_t>(st.st_size);
+  return peer.get().then([header, offset, n, last, buf = kj::mv(buf)](capnp::Capability::Client cap) mutable {
+    auto req = cap.castAs<proto::MetaPeer>().snapshotChunkRequest();
+    toWire(header, req.initHeader());
+    req.setOffset(offset);
+    req.setData(buf.slice(0, static_cast<size_t>(n)));
+    req.setLast(last);
+    return req.send().ignoreResult();
+  }).then([this, &peer, header, offset, n, last]() mutable -> kj::Promise<void> {
+    if (last) return kj::READY_NOW;
+    return streamSnapshot(peer, kj::mv(header), offset + static_cast<uint64_t>(n));
+  });
+}
+
 void RaftNode::sendAll(std::vector<Message>& messages) {
   std::map<NodeId, std::vector<Message*>> byPeer;
-  for (auto& m : messages) byPeer[m.to].push_back(&m);
+  for (auto& m : messages) {
+    if (m.type == MessageType::SNAPSHOT) {
+      // Snapshots are streamed from the file, one at a time per follower.
+      auto addr = members_.find(m.to);
+      if (addr == members_.end() || streaming_[m.to]) continue;
+      auto& peer = peers_[m.to];
+      if (!peer) peer = std::make_unique<Peer>(io_, secret_, addr->second, proto::Role::PEER);
+      streaming_[m.to] = true;
+      NodeId to = m.to;
+      spdlog::info("raft: sending snapshot at index {} to node {}", m.snapshot->meta.index, to);
+      Peer* p = peer.get();
+      tasks_.add(streamSnapshot(*p, m, 0).then(
+          [this, to]() { streaming_[to] = false; },
+          [this, to, p](kj::Exception&& e) {
+            streaming_[to] = false;
+            p->reset();
+            spdlog::warn("raft: snapshot to node {} failed: {}", to, e.getDescription().cStr());
+          }));
+      continue;
+    }
+    byPeer[m.to].push_back(&m);
+  }
   for (auto& [to, list] : byPeer) {
     auto addr = members_.find(to);
     if (addr == members_.end()) continue;
@@ -256,21 +314,14 @@ void RaftNode::process() {
   while (core_->hasReady()) {
     Ready rd = core_->ready();
     if (rd.snapshot) {
-      // A snapshot from the leader replaces our state machine and log.
-      std::string path = options_.dataDir + "/incoming.mdb";
-      {
-        std::ofstream out(path, std::ios::binary | std::ios::trunc);
-        out.write(rd.snapshot->data.data(), static_cast<std::streamsize>(rd.snapshot->data.size()));
-        out.flush();
-        KJ_REQUIRE(out.good(), "cannot write incoming snapshot", path);
-      }
-      int fd = ::open(path.c_str(), O_RDONLY);
-      if (fd >= 0) {
-        fdatasync(fd);
-        ::close(fd);
-      }
+      // A snapshot from the leader (received into a local file) replaces our state machine and
+      // log; a copy stays as our own snapshot for followers behind us.
+      std::string path = rd.snapshot->data;
+      std::string keep = snapshotPath() + ".tmp";
+      ::unlink(keep.c_str());
+      KJ_SYSCALL(::link(path.c_str(), keep.c_str()));
       app_.installSnapshot(path);
-      ::rename(path.c_str(), snapshotPath().c_str());
+      KJ_SYSCALL(::rename(keep.c_str(), snapshotPath().c_str()));
       log_.resetTo(rd.snapshot->meta);
       spdlog::info("raft: installed snapshot at index {} term {}", rd.snapshot->meta.index,
                    rd.snapshot->meta.term);

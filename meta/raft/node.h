@@ -73,6 +73,9 @@ class RaftNode {
 
   // Messages from another meta server.
   void receive(std::vector<Message> messages);
+  // A piece of a snapshot streamed by the leader.
+  void receiveSnapshotChunk(const Message& header, uint64_t offset, kj::ArrayPtr<const kj::byte> data,
+                            bool last);
 
  private:
   void schedule();
@@ -80,6 +83,7 @@ class RaftNode {
   void sendAll(std::vector<Message>& messages);
   kj::Promise<void> tickLoop();
   void maybeCompact();
+  kj::Promise<void> streamSnapshot(Peer& peer, Message header, uint64_t offset);
   std::string snapshotPath() const { return options_.dataDir + "/snapshot.mdb"; }
 
   kj::AsyncIoContext& io_;
@@ -106,6 +110,8 @@ class RaftNode {
   struct ErrorHandler : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& e) override;
   } errorHandler_;
+  std::map<NodeId, bool> streaming_;  // a snapshot is on its way to this peer
+  uint64_t incomingBytes_ = 0;
   Counter& sentMessages_;
   Counter& syncs_;
 };
