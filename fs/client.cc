@@ -159,7 +159,28 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
   return 0;
 }
 
-int ClusterClient::writeBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
+int ClusterClient::reportFailure(uint64_t ino, ChunkLoc& loc, const std::string& failedAddr) {
+  auto req = newMetaRequest();
+  auto f = req->getRoot<proto::MetaRequest>().getOp().initChunkFail();
+  f.setIno(ino);
+  f.setIndex(loc.index);
+  f.setId(loc.id);
+  f.setVersion(loc.version);
+  f.setFailedAddr(failedAddr);
+  auto reply = meta(kj::mv(req));
+  auto r = reply->getRoot<proto::MetaReply>();
+  if (r.getErr() != 0) return r.getErr();
+  auto c = r.getChunk();
+  loc.id = c.getId();
+  loc.version = c.getVersion();
+  loc.addrs.clear();
+  for (auto rep : c.getReplicas()) loc.addrs.emplace_back(rep.getAddr().cStr());
+  spdlog::warn("chunk {:016x}: replica {} failed; writing on {} replicas at version {}", loc.id,
+               failedAddr, loc.addrs.size(), loc.version);
+  return 0;
+}
+
+int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks,
                                uint32_t first, uint32_t count, const unsigned char* plain,
                                bool sync) {
   if (loc.addrs.empty()) return EIO;
@@ -177,7 +198,7 @@ int ClusterClient::writeBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunk
     }
     int err = 0;
     std::string failed;
-    for (int attempt = 0; attempt < 3; attempt++) {
+    for (int attempt = 0; attempt < 8; attempt++) {
       std::tie(err, failed) = [&]() -> std::pair<int, std::string> {
         try {
           return loop_.run([&]() {
@@ -220,6 +241,10 @@ int ClusterClient::writeBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunk
       if (err == 0 || err == ESTALE) break;
       spdlog::warn("write of chunk {:016x} failed at {} ({}), attempt {}", loc.id, failed,
                    strerror(err), attempt + 1);
+      if (!failed.empty()) {
+        int rerr = reportFailure(ino, loc, failed);
+        if (rerr != 0) return rerr;
+      }
     }
     if (err != 0) return err;
     done += n;

@@ -41,8 +41,10 @@ class ClusterClient {
   // bytes); holes read as zeros. Tries each replica in turn; EIO when none has good data.
   int readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
                  uint32_t count, unsigned char* out);
-  // Encrypts and writes `count` blocks from `plain` through the replica chain.
-  int writeBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
+  // Encrypts and writes `count` blocks from `plain` through the replica chain. When a replica
+  // fails, reports it to meta (which drops it from the chain and bumps the chunk version),
+  // updates `loc` and writes again: the caller sees no error while one replica is alive.
+  int writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
                   uint32_t count, const unsigned char* plain, bool sync);
   int syncChunk(const ChunkLoc& loc);
   int truncateChunk(const ChunkLoc& loc, uint32_t keepBlocks);
@@ -57,6 +59,7 @@ class ClusterClient {
     std::string data;  // count * BLOCK
   };
   Peer& chunkPeer(const std::string& addr);  // loop thread only
+  int reportFailure(uint64_t ino, ChunkLoc& loc, const std::string& failedAddr);
   RawRead readRaw(const std::string& addr, const ChunkLoc& loc, uint32_t first, uint32_t count);
 
   BlockCipher& cipher_;

@@ -47,6 +47,7 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::META_REMOVE: return "meta_remove";
     case W::META_TRANSFER: return "meta_transfer";
     case W::FORMAT: return "format";
+    case W::CHUNK_FAIL: return "chunk_fail";
   }
   return "unknown";
 }

@@ -87,6 +87,7 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::SET_KEY_CHECK:
     case W::FORMAT:
     case W::META_ADD:
+    case W::CHUNK_FAIL:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -242,6 +243,33 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
         break;
       }
       for (auto m : f.getMembers()) t.put(store_.members, be64(m.getId()), m.getAddr().cStr());
+      break;
+    }
+    case W::CHUNK_FAIL: {
+      // Deterministic on every replica: only the exact (id, version) the client wrote to is
+      // changed; a second report of the same failure finds the new version and changes nothing.
+      auto f = op.getChunkFail();
+      auto c = store_.getChunk(t, f.getIno(), f.getIndex());
+      if (!c) {
+        err = ENOENT;
+        break;
+      }
+      if (c->id == f.getId() && c->version == f.getVersion()) {
+        uint32_t failed = 0;
+        for (auto s : c->servers) {
+          auto rec = store_.getServer(t, s);
+          if (rec && rec->addr == f.getFailedAddr().cStr()) failed = s;
+        }
+        if (failed != 0 && c->servers.size() > 1) {
+          std::erase(c->servers, failed);
+          c->version++;
+          store_.putChunk(t, f.getIno(), f.getIndex(), *c);
+        } else if (failed != 0) {
+          err = EIO;  // the last replica failed: nothing to fall back on
+          break;
+        }
+      }
+      fillChunk(t, f.getIndex(), *c, reply.initChunk());
       break;
     }
     case W::META_ADD: {

@@ -126,6 +126,15 @@ struct MetaRequest {
     metaRemove @28 :UInt64;       # remove a meta server by id (admin)
     metaTransfer @29 :UInt64;     # hand leadership to this meta server (admin)
     format @30 :FormatOp;         # the first command of every cluster, proposed by its first leader
+    chunkFail @31 :ChunkFailOp;   # a replica failed during a write: drop it, bump the version
+  }
+
+  struct ChunkFailOp {
+    ino @0 :UInt64;
+    index @1 :UInt64;
+    id @2 :UInt64;
+    version @3 :UInt64;
+    failedAddr @4 :Text;
   }
 
   struct FormatOp {
