@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cinttypes>
+#include <filesystem>
 #include <set>
 
 namespace cairn::chunk {
@@ -17,10 +18,9 @@ ChunkStore::ChunkStore(std::vector<std::string> dirs, uint32_t maxBlocks)
   KJ_REQUIRE(!dirs_.empty(), "at least one data directory is needed");
   for (size_t d = 0; d < dirs_.size(); d++) {
     auto sub = dirs_[d] + "/chunks";
-    ::mkdir(dirs_[d].c_str(), 0700);
-    if (::mkdir(sub.c_str(), 0700) != 0 && errno != EEXIST) {
-      KJ_FAIL_SYSCALL("mkdir", errno, sub);
-    }
+    std::error_code ec;
+    std::filesystem::create_directories(sub, ec);
+    KJ_REQUIRE(!ec, "cannot create data directory", sub, ec.message());
     DIR* dir = opendir(sub.c_str());
     KJ_REQUIRE(dir != nullptr, "cannot open data directory", sub, strerror(errno));
     while (auto* ent = readdir(dir)) {

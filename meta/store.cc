@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 
 namespace cairn::meta {
 
@@ -128,7 +129,9 @@ void Cursor::next() {
 }
 
 Store::Store(const std::string& dir) : dir_(dir) {
-  ::mkdir(dir.c_str(), 0700);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  KJ_REQUIRE(!ec, "cannot create data directory", dir, ec.message());
   open();
 }
 

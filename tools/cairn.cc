@@ -1,0 +1,404 @@
+// cairn: the admin tool. Every command has human output and --json.
+//
+//   cairn status [--json]                 health of the cluster (exit 1 when not healthy)
+//   cairn fileinfo PATH [--json]          a file's chunks and where their replicas are
+//   cairn meta status [--json]            every meta server's Raft view
+//   cairn meta add ID ADDR                add a meta server (started with --join)
+//   cairn meta remove ID                  remove a meta server
+//   cairn meta transfer-leader ID         hand leadership to a meta server
+//
+// --meta ADDRS and --secret-file F default to $CAIRN_META and $CAIRN_SECRET_FILE.
+#include <CLI/CLI.hpp>
+#include <kj/debug.h>
+#include <sodium.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <sstream>
+#include <sys/stat.h>
+
+#include "rpc/meta_client.h"
+#include "rpc/runtime.h"
+
+using namespace cairn;
+
+namespace {
+
+std::string jsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string human(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    u++;
+  }
+  char buf[32];
+  snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+struct Tool {
+  kj::AsyncIoContext& io;
+  ClusterSecret secret;
+  std::vector<std::string> addrs;
+  std::unique_ptr<MetaClient> meta;
+  uint64_t clientId;
+
+  Tool(kj::AsyncIoContext& io, const std::string& secretFile, const std::string& metaAddrs)
+      : io(io), secret(ClusterSecret::fromFile(secretFile)), addrs(splitList(metaAddrs)) {
+    randombytes_buf(&clientId, sizeof(clientId));
+    clientId |= 1;
+    meta = std::make_unique<MetaClient>(io, secret, addrs, proto::Role::ADMIN, clientId,
+                                        10 * kj::SECONDS);
+  }
+
+  kj::Own<capnp::MallocMessageBuilder> call(kj::Own<capnp::MallocMessageBuilder> req) {
+    return meta->call(kj::mv(req)).wait(io.waitScope);
+  }
+
+  // Asks one meta server about itself (not redirected to the leader).
+  kj::Maybe<kj::Own<capnp::MallocMessageBuilder>> metaStatusOf(const std::string& addr) {
+    MetaClient one(io, secret, {addr}, proto::Role::ADMIN, clientId, 2 * kj::SECONDS);
+    auto req = newMetaRequest();
+    req->getRoot<proto::MetaRequest>().getOp().setMetaStatus();
+    try {
+      return one.call(kj::mv(req)).wait(io.waitScope);
+    } catch (kj::Exception& e) {
+      std::string d = e.getDescription().cStr();
+      if (d.find("authentication failed") != std::string::npos) throw;
+      return nullptr;
+    }
+  }
+};
+
+int fail(const std::string& msg, int code) {
+  fprintf(stderr, "cairn: %s\n", msg.c_str());
+  return code;
+}
+
+// Splits an absolute cluster path ("/a/b/c") into its names. "/" alone is the root (no names).
+// Refuses relative paths, empty components ("//", a trailing "/"), "." and "..", and names over
+// 255 bytes, all of which would otherwise name something other than what the user typed.
+int splitClusterPath(const std::string& path, std::vector<std::string>& parts) {
+  if (path.empty() || path[0] != '/')
+    return fail(path + ": the path must be absolute (from the cluster's root, e.g. /dir/file)", 2);
+  if (path.size() > 4096) return fail("the path is longer than 4096 bytes", 2);
+  if (path == "/") return 0;
+  size_t at = 1;
+  while (true) {
+    size_t slash = path.find('/', at);
+    std::string part = path.substr(at, slash == std::string::npos ? std::string::npos : slash - at);
+    if (part.empty()) return fail(path + ": the path has an empty component", 2);
+    if (part == "." || part == "..")
+      return fail(path + ": '.' and '..' are not allowed in the path", 2);
+    if (part.size() > 255) return fail(path + ": a name is longer than 255 bytes", 2);
+    if (part.find('\0') != std::string::npos) return fail("the path contains a NUL byte", 2);
+    parts.push_back(part);
+    if (slash == std::string::npos) return 0;
+    at = slash + 1;
+  }
+}
+
+int statusCmd(Tool& tool, bool json) {
+  // Every meta server's own view first (those that answer), then the cluster from the leader.
+  std::vector<std::string> metaAddrs = tool.addrs;
+  struct MetaView {
+    std::string addr;
+    bool up = false;
+    uint64_t id = 0, term = 0, commit = 0, applied = 0, lastIndex = 0;
+    std::string role = "unreachable";
+  };
+  std::vector<MetaView> metas;
+  uint64_t leaderLast = 0;
+  for (auto& a : metaAddrs) {
+    MetaView v;
+    v.addr = a;
+    KJ_IF_MAYBE(r, tool.metaStatusOf(a)) {
+      auto s = (*r)->getRoot<proto::MetaReply>().getMetaStatus();
+      v.up = true;
+      v.id = s.getId();
+      v.role = s.getRole().cStr();
+      v.term = s.getTerm();
+      v.commit = s.getCommit();
+      v.applied = s.getApplied();
+      v.lastIndex = s.getLastIndex();
+      if (v.role == "leader") leaderLast = v.commit;
+    }
+    metas.push_back(v);
+  }
+  auto req = newMetaRequest();
+  req->getRoot<proto::MetaRequest>().getOp().setStatus();
+  auto reply = tool.call(kj::mv(req));
+  auto r = reply->getRoot<proto::MetaReply>();
+  if (r.getErr() != 0) return fail(std::string("status: ") + strerror(r.getErr()), 2);
+  auto st = r.getStatus();
+  size_t online = 0;
+  for (auto s : st.getServers()) online += std::string(s.getState().cStr()) == "online" ? 1 : 0;
+  size_t metasUp = 0;
+  for (auto& m : metas) metasUp += m.up ? 1 : 0;
+  std::string verdict = "healthy";
+  std::vector<std::string> why;
+  if (st.getLost() > 0) {
+    verdict = "unavailable";
+    why.push_back(std::to_string(st.getLost()) + " chunks have no live replica");
+  } else {
+    if (st.getUnderReplicated() > 0)
+      why.push_back(std::to_string(st.getUnderReplicated()) + " chunks under-replicated");
+    if (online < st.getServers().size())
+      why.push_back(std::to_string(st.getServers().size() - online) + " chunk servers not online");
+    if (metasUp < metas.size())
+      why.push_back(std::to_string(metas.size() - metasUp) + " meta servers unreachable");
+    if (!why.empty()) verdict = "degraded";
+  }
+  if (json) {
+    std::ostringstream o;
+    // Shape: {"meta":[{"id","addr","role",...}],"chunk_servers":[...],"chunks":{...},
+    // "replicas":R,"verdict":V,"reasons":[...]}; scripts rely on these keys.
+    o << "{\"meta\":[";
+    for (size_t i = 0; i < metas.size(); i++) {
+      auto& m = metas[i];
+      uint64_t lag = leaderLast > m.applied ? leaderLast - m.applied : 0;
+      o << (i ? "," : "") << "{\"id\":" << m.id << ",\"addr\":" << jsonString(m.addr)
+        << ",\"role\":" << jsonString(m.role) << ",\"term\":" << m.term
+        << ",\"commit\":" << m.commit << ",\"applied\":" << m.applied << ",\"lag\":" << lag
+        << "}";
+    }
+    o << "],\"chunk_servers\":[";
+    bool first = true;
+    for (auto s : st.getServers()) {
+      o << (first ? "" : ",") << "{\"id\":" << s.getId() << ",\"addr\":"
+        << jsonString(s.getAddr().cStr()) << ",\"host\":" << jsonString(s.getHost().cStr())
+        << ",\"state\":" << jsonString(s.getState().cStr())
+        << ",\"capacity_bytes\":" << s.getCapacityBytes() << ",\"used_bytes\":" << s.getUsedBytes()
+        << ",\"chunks\":" << s.getChunks() << "}";
+      first = false;
+    }
+    o << "],\"chunks\":{\"total\":" << st.getChunksTotal()
+      << ",\"under_replicated\":" << st.getUnderReplicated() << ",\"lost\":" << st.getLost()
+      << "},\"replicas\":" << st.getReplicas() << ",\"verdict\":" << jsonString(verdict)
+      << ",\"reasons\":[";
+    for (size_t i = 0; i < why.size(); i++) o << (i ? "," : "") << jsonString(why[i]);
+    o << "]}";
+    std::cout << o.str() << std::endl;
+  } else {
+    printf("cluster: %s%s\n", verdict.c_str(), why.empty() ? "" : ":");
+    for (auto& w : why) printf("  - %s\n", w.c_str());
+    printf("\nmeta servers\n  %-4s %-22s %-13s %8s %10s %10s %8s\n", "ID", "ADDRESS", "ROLE",
+           "TERM", "COMMIT", "APPLIED", "LAG");
+    for (auto& m : metas) {
+      uint64_t lag = leaderLast > m.applied ? leaderLast - m.applied : 0;
+      printf("  %-4llu %-22s %-13s %8llu %10llu %10llu %8llu\n", (unsigned long long)m.id,
+             m.addr.c_str(), m.role.c_str(), (unsigned long long)m.term,
+             (unsigned long long)m.commit, (unsigned long long)m.applied,
+             (unsigned long long)lag);
+    }
+    printf("\nchunk servers\n  %-4s %-22s %-10s %-8s %12s %12s %8s\n", "ID", "ADDRESS", "HOST",
+           "STATE", "CAPACITY", "USED", "CHUNKS");
+    for (auto s : st.getServers()) {
+      printf("  %-4u %-22s %-10s %-8s %12s %12s %8llu\n", s.getId(), s.getAddr().cStr(),
+             s.getHost().cStr(), s.getState().cStr(), human(s.getCapacityBytes()).c_str(),
+             human(s.getUsedBytes()).c_str(), (unsigned long long)s.getChunks());
+    }
+    printf("\nchunks: %llu total, %llu under-replicated, %llu lost (replicas %u)\n",
+           (unsigned long long)st.getChunksTotal(), (unsigned long long)st.getUnderReplicated(),
+           (unsigned long long)st.getLost(), st.getReplicas());
+  }
+  return verdict == "healthy" ? 0 : 1;
+}
+
+int fileinfoCmd(Tool& tool, const std::string& path, bool json) {
+  std::vector<std::string> parts;
+  if (int code = splitClusterPath(path, parts); code != 0) return code;
+  uint64_t ino = 1;  // the cluster's root
+  uint64_t size = 0;
+  for (auto& part : parts) {
+    auto req = newMetaRequest();
+    auto l = req->getRoot<proto::MetaRequest>().getOp().initLookup();
+    l.setParent(ino);
+    l.setName(part);
+    auto reply = tool.call(kj::mv(req));
+    auto r = reply->getRoot<proto::MetaReply>();
+    if (r.getErr() != 0) return fail(path + ": " + strerror(r.getErr()), 1);
+    ino = r.getAttr().getIno();
+    size = r.getAttr().getSize();
+  }
+  auto req = newMetaRequest();
+  req->getRoot<proto::MetaRequest>().getOp().setChunkList(ino);
+  auto reply = tool.call(kj::mv(req));
+  auto r = reply->getRoot<proto::MetaReply>();
+  if (r.getErr() != 0) return fail(path + ": " + strerror(r.getErr()), 1);
+  if (json) {
+    std::ostringstream o;
+    o << "{\"path\":" << jsonString(path) << ",\"inode\":" << ino << ",\"size\":" << size
+      << ",\"chunks\":[";
+    bool first = true;
+    for (auto c : r.getChunks()) {
+      o << (first ? "" : ",") << "{\"index\":" << c.getIndex() << ",\"id\":" << c.getId()
+        << ",\"version\":" << c.getVersion() << ",\"replicas\":[";
+      bool f2 = true;
+      for (auto rep : c.getReplicas()) {
+        o << (f2 ? "" : ",") << "{\"server\":" << rep.getServer()
+          << ",\"addr\":" << jsonString(rep.getAddr().cStr()) << "}";
+        f2 = false;
+      }
+      o << "]}";
+      first = false;
+    }
+    o << "]}";
+    std::cout << o.str() << std::endl;
+  } else {
+    printf("%s: inode %llu, %llu bytes, %u chunks\n", path.c_str(), (unsigned long long)ino,
+           (unsigned long long)size, r.getChunks().size());
+    printf("  %-6s %-18s %-8s %s\n", "INDEX", "CHUNK", "VERSION", "REPLICAS");
+    for (auto c : r.getChunks()) {
+      std::string reps;
+      for (auto rep : c.getReplicas())
+        reps += (reps.empty() ? "" : " ") + std::to_string(rep.getServer()) + "@" +
+                rep.getAddr().cStr();
+      printf("  %-6llu %016llx   %-8llu %s\n", (unsigned long long)c.getIndex(),
+             (unsigned long long)c.getId(), (unsigned long long)c.getVersion(), reps.c_str());
+    }
+  }
+  return 0;
+}
+
+int metaStatusCmd(Tool& tool, bool json) {
+  std::ostringstream o;
+  o << "[";
+  bool first = true;
+  if (!json)
+    printf("%-4s %-22s %-13s %8s %10s %10s %10s %s\n", "ID", "ADDRESS", "ROLE", "TERM", "COMMIT",
+           "APPLIED", "SNAPSHOT", "MEMBERS");
+  for (auto& a : tool.addrs) {
+    KJ_IF_MAYBE(r, tool.metaStatusOf(a)) {
+      auto s = (*r)->getRoot<proto::MetaReply>().getMetaStatus();
+      std::string members;
+      for (auto m : s.getMembers())
+        members += (members.empty() ? "" : ",") + std::to_string(m.getId());
+      if (json) {
+        o << (first ? "" : ",") << "{\"id\":" << s.getId() << ",\"addr\":" << jsonString(a)
+          << ",\"role\":" << jsonString(s.getRole().cStr()) << ",\"term\":" << s.getTerm()
+          << ",\"commit\":" << s.getCommit() << ",\"applied\":" << s.getApplied()
+          << ",\"leader\":" << s.getLeader() << ",\"snapshot_index\":" << s.getSnapshotIndex()
+          << "}";
+      } else {
+        printf("%-4llu %-22s %-13s %8llu %10llu %10llu %10llu %s\n",
+               (unsigned long long)s.getId(), a.c_str(), s.getRole().cStr(),
+               (unsigned long long)s.getTerm(), (unsigned long long)s.getCommit(),
+               (unsigned long long)s.getApplied(), (unsigned long long)s.getSnapshotIndex(),
+               members.c_str());
+      }
+    } else {
+      if (json) {
+        o << (first ? "" : ",") << "{\"addr\":" << jsonString(a) << ",\"role\":\"unreachable\"}";
+      } else {
+        printf("%-4s %-22s %-13s\n", "-", a.c_str(), "unreachable");
+      }
+    }
+    first = false;
+  }
+  o << "]";
+  if (json) std::cout << o.str() << std::endl;
+  return 0;
+}
+
+int simpleMetaOp(Tool& tool, const char* what, kj::Function<void(proto::MetaRequest::Op::Builder)> fill) {
+  auto req = newMetaRequest();
+  fill(req->getRoot<proto::MetaRequest>().getOp());
+  auto reply = tool.call(kj::mv(req));
+  auto r = reply->getRoot<proto::MetaReply>();
+  if (r.getErr() != 0) return fail(std::string(what) + ": " + strerror(r.getErr()), 1);
+  printf("%s: done\n", what);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cairn: administer a cairn cluster"};
+  app.require_subcommand(1);
+  app.fallthrough();  // global options may come after the subcommand
+  std::string metaAddrs = getenv("CAIRN_META") ? getenv("CAIRN_META") : "";
+  std::string secretFile = getenv("CAIRN_SECRET_FILE") ? getenv("CAIRN_SECRET_FILE") : "";
+  bool json = false;
+  app.add_option("--meta", metaAddrs, "meta server addresses (default $CAIRN_META)");
+  app.add_option("--secret-file", secretFile, "cluster secret file (default $CAIRN_SECRET_FILE)");
+
+  auto* status = app.add_subcommand("status", "cluster health: meta quorum, chunk servers, chunks");
+  status->add_flag("--json", json, "machine-readable output");
+  auto* fileinfo = app.add_subcommand("fileinfo", "a file's chunks and replicas");
+  std::string path;
+  fileinfo->add_option("path", path, "path from the cluster's root, e.g. /dir/file")->required();
+  fileinfo->add_flag("--json", json, "machine-readable output");
+  auto* metaCmd = app.add_subcommand("meta", "meta servers (Raft group)");
+  metaCmd->require_subcommand(1);
+  metaCmd->fallthrough();
+  auto* metaStatus = metaCmd->add_subcommand("status", "every meta server's Raft view");
+  metaStatus->add_flag("--json", json, "machine-readable output");
+  auto* metaAdd = metaCmd->add_subcommand("add", "add a meta server started with --join");
+  uint64_t id = 0;
+  std::string addr;
+  metaAdd->add_option("id", id, "its --id")->required();
+  metaAdd->add_option("addr", addr, "its address, host:port")->required();
+  auto* metaRemove = metaCmd->add_subcommand("remove", "remove a meta server");
+  metaRemove->add_option("id", id, "its id")->required();
+  auto* metaTransfer = metaCmd->add_subcommand("transfer-leader", "hand leadership over");
+  metaTransfer->add_option("id", id, "the new leader's id")->required();
+  CLI11_PARSE(app, argc, argv);
+
+  if (metaAddrs.empty()) return fail("no meta address: give --meta or set CAIRN_META", 2);
+  if (secretFile.empty())
+    return fail("no cluster secret: give --secret-file or set CAIRN_SECRET_FILE", 2);
+  KjToSpdlog kjLogs;
+  setupLogging("cairn", "error", "");
+  try {
+    KJ_REQUIRE(sodium_init() >= 0);
+    auto io = kj::setupAsyncIo();
+    Tool tool(io, secretFile, metaAddrs);
+    if (*status) return statusCmd(tool, json);
+    if (*fileinfo) return fileinfoCmd(tool, path, json);
+    if (*metaStatus) return metaStatusCmd(tool, json);
+    if (*metaAdd) {
+      return simpleMetaOp(tool, "meta add", [&](proto::MetaRequest::Op::Builder op) {
+        auto m = op.initMetaAdd();
+        m.setId(id);
+        m.setAddr(addr);
+      });
+    }
+    if (*metaRemove)
+      return simpleMetaOp(tool, "meta remove",
+                          [&](proto::MetaRequest::Op::Builder op) { op.setMetaRemove(id); });
+    if (*metaTransfer)
+      return simpleMetaOp(tool, "meta transfer-leader",
+                          [&](proto::MetaRequest::Op::Builder op) { op.setMetaTransfer(id); });
+  } catch (kj::Exception& e) {
+    std::string d = e.getDescription().cStr();
+    if (d.find("wrong cluster secret") != std::string::npos ||
+        d.find("authentication failed") != std::string::npos)
+      return fail("refused by meta: authentication failed (wrong cluster secret?)", 2);
+    return fail(d, 2);
+  }
+  return 2;
+}

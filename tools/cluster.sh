@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# A local cairn cluster on loopback, for the quickstart, tests and benchmarks.
+#
+#   tools/cluster.sh up --dir DIR --mount MNT [--metas N] [--chunks N] [--replicas R]
+#   tools/cluster.sh down --dir DIR
+#   tools/cluster.sh kill --dir DIR NAME      (NAME: meta0.., chunk0.., mount)
+#   tools/cluster.sh start --dir DIR NAME
+#   tools/cluster.sh status --dir DIR
+#
+# `up` on an existing DIR brings the same cluster back (same ports, same data).
+# DIR/cluster.env (shell syntax) describes the cluster for scripts.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${CAIRN_BIN:-$ROOT/build/bin}"
+
+die() { echo "cluster.sh: $*" >&2; exit 2; }
+
+cmd="${1:-}"; shift || true
+DIR="" MNT="" METAS="" CHUNKS="" REPLICAS="" NAME=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dir) DIR="$2"; shift 2 ;;
+    --mount) MNT="$2"; shift 2 ;;
+    --metas) METAS="$2"; shift 2 ;;
+    --chunks) CHUNKS="$2"; shift 2 ;;
+    --replicas) REPLICAS="$2"; shift 2 ;;
+    -*) die "unknown option $1" ;;
+    *) NAME="$1"; shift ;;
+  esac
+done
+[ -n "$DIR" ] || die "--dir is required"
+mkdir -p "$DIR"
+DIR="$(cd "$DIR" && pwd)"
+ENV="$DIR/cluster.env"
+[ -f "$ENV" ] && source "$ENV"
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+write_env() {
+  {
+    echo "CAIRN_DIR='$DIR'"
+    echo "CAIRN_META='$CAIRN_META'"
+    echo "CAIRN_PEERS='$CAIRN_PEERS'"
+    echo "CAIRN_SECRET_FILE='$DIR/secret'"
+    echo "CAIRN_KEY_FILE='$DIR/key'"
+    echo "CAIRN_MOUNT='$CAIRN_MOUNT'"
+    echo "CAIRN_CHUNK_DIRS='$CAIRN_CHUNK_DIRS'"
+    echo "CAIRN_META_DIRS='$CAIRN_META_DIRS'"
+    echo "CAIRN_METAS=$CAIRN_METAS"
+    echo "CAIRN_CHUNKS=$CAIRN_CHUNKS"
+    echo "CAIRN_REPLICAS=$CAIRN_REPLICAS"
+    for v in $(compgen -v | grep -E '^(META|CHUNK)[0-9]+_(PORT|METRICS)$'); do echo "$v=${!v}"; done
+    echo "export CAIRN_META CAIRN_SECRET_FILE CAIRN_KEY_FILE CAIRN_MOUNT"
+  } > "$ENV.tmp"
+  mv "$ENV.tmp" "$ENV"
+}
+
+pid_of() { cat "$DIR/pids/$1.pid" 2>/dev/null || true; }
+alive() {
+  local pid; pid="$(pid_of "$1")"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q "build/bin\|$BIN" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+command_of() {
+  local name="$1" i
+  case "$name" in
+    meta*)
+      i="${name#meta}"
+      local port="META${i}_PORT" metrics="META${i}_METRICS"
+      echo "$BIN/cairn-meta --id $((i + 1)) --peers $CAIRN_PEERS --listen 127.0.0.1:${!port}" \
+        "--data $DIR/$name --secret-file $DIR/secret --replicas $CAIRN_REPLICAS" \
+        "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" \
+        "--suspect-after-ms ${CAIRN_SUSPECT_MS:-2000} --dead-after-ms ${CAIRN_DEAD_MS:-5000}" ;;
+    chunk*)
+      i="${name#chunk}"
+      local port="CHUNK${i}_PORT" metrics="CHUNK${i}_METRICS"
+      echo "$BIN/cairn-chunk --listen 127.0.0.1:${!port} --meta $CAIRN_META" \
+        "--secret-file $DIR/secret --data $DIR/$name/data --host $name" \
+        "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" ;;
+    mount)
+      echo "$BIN/mount.cairn $CAIRN_META:/ $CAIRN_MOUNT -f" \
+        "-o secretfile=$DIR/secret,keyfile=$DIR/key,log=$DIR/logs/mount.log" ;;
+    *) die "unknown process name $name (meta0.., chunk0.., mount)" ;;
+  esac
+}
+
+start_one() {
+  local name="$1"
+  if alive "$name"; then return 0; fi
+  mkdir -p "$DIR/logs" "$DIR/pids"
+  if [ "$name" = mount ]; then
+    mkdir -p "$CAIRN_MOUNT"
+    # A dead mount left behind must go before mounting again.
+    if grep -q " $CAIRN_MOUNT fuse" /proc/mounts; then
+      fusermount3 -uz "$CAIRN_MOUNT" 2>/dev/null || umount -l "$CAIRN_MOUNT" 2>/dev/null || true
+    fi
+  fi
+  # shellcheck disable=SC2046
+  setsid nohup $(command_of "$name") >>"$DIR/logs/$name.out" 2>&1 </dev/null &
+  echo $! > "$DIR/pids/$name.pid"
+}
+
+wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
+  local limit="$1" what="$2"; shift 2
+  local end=$((SECONDS + limit))
+  while [ $SECONDS -lt $end ]; do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "cluster.sh: timed out after ${limit}s waiting for $what" >&2
+  for f in "$DIR"/logs/*.log "$DIR"/logs/*.out; do
+    [ -s "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }
+  done
+  return 1
+}
+
+chunks_online() {
+  local out
+  out="$("$BIN/cairn" status --json --meta "$CAIRN_META" --secret-file "$DIR/secret" 2>/dev/null || true)"
+  python3 -c "import json,sys; d=json.loads(sys.argv[1]); s=d['chunk_servers']; \
+sys.exit(0 if len([x for x in s if x['state']=='online'])>=$CAIRN_CHUNKS else 1)" "$out"
+}
+
+mount_ready() { mountpoint -q "$CAIRN_MOUNT" && stat "$CAIRN_MOUNT" >/dev/null; }
+
+names() {
+  local i
+  for ((i = 0; i < CAIRN_METAS; i++)); do echo "meta$i"; done
+  for ((i = 0; i < CAIRN_CHUNKS; i++)); do echo "chunk$i"; done
+}
+
+case "$cmd" in
+  up)
+    [ -x "$BIN/cairn-meta" ] || die "binaries missing in $BIN: run tools/build.sh"
+    if [ -z "${CAIRN_METAS:-}" ]; then
+      [ -n "$MNT" ] || die "--mount is required"
+      CAIRN_METAS="${METAS:-1}" CAIRN_CHUNKS="${CHUNKS:-3}" CAIRN_REPLICAS="${REPLICAS:-3}"
+      case "$CAIRN_METAS" in 1|3|5) ;; *) die "--metas must be 1, 3 or 5" ;; esac
+      mkdir -p "$MNT"
+      CAIRN_MOUNT="$(cd "$MNT" && pwd)"
+      CAIRN_META="" CAIRN_PEERS="" CAIRN_CHUNK_DIRS="" CAIRN_META_DIRS=""
+      for ((i = 0; i < CAIRN_METAS; i++)); do
+        declare "META${i}_PORT=$(free_port)" "META${i}_METRICS=$(free_port)"
+        p="META${i}_PORT"
+        CAIRN_META+="${CAIRN_META:+,}127.0.0.1:${!p}"
+        CAIRN_PEERS+="${CAIRN_PEERS:+,}$((i + 1))=127.0.0.1:${!p}"
+        CAIRN_META_DIRS+="${CAIRN_META_DIRS:+ }$DIR/meta$i"
+      done
+      for ((i = 0; i < CAIRN_CHUNKS; i++)); do
+        declare "CHUNK${i}_PORT=$(free_port)" "CHUNK${i}_METRICS=$(free_port)"
+        CAIRN_CHUNK_DIRS+="${CAIRN_CHUNK_DIRS:+ }$DIR/chunk$i/data"
+      done
+    elif [ -n "$MNT" ]; then
+      mkdir -p "$MNT"
+      CAIRN_MOUNT="$(cd "$MNT" && pwd)"
+    fi
+    [ -f "$DIR/secret" ] || { (umask 077; head -c 32 /dev/urandom | xxd -p -c 64 > "$DIR/secret"); }
+    [ -f "$DIR/key" ] || { (umask 077; head -c 32 /dev/urandom > "$DIR/key"); }
+    write_env
+    for n in $(names); do start_one "$n"; done
+    wait_until 60 "every chunk server to be online" chunks_online || exit 1
+    start_one mount
+    wait_until 30 "the mount at $CAIRN_MOUNT" mount_ready || exit 1
+    echo "cluster up: $CAIRN_METAS meta, $CAIRN_CHUNKS chunk servers, mounted at $CAIRN_MOUNT"
+    echo "environment: source $ENV"
+    ;;
+  down)
+    [ -f "$ENV" ] || exit 0
+    if [ -n "${CAIRN_MOUNT:-}" ] && grep -q " $CAIRN_MOUNT fuse" /proc/mounts; then
+      fusermount3 -u "$CAIRN_MOUNT" 2>/dev/null || umount -l "$CAIRN_MOUNT" 2>/dev/null || true
+    fi
+    for f in "$DIR"/pids/*.pid; do
+      [ -f "$f" ] || continue
+      n="$(basename "$f" .pid)"
+      if alive "$n"; then kill -TERM "$(pid_of "$n")" 2>/dev/null || true; fi
+    done
+    end=$((SECONDS + 10))
+    for f in "$DIR"/pids/*.pid; do
+      [ -f "$f" ] || continue
+      n="$(basename "$f" .pid)"
+      while alive "$n" && [ $SECONDS -lt $end ]; do sleep 0.1; done
+      if alive "$n"; then kill -KILL "$(pid_of "$n")" 2>/dev/null || true; fi
+      rm -f "$f"
+    done
+    if [ -n "${CAIRN_MOUNT:-}" ] && grep -q " $CAIRN_MOUNT fuse" /proc/mounts; then
+      umount -l "$CAIRN_MOUNT" 2>/dev/null || true
+    fi
+    echo "cluster down"
+    ;;
+  kill)
+    [ -n "$NAME" ] || die "kill needs a process name"
+    [ -f "$ENV" ] || die "no cluster in $DIR"
+    if alive "$NAME"; then kill -KILL "$(pid_of "$NAME")"; fi
+    if [ "$NAME" = mount ]; then
+      sleep 0.2
+      fusermount3 -uz "$CAIRN_MOUNT" 2>/dev/null || umount -l "$CAIRN_MOUNT" 2>/dev/null || true
+    fi
+    rm -f "$DIR/pids/$NAME.pid"
+    ;;
+  start)
+    [ -n "$NAME" ] || die "start needs a process name"
+    [ -f "$ENV" ] || die "no cluster in $DIR"
+    start_one "$NAME"
+    if [ "$NAME" = mount ]; then wait_until 30 "the mount" mount_ready || exit 1; fi
+    ;;
+  status)
+    [ -f "$ENV" ] || die "no cluster in $DIR"
+    exec "$BIN/cairn" status --meta "$CAIRN_META" --secret-file "$DIR/secret"
+    ;;
+  *)
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

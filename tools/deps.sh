@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every Debian package cairn needs to build, test and run. Idempotent.
+set -euo pipefail
+PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config
+  capnproto libcapnp-dev liblmdb-dev lmdb-utils libsodium-dev libfuse3-dev fuse3
+  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev zlib1g-dev
+  fio sqlite3 git rsync attr acl xxd python3 procps iproute2 util-linux psmisc
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps: all ${#PACKAGES[@]} packages already installed"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "deps: installing ${missing[*]}"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" </dev/null
