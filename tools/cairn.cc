@@ -25,9 +25,39 @@ using namespace cairn;
 
 namespace {
 
+// Length of the valid UTF-8 sequence starting at s[i], or 0 when it is not valid.
+size_t utf8SequenceAt(const std::string& s, size_t i) {
+  auto c = static_cast<unsigned char>(s[i]);
+  size_t n = c < 0x80 ? 1 : c < 0xc2 ? 0 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : c < 0xf5 ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; k++)
+    if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return 0;
+  if (n > 1) {
+    // No overlong forms, no surrogates, nothing above U+10FFFF (RFC 3629 section 4).
+    auto c1 = static_cast<unsigned char>(s[i + 1]);
+    if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90) ||
+        (c == 0xf4 && c1 >= 0x90))
+      return 0;
+  }
+  return n;
+}
+
+// A JSON string literal. File names are bytes, not necessarily UTF-8: a byte that does not start
+// a valid UTF-8 sequence becomes U+FFFD so the output always parses.
 std::string jsonString(const std::string& s) {
   std::string out = "\"";
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); i++) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      size_t n = utf8SequenceAt(s, i);
+      if (n == 0) {
+        out += "\\ufffd";
+      } else {
+        out.append(s, i, n);
+        i += n - 1;
+      }
+      continue;
+    }
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -179,7 +209,7 @@ int statusCmd(Tool& tool, bool json) {
     o << "{\"meta\":[";
     for (size_t i = 0; i < metas.size(); i++) {
       auto& m = metas[i];
-      uint64_t lag = leaderLast > m.applied ? leaderLast - m.applied : 0;
+      uint64_t lag = m.up && leaderLast > m.applied ? leaderLast - m.applied : 0;
       o << (i ? "," : "") << "{\"id\":" << m.id << ",\"addr\":" << jsonString(m.addr)
         << ",\"role\":" << jsonString(m.role) << ",\"term\":" << m.term
         << ",\"commit\":" << m.commit << ",\"applied\":" << m.applied << ",\"lag\":" << lag
@@ -208,7 +238,7 @@ int statusCmd(Tool& tool, bool json) {
     printf("\nmeta servers\n  %-4s %-22s %-13s %8s %10s %10s %8s\n", "ID", "ADDRESS", "ROLE",
            "TERM", "COMMIT", "APPLIED", "LAG");
     for (auto& m : metas) {
-      uint64_t lag = leaderLast > m.applied ? leaderLast - m.applied : 0;
+      uint64_t lag = m.up && leaderLast > m.applied ? leaderLast - m.applied : 0;
       printf("  %-4llu %-22s %-13s %8llu %10llu %10llu %8llu\n", (unsigned long long)m.id,
              m.addr.c_str(), m.role.c_str(), (unsigned long long)m.term,
              (unsigned long long)m.commit, (unsigned long long)m.applied,
