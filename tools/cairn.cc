@@ -12,6 +12,7 @@
 #include <kj/debug.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -177,6 +178,13 @@ int statusCmd(Tool& tool, bool json) {
       if (v.role == "leader") leaderLast = v.commit;
     }
     metas.push_back(v);
+  }
+  bool anyUp = std::any_of(metas.begin(), metas.end(), [](const MetaView& m) { return m.up; });
+  if (!anyUp) {
+    // Without any meta server the cluster cannot answer; say so now rather than retry for long.
+    std::string all;
+    for (auto& a : metaAddrs) all += (all.empty() ? "" : ",") + a;
+    return fail("no meta server answered (" + all + "): the cluster is unavailable", 2);
   }
   auto req = newMetaRequest();
   req->getRoot<proto::MetaRequest>().getOp().setStatus();
@@ -428,6 +436,8 @@ int main(int argc, char** argv) {
     if (d.find("wrong cluster secret") != std::string::npos ||
         d.find("authentication failed") != std::string::npos)
       return fail("refused by meta: authentication failed (wrong cluster secret?)", 2);
+    if (e.getType() == kj::Exception::Type::DISCONNECTED)
+      return fail("cannot reach the meta leader (" + metaAddrs + "): " + d, 2);
     return fail(d, 2);
   }
   return 2;
