@@ -73,7 +73,8 @@ command_of() {
       echo "$BIN/cairn-meta --id $((i + 1)) --peers $CAIRN_PEERS --listen 127.0.0.1:${!port}" \
         "--data $DIR/$name --secret-file $DIR/secret --replicas $CAIRN_REPLICAS" \
         "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" \
-        "--suspect-after-ms ${CAIRN_SUSPECT_MS:-2000} --dead-after-ms ${CAIRN_DEAD_MS:-5000}" ;;
+        "--suspect-after-ms ${CAIRN_SUSPECT_MS:-2000} --dead-after-ms ${CAIRN_DEAD_MS:-5000}" \
+        "--snapshot-every ${CAIRN_SNAPSHOT_EVERY:-10000}" ;;
     chunk*)
       i="${name#chunk}"
       local port="CHUNK${i}_PORT" metrics="CHUNK${i}_METRICS"

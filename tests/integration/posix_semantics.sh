@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Namespace semantics through the kernel: rename rules, links, symlinks, xattrs, special
+# files, name limits, attributes and large directories.
+source "$(dirname "$0")/lib.sh"
+cluster_up
+
+cd "$M"
+echo one > a; echo two > b
+mv a b
+[ "$(cat b)" = one ] && [ ! -e a ] || fail "rename over a file"
+mkdir -p d/e
+if mv d d/e/inside 2>/dev/null; then fail "moving a directory into itself succeeded"; fi
+mkdir -p full/x empty
+if mv empty full 2>/dev/null && [ -d full/empty ]; then :; fi   # mv puts it inside: allowed
+mkdir -p src2 dst2/child
+python3 - <<'PY' || fail "rename over a non-empty directory must fail with ENOTEMPTY"
+import os, errno
+try:
+    os.rename("src2", "dst2")
+except OSError as e:
+    assert e.errno in (errno.ENOTEMPTY, errno.EEXIST), e
+else:
+    raise SystemExit("rename succeeded")
+PY
+mkdir emptydir src3
+python3 -c 'import os; os.rename("src3", "emptydir")' || fail "rename over an empty directory"
+[ -d emptydir ] && [ ! -e src3 ] || fail "rename over empty dir result"
+check "rename: replace file, refuse loop, refuse non-empty, replace empty dir"
+
+python3 - <<'PY' || fail "RENAME_NOREPLACE / RENAME_EXCHANGE"
+import ctypes, os, errno
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+def renameat2(a, b, flags):
+    r = libc.renameat2(AT_FDCWD, a.encode(), AT_FDCWD, b.encode(), flags)
+    return 0 if r == 0 else ctypes.get_errno()
+open("x1", "w").write("X1"); open("x2", "w").write("X2")
+assert renameat2("x1", "x2", 1) == errno.EEXIST
+assert renameat2("x1", "x2", 2) == 0
+assert open("x1").read() == "X2" and open("x2").read() == "X1"
+PY
+check "renameat2 NOREPLACE and EXCHANGE"
+
+echo shared > h1
+ln h1 h2
+[ "$(stat -c %h h1)" = 2 ] || fail "nlink after ln"
+echo more >> h2
+grep -q more h1 || fail "hard links share content"
+rm h1
+[ "$(stat -c %h h2)" = 1 ] && grep -q shared h2 || fail "remaining link"
+check "hard links"
+
+ln -s target/path sl
+[ "$(readlink sl)" = target/path ] || fail readlink
+[ "$(stat -c %F sl)" = "symbolic link" ] || fail "symlink type"
+check symlink
+
+echo x > xf
+setfattr -n user.color -v blue xf
+[ "$(getfattr --only-values -n user.color xf)" = blue ] || fail getxattr
+setfattr -n user.size -v 12345 xf
+getfattr -d xf | grep -q 'user.size="12345"' || fail listxattr
+setfattr -x user.color xf
+if getfattr -n user.color xf 2>/dev/null; then fail "removed xattr still there"; fi
+check xattrs
+
+mkfifo ff
+[ "$(stat -c %F ff)" = fifo ] || fail "fifo type"
+mknod cdev c 1 3
+[ "$(stat -c %t,%T cdev)" = 1,3 ] || fail "device numbers"
+check "fifo and device node"
+
+n255=$(printf 'a%.0s' $(seq 1 255))
+n256=$(printf 'b%.0s' $(seq 1 256))
+touch "$n255" || fail "255-byte name"
+if touch "$n256" 2>"$L/err"; then fail "256-byte name accepted"; fi
+grep -q "File name too long" "$L/err" || fail "256-byte name: $(cat "$L/err")"
+check "NAME_MAX 255"
+
+echo data > perm
+chmod 604 perm
+[ "$(stat -c %a perm)" = 604 ] || fail chmod
+chown 1234:5678 perm
+[ "$(stat -c %u:%g perm)" = 1234:5678 ] || fail chown
+touch -d '2010-01-02 03:04:05' perm
+[ "$(stat -c %Y perm)" = "$(date -d '2010-01-02 03:04:05' +%s)" ] || fail "touch -d"
+check "chmod, chown, utimes"
+
+mkdir nl
+before=$(stat -c %h nl)
+mkdir nl/s1 nl/s2
+[ "$(stat -c %h nl)" = $((before + 2)) ] || fail "directory nlink"
+rmdir nl/s1
+if rmdir nl 2>/dev/null; then fail "rmdir of a non-empty directory"; fi
+check "directory nlink, rmdir non-empty refused"
+
+mkdir big
+(cd big && seq 1 3000 | xargs touch)
+[ "$(ls big | wc -l)" = 3000 ] || fail "ls lists $(ls big | wc -l) of 3000"
+[ "$(ls big | sort | uniq | wc -l)" = 3000 ] || fail "duplicates in a large listing"
+check "3000-entry directory listed exactly once each"
+
+# readdir while the directory changes: every entry present throughout is seen exactly once.
+python3 - <<'PY' || fail "readdir during changes"
+import os
+d = "big"
+seen = []
+it = os.scandir(d)
+for i, e in enumerate(it):
+    seen.append(e.name)
+    if i == 100:
+        for k in range(50):
+            open(os.path.join(d, "new%d" % k), "w").close()
+        for k in range(2000, 2050):
+            os.unlink(os.path.join(d, str(k)))
+stable = set(str(k) for k in range(1, 3001)) - set(str(k) for k in range(2000, 2050))
+dups = len(seen) - len(set(seen))
+assert dups == 0, "duplicates: %d" % dups
+missing = stable - set(seen)
+assert not missing, "missing %d" % len(missing)
+PY
+check "readdir cursor stable while the directory changes"
+df -h "$M" | tail -1
+[ "$(stat -f -c %l "$M")" = 255 ] || fail "statfs namemax"
+check "statfs"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Holes read as zeros; shrinking then growing a file reads zeros in the gap.
+source "$(dirname "$0")/lib.sh"
+cluster_up
+
+cd "$M"
+printf 'X' | dd of=sparse bs=1 seek=$((100 * 1024 * 1024)) conv=notrunc status=none
+[ "$(stat -c %s sparse)" = $((100 * 1024 * 1024 + 1)) ] || fail "sparse size"
+cmp -n $((1024 * 1024)) sparse /dev/zero || fail "hole does not read as zeros"
+[ "$(tail -c 1 sparse)" = X ] || fail "byte after the hole"
+dd if=sparse bs=1M skip=70 count=1 status=none | cmp - <(head -c 1M /dev/zero) || fail "hole in the second chunk"
+check "holes read as zeros across chunks"
+
+head -c 10M /dev/urandom > "$L/r"
+cp "$L/r" t
+truncate -s 5000 t
+truncate -s 20000 t
+[ "$(stat -c %s t)" = 20000 ] || fail "size after grow"
+cmp -n 5000 t "$L/r" || fail "first 5000 bytes changed"
+tail -c 15000 t | cmp - <(head -c 15000 /dev/zero) || fail "grown gap is not zeros"
+check "shrink then grow reads zeros in the gap"
+
+cp "$L/r" u
+truncate -s 0 u
+truncate -s $((70 * 1024 * 1024)) u
+cmp u <(head -c $((70 * 1024 * 1024)) /dev/zero) || fail "truncate to 0 then grow"
+check "truncate to zero then grow"
+
+cp "$L/r" v
+truncate -s $((3 * 1024 * 1024 + 123)) v
+cmp v <(head -c $((3 * 1024 * 1024 + 123)) "$L/r") || fail "truncate mid-block"
+printf 'tail' >> v
+[ "$(tail -c 4 v)" = tail ] || fail "append after truncate"
+check "truncate within a block, then append"
+
+python3 - <<'PY' || fail "fallocate extends the size"
+import os
+fd = os.open("fa", os.O_CREAT | os.O_RDWR)
+os.posix_fallocate(fd, 0, 5 * 1024 * 1024)
+assert os.fstat(fd).st_size == 5 * 1024 * 1024
+assert os.pread(fd, 4096, 4096 * 100) == b"\0" * 4096
+os.close(fd)
+PY
+check "fallocate"
