@@ -3,7 +3,7 @@
 source "$(dirname "$0")/lib.sh"
 cluster_up
 command -v fio >/dev/null || fail "fio is not installed"
-timeout 600 fio --name=rand --directory="$M" --rw=randwrite --bs=4k --size=48m --numjobs=2 \
+timeout 600 fio --name=rand --directory="$M" --rw=randwrite --bs=4k --size=64m --numjobs=2 --direct=0 \
   --ioengine=psync --verify=crc32c --do_verify=1 --verify_fatal=1 --group_reporting \
   --output="$L/rand.out" || { cat "$L/rand.out"; fail "fio random write/verify"; }
 grep -q "err= 0" "$L/rand.out" || { cat "$L/rand.out"; fail "fio reported errors"; }
