@@ -9,6 +9,7 @@
 #include <kj/debug.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -83,6 +84,37 @@ int main(int argc, char** argv) {
   fuseOpts.push_back("fsname=cairn:" + escaped);
 
   KjToSpdlog kjLogs;
+  // Go to the background before any thread exists (the RPC thread would not survive a fork
+  // later); the parent waits until the mount is up and exits with its outcome.
+  int readyPipe[2] = {-1, -1};
+  if (!foreground) {
+    if (pipe(readyPipe) != 0) {
+      perror("mount.cairn: pipe");
+      return 1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+      perror("mount.cairn: fork");
+      return 1;
+    }
+    if (pid > 0) {
+      close(readyPipe[1]);
+      char status = 1;
+      if (read(readyPipe[0], &status, 1) != 1) status = 1;
+      return status;
+    }
+    close(readyPipe[0]);
+    setsid();
+  }
+  auto reportReady = [&](char status) {
+    if (readyPipe[1] >= 0) {
+      if (write(readyPipe[1], &status, 1) != 1) {
+      }
+      close(readyPipe[1]);
+      readyPipe[1] = -1;
+    }
+  };
+
   setupLogging("mount.cairn", logLevel, logFile);
   try {
     KJ_REQUIRE(sodium_init() >= 0);
@@ -163,7 +195,19 @@ int main(int argc, char** argv) {
     }
     spdlog::info("mounted {} on {} (root inode {}, chunk size {} MiB)", source, mountpoint, root,
                  chunkSize >> 20);
-    if (!foreground && fuse_daemonize(0) != 0) return 1;
+    if (!foreground) {
+      // Detach from the terminal now that the mount is in place.
+      if (chdir("/") != 0) {
+      }
+      int null = ::open("/dev/null", O_RDWR);
+      if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        if (null > 2) close(null);
+      }
+    }
+    reportReady(0);
     fuse_loop_config* cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(cfg, 16);
     fuse_loop_cfg_set_idle_threads(cfg, 8);
@@ -177,6 +221,7 @@ int main(int argc, char** argv) {
   } catch (kj::Exception& e) {
     spdlog::critical("{}", e.getDescription().cStr());
     fprintf(stderr, "mount.cairn: %s\n", e.getDescription().cStr());
+    reportReady(1);
     return 1;
   }
 }
