@@ -658,6 +658,9 @@ void CairnFs::statfs(fuse_req_t req) {
 void CairnFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
                        size_t size, int flags) {
   guard(req, "setxattr", [&]() {
+    // POSIX ACLs are not interpreted yet: refuse them, so that tools (cp -a, tar) fall back to
+    // chmod instead of believing an ACL set the mode.
+    if (strncmp(name, "system.posix_acl_", 17) == 0) return (void)fuse_reply_err(req, EOPNOTSUPP);
     auto m = request();
     auto x = opOf(m).initSetxattr();
     x.setIno(toCluster(ino));
@@ -671,6 +674,7 @@ void CairnFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
 
 void CairnFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   guard(req, "getxattr", [&]() {
+    if (strncmp(name, "system.posix_acl_", 17) == 0) return (void)fuse_reply_err(req, EOPNOTSUPP);
     auto m = request();
     auto x = opOf(m).initGetxattr();
     x.setIno(toCluster(ino));
