@@ -88,7 +88,10 @@ void CairnFs::fillStat(proto::Attr::Reader a, struct stat& st) const {
       auto it = files_.find(a.getIno());
       if (it != files_.end()) f = it->second;
     }
-    if (f && f->dirty && f->size > a.getSize()) st.st_size = static_cast<off_t>(f->size);
+    if (f) {
+      std::lock_guard<std::mutex> lock(f->state);
+      if (f->dirty && f->size > a.getSize()) st.st_size = static_cast<off_t>(f->size);
+    }
   }
 }
 
@@ -162,17 +165,32 @@ void CairnFs::getattr(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
-int CairnFs::chunkFor(OpenFile& f, uint64_t ino, uint64_t index, bool allocate, ChunkLoc*& out) {
-  auto it = f.chunks.find(index);
-  if (it != f.chunks.end()) {
-    out = &it->second;
-    return 0;
+int CairnFs::chunkFor(OpenFile& f, uint64_t ino, uint64_t index, bool allocate, ChunkLoc& out) {
+  {
+    std::lock_guard<std::mutex> lock(f.state);
+    auto it = f.chunks.find(index);
+    if (it != f.chunks.end()) {
+      out = it->second;
+      return 0;
+    }
   }
   ChunkLoc loc;
   int err = client_.getChunk(ino, index, allocate, loc);
   if (err != 0) return err;
-  out = &(f.chunks[index] = loc);
+  std::lock_guard<std::mutex> lock(f.state);
+  out = f.chunks.emplace(index, loc).first->second;
   return 0;
+}
+
+void CairnFs::forgetChunk(OpenFile& f, uint64_t index) {
+  std::lock_guard<std::mutex> lock(f.state);
+  f.chunks.erase(index);
+}
+
+void CairnFs::rememberChunk(OpenFile& f, const ChunkLoc& loc) {
+  std::lock_guard<std::mutex> lock(f.state);
+  auto it = f.chunks.find(loc.index);
+  if (it == f.chunks.end() || it->second.version <= loc.version) f.chunks[loc.index] = loc;
 }
 
 int CairnFs::readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsigned char* out) {
@@ -188,19 +206,19 @@ int CairnFs::readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsi
     uint32_t last = static_cast<uint32_t>((chunkEnd - index * chunkSize_ - 1) / BLOCK);
     uint32_t count = last - first + 1;
     scratch.resize(size_t(count) * BLOCK);
-    ChunkLoc* loc = nullptr;
+    ChunkLoc loc;
     int err = chunkFor(f, ino, index, false, loc);
     if (err == ENOENT) {
       memset(scratch.data(), 0, scratch.size());  // a hole
     } else if (err != 0) {
       return err;
     } else {
-      err = client_.readBlocks(ino, *loc, chunkBlocks_, first, count, scratch.data());
+      err = client_.readBlocks(ino, loc, chunkBlocks_, first, count, scratch.data());
       if (err == ESTALE) {
         // Our chunk location is old (the chain changed): ask meta again, once.
-        f.chunks.erase(index);
+        forgetChunk(f, index);
         err = chunkFor(f, ino, index, false, loc);
-        if (err == 0) err = client_.readBlocks(ino, *loc, chunkBlocks_, first, count, scratch.data());
+        if (err == 0) err = client_.readBlocks(ino, loc, chunkBlocks_, first, count, scratch.data());
       }
       if (err != 0) return err;
     }
@@ -221,7 +239,7 @@ void CairnFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     auto f = file(cino, true);
     {
-      std::unique_lock<std::shared_mutex> lock(f->mutex);
+      std::lock_guard<std::mutex> lock(f->state);
       f->refs++;
       if (!f->dirty || reply.getAttr().getSize() > f->size) f->size = reply.getAttr().getSize();
       if (f->refs == 1) f->chunks.clear();  // close-to-open: fresh locations
@@ -251,7 +269,7 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     auto a = reply.getAttr();
     auto f = file(a.getIno(), true);
     {
-      std::unique_lock<std::shared_mutex> lock(f->mutex);
+      std::lock_guard<std::mutex> lock(f->state);
       f->refs++;
       if (!f->dirty) f->size = a.getSize();
     }
@@ -272,17 +290,15 @@ void CairnFs::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
     uint64_t cino = toCluster(ino);
     auto f = file(cino, true);
     std::shared_lock<std::shared_mutex> lock(f->mutex);
-    uint64_t fileSize = f->size;
+    uint64_t fileSize;
+    {
+      std::lock_guard<std::mutex> s(f->state);
+      fileSize = f->size;
+    }
     if (uint64_t(off) >= fileSize) return (void)fuse_reply_buf(req, nullptr, 0);
     size_t n = static_cast<size_t>(std::min<uint64_t>(size, fileSize - off));
     std::vector<unsigned char> buf(n);
-    // Chunk locations may be filled in under a shared lock: guard the map separately.
-    int err;
-    {
-      lock.unlock();
-      std::unique_lock<std::shared_mutex> wlock(f->mutex);
-      err = readRange(*f, cino, off, n, buf.data());
-    }
+    int err = readRange(*f, cino, off, n, buf.data());
     if (err != 0) return (void)fuse_reply_err(req, err);
     fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
   });
@@ -292,8 +308,21 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
   guard(req, "write", [&]() {
     uint64_t cino = toCluster(ino);
     auto f = file(cino, true);
-    std::unique_lock<std::shared_mutex> lock(f->mutex);
     uint64_t end = uint64_t(off) + size;
+    // Whole-block writes run in parallel; a partial block needs read-modify-write, alone.
+    bool partial = (off % BLOCK) != 0 || (end % BLOCK) != 0;
+    std::shared_lock<std::shared_mutex> shared(f->mutex, std::defer_lock);
+    std::unique_lock<std::shared_mutex> exclusive(f->mutex, std::defer_lock);
+    if (partial) {
+      exclusive.lock();
+    } else {
+      shared.lock();
+    }
+    uint64_t fileSize;
+    {
+      std::lock_guard<std::mutex> s(f->state);
+      fileSize = f->size;
+    }
     uint64_t pos = off;
     std::vector<unsigned char> plain;
     while (pos < end) {
@@ -304,58 +333,69 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
       uint32_t last = static_cast<uint32_t>((chunkEnd - base - 1) / BLOCK);
       uint32_t count = last - first + 1;
       plain.assign(size_t(count) * BLOCK, 0);
-      ChunkLoc* loc = nullptr;
+      ChunkLoc loc;
       int err = chunkFor(*f, cino, index, true, loc);
       if (err != 0) return (void)fuse_reply_err(req, err);
-      // Partial head and tail blocks: merge with what is stored (read-modify-write), unless
-      // the block lies wholly beyond the end of the file, where it is zeros.
+      // Partial head and tail blocks: merge with what is stored, unless the block lies wholly
+      // beyond the end of the file, where it is zeros.
       uint64_t firstStart = base + uint64_t(first) * BLOCK;
       uint64_t lastStart = base + uint64_t(last) * BLOCK;
-      if (pos != firstStart && firstStart < f->size) {
-        err = client_.readBlocks(cino, *loc, chunkBlocks_, first, 1, plain.data());
+      if (pos != firstStart && firstStart < fileSize) {
+        err = client_.readBlocks(cino, loc, chunkBlocks_, first, 1, plain.data());
         if (err != 0) return (void)fuse_reply_err(req, err);
       }
-      if (chunkEnd != lastStart + BLOCK && lastStart < f->size && (last != first || pos == firstStart)) {
-        err = client_.readBlocks(cino, *loc, chunkBlocks_, last, 1,
+      if (chunkEnd != lastStart + BLOCK && lastStart < fileSize &&
+          (last != first || pos == firstStart)) {
+        err = client_.readBlocks(cino, loc, chunkBlocks_, last, 1,
                                  plain.data() + size_t(count - 1) * BLOCK);
         if (err != 0) return (void)fuse_reply_err(req, err);
       }
-      // Bytes past the end of the file inside a merged block must read as zeros.
-      if (f->size < lastStart + BLOCK && f->size > firstStart) {
-        uint64_t zeroFrom = std::max<uint64_t>(f->size, firstStart) - firstStart;
-        if (zeroFrom < plain.size()) {
-          // Only bytes that this write does not cover are affected; they are copied below.
-          for (size_t i = zeroFrom; i < plain.size(); i++) plain[i] = 0;
-        }
+      // Bytes past the end of the file inside a merged block read as zeros.
+      if (fileSize < lastStart + BLOCK && fileSize > firstStart) {
+        for (size_t i = fileSize - firstStart; i < plain.size(); i++) plain[i] = 0;
       }
       memcpy(plain.data() + (pos - firstStart), data + (pos - off), chunkEnd - pos);
-      err = client_.writeBlocks(cino, *loc, chunkBlocks_, first, count, plain.data(), false);
+      err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, plain.data(), false);
       if (err == ESTALE) {
-        f->chunks.erase(index);
+        forgetChunk(*f, index);
         err = chunkFor(*f, cino, index, true, loc);
         if (err == 0)
-          err = client_.writeBlocks(cino, *loc, chunkBlocks_, first, count, plain.data(), false);
+          err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, plain.data(), false);
       }
       if (err != 0) return (void)fuse_reply_err(req, err);
-      f->unsynced.insert(index);
+      rememberChunk(*f, loc);  // the chain may have changed after a replica failure
+      {
+        std::lock_guard<std::mutex> s(f->state);
+        f->unsynced.insert(index);
+      }
       pos = chunkEnd;
     }
-    if (end > f->size) f->size = end;
-    f->dirty = true;
+    {
+      std::lock_guard<std::mutex> s(f->state);
+      if (end > f->size) f->size = end;
+      f->dirty = true;
+    }
     fuse_reply_write(req, size);
   });
 }
 
 int CairnFs::commit(OpenFile& f, uint64_t ino) {
-  if (!f.dirty) return 0;
+  // Callers hold f.mutex exclusively: no write changes size or dirty meanwhile.
+  uint64_t size;
+  {
+    std::lock_guard<std::mutex> lock(f.state);
+    if (!f.dirty) return 0;
+    size = f.size;
+  }
   auto m = request();
   auto op = opOf(m).initCommitWrite();
   op.setIno(ino);
-  op.setSize(f.size);
+  op.setSize(size);
   op.setMtimeNs(wallClockNs());
   auto r = client_.meta(kj::mv(m));
   auto reply = replyOf(r);
   if (reply.getErr() != 0) return reply.getErr();
+  std::lock_guard<std::mutex> lock(f.state);
   f.dirty = false;
   f.size = std::max<uint64_t>(f.size, reply.getAttr().getSize());
   return 0;
@@ -379,12 +419,16 @@ void CairnFs::release(fuse_req_t req, fuse_ino_t ino) {
     {
       std::unique_lock<std::shared_mutex> lock(f->mutex);
       err = commit(*f, cino);
+      std::lock_guard<std::mutex> s(f->state);
       f->refs--;
     }
     {
       std::lock_guard<std::mutex> lock(filesMutex_);
       auto it = files_.find(cino);
-      if (it != files_.end() && it->second->refs <= 0 && !it->second->dirty) files_.erase(it);
+      if (it != files_.end()) {
+        std::lock_guard<std::mutex> s(it->second->state);
+        if (it->second->refs <= 0 && !it->second->dirty) files_.erase(it);
+      }
     }
     fuse_reply_err(req, err);
   });
@@ -396,13 +440,21 @@ void CairnFs::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
     auto f = file(cino, false);
     if (!f) return (void)fuse_reply_err(req, 0);
     std::unique_lock<std::shared_mutex> lock(f->mutex);
-    for (auto index : f->unsynced) {
-      ChunkLoc* loc = nullptr;
-      int err = chunkFor(*f, cino, index, false, loc);
-      if (err == 0) err = client_.syncChunk(*loc);
-      if (err != 0) return (void)fuse_reply_err(req, err);
+    std::set<uint64_t> unsynced;
+    {
+      std::lock_guard<std::mutex> s(f->state);
+      unsynced.swap(f->unsynced);
     }
-    f->unsynced.clear();
+    for (auto index : unsynced) {
+      ChunkLoc loc;
+      int err = chunkFor(*f, cino, index, false, loc);
+      if (err == 0) err = client_.syncChunk(loc);
+      if (err != 0) {
+        std::lock_guard<std::mutex> s(f->state);
+        f->unsynced.insert(unsynced.begin(), unsynced.end());
+        return (void)fuse_reply_err(req, err);
+      }
+    }
     fuse_reply_err(req, commit(*f, cino));  // meta commits are always durable
   });
 }
@@ -413,7 +465,7 @@ int CairnFs::truncateData(OpenFile& f, uint64_t ino, uint64_t newSize) {
   uint64_t index = newSize / chunkSize_;
   uint64_t inChunk = newSize - index * chunkSize_;
   if (inChunk == 0) return 0;
-  ChunkLoc* loc = nullptr;
+  ChunkLoc loc;
   int err = chunkFor(f, ino, index, false, loc);
   if (err == ENOENT) return 0;
   if (err != 0) return err;
@@ -422,13 +474,14 @@ int CairnFs::truncateData(OpenFile& f, uint64_t ino, uint64_t newSize) {
   uint32_t keep = block + (partial ? 1 : 0);
   if (partial) {
     std::vector<unsigned char> buf(BLOCK);
-    err = client_.readBlocks(ino, *loc, chunkBlocks_, block, 1, buf.data());
+    err = client_.readBlocks(ino, loc, chunkBlocks_, block, 1, buf.data());
     if (err != 0) return err;
     memset(buf.data() + partial, 0, BLOCK - partial);
-    err = client_.writeBlocks(ino, *loc, chunkBlocks_, block, 1, buf.data(), false);
+    err = client_.writeBlocks(ino, loc, chunkBlocks_, block, 1, buf.data(), false);
     if (err != 0) return err;
+    rememberChunk(f, loc);
   }
-  return client_.truncateChunk(*loc, keep);
+  return client_.truncateChunk(loc, keep);
 }
 
 void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toSet) {
@@ -495,6 +548,7 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     if (f) {
+      std::lock_guard<std::mutex> s(f->state);
       f->size = reply.getAttr().getSize();
       f->dirty = false;
       uint64_t keepChunks = (f->size + chunkSize_ - 1) / chunkSize_;
@@ -729,9 +783,12 @@ void CairnFs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off
     auto f = file(cino, true);
     std::unique_lock<std::shared_mutex> lock(f->mutex);
     uint64_t end = uint64_t(off) + uint64_t(len);
-    if (end > f->size) {
-      f->size = end;
-      f->dirty = true;
+    {
+      std::lock_guard<std::mutex> s(f->state);
+      if (end > f->size) {
+        f->size = end;
+        f->dirty = true;
+      }
     }
     fuse_reply_err(req, commit(*f, cino));
   });

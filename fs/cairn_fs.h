@@ -62,8 +62,13 @@ class CairnFs {
   void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len);
 
  private:
+  // Lock order: mutex, then state. `mutex` is held shared by reads and block-aligned writes
+  // (which touch disjoint blocks or whole blocks) and exclusively by partial-block writes
+  // (read-modify-write), truncation, flush and fsync. `state` guards the fields below it and is
+  // never held across a call to the cluster.
   struct OpenFile {
-    std::shared_mutex mutex;  // shared for reads, exclusive for writes and truncation
+    std::shared_mutex mutex;
+    std::mutex state;
     int refs = 0;
     uint64_t size = 0;        // best known size (meta's, or ours when larger)
     bool dirty = false;       // size/mtime not yet committed to meta
@@ -77,7 +82,10 @@ class CairnFs {
   void replyEntry(fuse_req_t req, proto::Attr::Reader a);
   void replyAttr(fuse_req_t req, proto::Attr::Reader a);
   std::shared_ptr<OpenFile> file(uint64_t ino, bool create);
-  int chunkFor(OpenFile& f, uint64_t ino, uint64_t index, bool allocate, ChunkLoc*& out);
+  // A copy of the chunk's location (asking meta when not cached).
+  int chunkFor(OpenFile& f, uint64_t ino, uint64_t index, bool allocate, ChunkLoc& out);
+  void forgetChunk(OpenFile& f, uint64_t index);
+  void rememberChunk(OpenFile& f, const ChunkLoc& loc);
   int readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsigned char* out);
   int commit(OpenFile& f, uint64_t ino);
   int truncateData(OpenFile& f, uint64_t ino, uint64_t newSize);
