@@ -16,7 +16,9 @@ BIN="${CAIRN_BIN:-$ROOT/build/bin}"
 
 die() { echo "cluster.sh: $*" >&2; exit 2; }
 
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 cmd="${1:-}"; shift || true
+case "$cmd" in up|down|kill|start|status) ;; *) usage ;; esac
 DIR="" MNT="" METAS="" CHUNKS="" REPLICAS="" NAME=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -133,6 +135,11 @@ names() {
   for ((i = 0; i < CAIRN_CHUNKS; i++)); do echo "chunk$i"; done
 }
 
+known_name() {  # known_name NAME: is NAME a process of this cluster?
+  [ "$1" = mount ] && return 0
+  names | grep -qx -- "$1"
+}
+
 case "$cmd" in
   up)
     [ -x "$BIN/cairn-meta" ] || die "binaries missing in $BIN: run tools/build.sh"
@@ -194,6 +201,7 @@ case "$cmd" in
   kill)
     [ -n "$NAME" ] || die "kill needs a process name"
     [ -f "$ENV" ] || die "no cluster in $DIR"
+    known_name "$NAME" || die "no process $NAME in this cluster (names: $(names | tr '\n' ' ')mount)"
     if alive "$NAME"; then kill -KILL "$(pid_of "$NAME")"; fi
     if [ "$NAME" = mount ]; then
       sleep 0.2
@@ -204,15 +212,12 @@ case "$cmd" in
   start)
     [ -n "$NAME" ] || die "start needs a process name"
     [ -f "$ENV" ] || die "no cluster in $DIR"
+    known_name "$NAME" || die "no process $NAME in this cluster (names: $(names | tr '\n' ' ')mount)"
     start_one "$NAME"
     if [ "$NAME" = mount ]; then wait_until 30 "the mount" mount_ready || exit 1; fi
     ;;
   status)
     [ -f "$ENV" ] || die "no cluster in $DIR"
     exec "$BIN/cairn" status --meta "$CAIRN_META" --secret-file "$DIR/secret"
-    ;;
-  *)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
-    exit 2
     ;;
 esac
