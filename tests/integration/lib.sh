@@ -13,6 +13,7 @@ mkdir -p "$L"
 cleanup() {
   local rc=$?
   cd /
+  kill "$WATCHDOG_PID" 2>/dev/null || true
   bash "$ROOT/tools/cluster.sh" down --dir "$CL" >/dev/null 2>&1 || true
   for extra in "${EXTRA_MOUNTS[@]:-}"; do
     [ -n "$extra" ] && { fusermount3 -uz "$extra" 2>/dev/null || umount -l "$extra" 2>/dev/null || true; }
@@ -24,12 +25,50 @@ cleanup() {
     echo "--- logs of the failed test ($T)"
     for f in "$CL"/logs/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 20 "$f"; }; done
   fi
+  # Never let rm walk into a mount that is still there.
+  test_fuse_mounts | while read -r _ mnt; do umount -l "$mnt" 2>/dev/null || true; done
   rm -rf "$T"
   exit $rc
 }
 EXTRA_MOUNTS=()
 EXTRA_PIDS=()
 trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+# FUSE mounts under this test's directory, as "minor mountpoint" (the minor is the FUSE
+# connection number under /sys/fs/fuse/connections, where fusectl is mounted).
+test_fuse_mounts() {
+  awk -v t="$T/" '{ for (i = 7; i <= NF && $i != "-"; i++) {} }
+    $(i + 1) ~ /^fuse/ && index($5, t) == 1 { split($3, d, ":"); print d[2], $5 }' /proc/self/mountinfo
+}
+
+# A hung request on a FUSE mount would hold the test until ctest kills it, and ctest's kill
+# leaves the cluster and the mounts behind. The watchdog ends the test first (ctest's TIMEOUT is
+# 900 s): it kills the FUSE daemons of this test's mounts (which aborts their connections, so
+# stuck calls fail with ENOTCONN), sends SIGTERM to the test's running commands and to the test,
+# whose EXIT trap then tears everything down.
+CAIRN_TEST_DEADLINE="${CAIRN_TEST_DEADLINE:-840}"
+(
+  trap - EXIT TERM INT
+  end=$((SECONDS + CAIRN_TEST_DEADLINE))
+  while kill -0 $$ 2>/dev/null; do
+    if [ $SECONDS -ge $end ]; then
+      echo "TIMEOUT: the test ran for ${CAIRN_TEST_DEADLINE} s; stopping it" >&2
+      for p in /proc/[0-9]*; do
+        cmd="$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" || continue
+        case "$cmd" in
+          */mount.cairn\ *"$T/"*) echo "  killing ${p#/proc/}: $cmd" >&2; kill -KILL "${p#/proc/}" 2>/dev/null ;;
+        esac
+      done
+      for c in $(ps -o pid= --ppid $$); do [ "$c" = "$BASHPID" ] || kill -TERM "$c" 2>/dev/null; done
+      kill -TERM $$ 2>/dev/null || true
+      exit 0
+    fi
+    sleep 1
+  done
+) </dev/null &
+WATCHDOG_PID=$!
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 check() { echo "ok: $*"; }
