@@ -30,3 +30,21 @@ for i in $(seq 1 50); do : > "$M/four$i"; done
 cairn meta status --json | python3 -c "import json,sys; d=json.load(sys.stdin); \
 l=[m for m in d if m.get('role')=='leader'][0]; print('members after remove:', l)"
 check "meta server removed, cluster serving"
+
+# Add a new, empty meta server (started with --join) as member 6: it catches up and votes.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$BIN/cairn-meta" --id 6 --join --listen "127.0.0.1:$port" --data "$T/meta6" \
+  --secret-file "$CAIRN_SECRET_FILE" --log-file "$T/meta6.log" &
+EXTRA_PIDS+=($!)
+cairn meta add 6 "127.0.0.1:$port" || fail "meta add"
+end=$((SECONDS + 30))
+until "$BIN/cairn" --meta "$CAIRN_META,127.0.0.1:$port" --secret-file "$CAIRN_SECRET_FILE" meta status --json \
+    | python3 -c "import json,sys; d=json.load(sys.stdin); \
+n=[m for m in d if m.get('id')==6]; l=[m for m in d if m.get('role')=='leader']; \
+sys.exit(0 if n and l and l[0]['commit']-n[0]['applied']<3 else 1)"; do
+  [ $SECONDS -lt $end ] || { cat "$T/meta6.log"; fail "new meta server did not catch up"; }
+  sleep 0.5
+done
+for i in $(seq 1 20); do : > "$M/six$i"; done
+"$BIN/cairn" --meta "$CAIRN_META,127.0.0.1:$port" --secret-file "$CAIRN_SECRET_FILE" meta status
+check "meta server 6 added and caught up"
