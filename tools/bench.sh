@@ -3,10 +3,10 @@
 #
 #   tools/bench.sh [--metas N] [--size-mib N] [--files N]
 #
-# Sequential write and read (1 MiB requests of incompressible data, through the page cache,
-# fsync at the end of the write; the read after dropping caches), metadata operations per second
-# (create, stat, unlink) and, with several meta servers, the time from killing the leader to the
-# first served request.
+# Sequential write and read, with dd and with fio (1 MiB requests of incompressible data, through
+# the page cache, fsync at the end of the write; the read after dropping caches), metadata
+# operations per second (create, stat, unlink) and, with several meta servers, the time from
+# killing the leader to the first served request.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 METAS=1 SIZE=1024 FILES=10000
@@ -34,6 +34,20 @@ t0=$(now); dd if="$M/seq" of=/dev/null bs=1M status=none; t1=$(now)
 echo "sequential read:  $(rate "$SIZE" "$t0" "$t1") MiB/s"
 cmp "$T/src" "$M/seq" || { echo "bench: data mismatch" >&2; exit 1; }
 rm -f "$M/seq"
+
+# The same through fio (1 MiB requests, fresh random buffers so nothing compresses or dedups).
+fio_mibs() {  # fio_mibs JSON read|write
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
+print(f\"{sum(j[sys.argv[2]]['bw_bytes'] for j in d['jobs']) / 1048576:.1f}\")" "$1" "$2"
+}
+fio --name=seq --directory="$M" --rw=write --bs=1m --size="${SIZE}m" --ioengine=psync \
+  --refill_buffers --end_fsync=1 --output-format=json --output="$T/fio-write.json"
+echo "fio sequential write: $(fio_mibs "$T/fio-write.json" write) MiB/s (${SIZE} MiB, bs=1M, end_fsync)"
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+fio --name=seq --directory="$M" --rw=read --bs=1m --size="${SIZE}m" --ioengine=psync \
+  --output-format=json --output="$T/fio-read.json"
+echo "fio sequential read:  $(fio_mibs "$T/fio-read.json" read) MiB/s"
+rm -f "$M"/seq.*
 
 mkdir "$M/meta"
 t0=$(now); python3 - "$M/meta" "$FILES" <<'PY'
