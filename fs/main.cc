@@ -118,7 +118,23 @@ int main(int argc, char** argv) {
   setupLogging("mount.cairn", logLevel, logFile);
   try {
     KJ_REQUIRE(sodium_init() >= 0);
-    fs::BlockCipher cipher(readWholeFile(keyFile));
+    std::string keyBytes = readWholeFile(keyFile);
+    {
+      std::string hex;
+      for (char c : keyBytes)
+        if (!isspace(static_cast<unsigned char>(c))) hex.push_back(c);
+      bool isHex = hex.size() == 64 &&
+                   hex.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
+      if (!isHex && keyBytes.size() != 32) {
+        fprintf(stderr,
+                "mount.cairn: the data key file %s must hold 32 bytes or 64 hex digits (it holds "
+                "%zu bytes)\n",
+                keyFile.c_str(), keyBytes.size());
+        spdlog::critical("bad data key file {}: {} bytes", keyFile, keyBytes.size());
+        return 1;
+      }
+    }
+    fs::BlockCipher cipher(keyBytes);
     fs::ClusterClient client(splitList(addrs), readWholeFile(secretFile), cipher);
 
     // The cluster's constants, and a check that our data key is the cluster's.

@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
     raft::NodeOptions options;
     options.id = id;
     options.dataDir = dataDir;
+    options.selfAddr = listen;
     options.tick = tickMs * kj::MILLISECONDS;
     options.electionTicks = electionTicks;
     options.snapshotEvery = snapshotEvery;

@@ -498,6 +498,7 @@ kj::Promise<void> MetaPeerImpl::raft(RaftContext context) {
   messages.reserve(list.size());
   for (auto m : list) {
     auto msg = raft::fromWire(m);
+    node_.learnMember(msg.from, m.getFromAddr().cStr());
     // Snapshots only arrive through snapshotChunk, where the data is written locally first.
     KJ_REQUIRE(msg.type != raft::MessageType::SNAPSHOT, "snapshot outside snapshotChunk");
     messages.push_back(kj::mv(msg));

@@ -272,6 +272,7 @@ struct RaftMessage {
   snapshotTerm @14 :UInt64;
   snapshotVoters @15 :List(UInt64);
   snapshotData @16 :Data;     # a compacted LMDB copy of the state machine
+  fromAddr @17 :Text;         # the sender's address, so a newly added member can answer
 }
 
 interface MetaPeer {

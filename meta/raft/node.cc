@@ -17,7 +17,8 @@ namespace {
 
 constexpr int MAX_OUTSTANDING_PER_PEER = 64;  // calls in flight; beyond, messages are dropped
 
-void toWire(const Message& m, proto::RaftMessage::Builder b) {
+void toWire(const Message& m, proto::RaftMessage::Builder b, const std::string& selfAddr) {
+  b.setFromAddr(selfAddr);
   b.setType(static_cast<uint8_t>(m.type));
   b.setFrom(m.from);
   b.setTo(m.to);
@@ -135,6 +136,10 @@ std::string RaftNode::leaderAddr() const {
   return it == members_.end() ? std::string() : it->second;
 }
 
+void RaftNode::learnMember(NodeId id, const std::string& addr) {
+  if (id != 0 && !addr.empty() && addr.size() <= 256 && !members_.count(id)) setMember(id, addr);
+}
+
 void RaftNode::setMember(NodeId id, const std::string& addr) {
   if (members_[id] != addr) {
     members_[id] = addr;
@@ -228,9 +233,9 @@ kj::Promise<void> RaftNode::streamSnapshot(Peer& peer, Message header, uint64_t 
   ::close(fd);
   if (n < 0) return KJ_EXCEPTION(FAILED, "cannot read snapshot", path);
   bool last = offset + static_cast<uint64_t>(n) >= static_cast<uint64_t>(st.st_size);
-  return peer.get().then([header, offset, n, last, buf = kj::mv(buf)](capnp::Capability::Client cap) mutable {
+  return peer.get().then([this, header, offset, n, last, buf = kj::mv(buf)](capnp::Capability::Client cap) mutable {
     auto req = cap.castAs<proto::MetaPeer>().snapshotChunkRequest();
-    toWire(header, req.initHeader());
+    toWire(header, req.initHeader(), options_.selfAddr);
     req.setOffset(offset);
     req.setData(buf.slice(0, static_cast<size_t>(n)));
     req.setLast(last);
@@ -279,7 +284,7 @@ void RaftNode::sendAll(std::vector<Message>& messages) {
     auto msg = kj::heap<capnp::MallocMessageBuilder>();
     auto root = msg->initRoot<proto::MetaPeer::RaftParams>();
     auto out = root.initMessages(list.size());
-    for (size_t i = 0; i < list.size(); i++) toWire(*list[i], out[i]);
+    for (size_t i = 0; i < list.size(); i++) toWire(*list[i], out[i], options_.selfAddr);
     sentMessages_.inc(list.size());
     outstanding_[to]++;
     Peer* p = peer.get();

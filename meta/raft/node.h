@@ -40,6 +40,7 @@ struct NodeOptions {
   NodeId id = 1;
   std::map<NodeId, std::string> peers;  // every initial voter's address, this node included
   std::string dataDir;
+  std::string selfAddr;  // our own address, sent with every message
   kj::Duration tick = 100 * kj::MILLISECONDS;
   int electionTicks = 10;
   int heartbeatTicks = 1;
@@ -61,6 +62,8 @@ class RaftNode {
   const Core& core() const { return *core_; }
   std::map<NodeId, std::string> members() const { return members_; }
   void setMember(NodeId id, const std::string& addr);
+  // Learns a sender's address, unless it is known already.
+  void learnMember(NodeId id, const std::string& addr);
 
   // Appends a command on the leader; the (index, term) it will be applied at, or nothing when
   // this node is not the leader.
