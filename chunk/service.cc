@@ -22,6 +22,8 @@ ChunkServiceImpl::ChunkServiceImpl(kj::AsyncIoContext& io, const ClusterSecret& 
       bytesRead_(metrics.counter("cairn_chunk_read_bytes_total", "Block bytes read")),
       corruptBlocks_(metrics.counter("cairn_chunk_corrupt_blocks_total",
                                      "Blocks whose checksum did not match on read")),
+      replicatedBytes_(metrics.counter("cairn_chunk_replicated_bytes_total",
+                                       "Bytes copied to other servers by repairs")),
       writeLatency_(metrics.histogram("cairn_chunk_request_seconds", "Request latency",
                                       "op=\"write\"")),
       readLatency_(metrics.histogram("cairn_chunk_request_seconds", "Request latency",
@@ -282,6 +284,114 @@ kj::Promise<void> ChunkServiceImpl::list(ListContext context) {
     out[i].setVersion(all[i].second);
   }
   return kj::READY_NOW;
+}
+
+kj::Promise<void> ChunkServiceImpl::setVersion(SetVersionContext context) {
+  auto ref = context.getParams().getChunk();
+  auto* f = store_.find(ref.getId());
+  if (f == nullptr) {
+    context.getResults().setErr(ENOENT);
+    return kj::READY_NOW;
+  }
+  if (f->version() < ref.getVersion()) {
+    f->setVersion(ref.getVersion());
+    f->sync();
+    store_.noteVersion(ref.getId(), ref.getVersion());
+  }
+  context.getResults().setErr(f->version() == ref.getVersion() ? 0 : ESTALE);
+  return kj::READY_NOW;
+}
+
+kj::Promise<uint64_t> ChunkServiceImpl::copyFrom(uint64_t id, uint64_t version, uint32_t next,
+                                                 Peer& target, uint64_t rate, uint64_t copied) {
+  constexpr uint32_t BATCH = 256;  // 1 MiB per call
+  auto* f = store_.find(id);
+  if (f == nullptr) return KJ_EXCEPTION(FAILED, "chunk vanished during repair", id);
+  if (f->version() != version) return KJ_EXCEPTION(FAILED, "chunk version changed during repair", id);
+  // Gather the next run of present blocks.
+  uint32_t maxBlocks = f->maxBlocks();
+  BlockData b;
+  while (next < maxBlocks && f->read(next, b) == ReadStatus::ABSENT) next++;
+  if (next >= maxBlocks) return copied;
+  auto msg = kj::heap<capnp::MallocMessageBuilder>();
+  std::vector<BlockData> run;
+  uint32_t first = next;
+  while (next < maxBlocks && run.size() < BATCH) {
+    auto st = f->read(next, b);
+    if (st == ReadStatus::ABSENT) break;
+    if (st == ReadStatus::CORRUPT) {
+      corruptBlocks_.inc();
+      return KJ_EXCEPTION(FAILED, "corrupt block in the repair source", id, next);
+    }
+    run.push_back(b);
+    next++;
+  }
+  uint64_t bytes = uint64_t(run.size()) * BLOCK_BYTES;
+  auto send = target.get().then([id, version, first, run = kj::mv(run)](capnp::Capability::Client cap) {
+    auto req = cap.castAs<proto::Chunk>().writeRequest();
+    req.getChunk().setId(id);
+    req.getChunk().setVersion(version);
+    req.setFirstBlock(first);
+    auto blocks = req.initBlocks(run.size());
+    for (size_t i = 0; i < run.size(); i++) {
+      blocks[i].setPresent(true);
+      blocks[i].setCrc(run[i].crc);
+      blocks[i].setAux(kj::arrayPtr(reinterpret_cast<const kj::byte*>(run[i].aux.data()), run[i].aux.size()));
+      blocks[i].setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(run[i].data.data()), run[i].data.size()));
+    }
+    req.setSync(false);
+    return req.send();
+  });
+  // Throttle: a call's worth of bytes per (bytes / rate) seconds.
+  auto pause = rate > 0 ? io_.provider->getTimer().afterDelay(
+                              static_cast<int64_t>(bytes * 1000000 / rate) * kj::MICROSECONDS)
+                        : kj::Promise<void>(kj::READY_NOW);
+  return send.then([this, bytes](auto response) {
+           KJ_REQUIRE(response.getErr() == 0, "repair target refused a write", response.getErr());
+           replicatedBytes_.inc(bytes);
+         })
+      .then([pause = kj::mv(pause)]() mutable { return kj::mv(pause); })
+      .then([this, id, version, next, &target, rate, copied, bytes]() {
+        return copyFrom(id, version, next, target, rate, copied + bytes);
+      });
+}
+
+kj::Promise<void> ChunkServiceImpl::replicate(ReplicateContext context) {
+  auto p = context.getParams();
+  uint64_t id = p.getChunk().getId(), version = p.getChunk().getVersion();
+  std::string target = p.getTarget();
+  KJ_REQUIRE(!target.empty() && target.size() <= 256, "bad repair target");
+  auto* f = store_.find(id);
+  if (f == nullptr || f->version() != version) {
+    context.getResults().setErr(f == nullptr ? ENOENT : ESTALE);
+    return kj::READY_NOW;
+  }
+  auto& t = peer(target);
+  return copyFrom(id, version, 0, t, p.getRateBytesPerSec(), 0)
+      .then([&t, id, version](uint64_t bytes) {
+        return t.get()
+            .then([id, version](capnp::Capability::Client cap) {
+              auto req = cap.castAs<proto::Chunk>().syncRequest();
+              req.getChunk().setId(id);
+              req.getChunk().setVersion(version);
+              return req.send();
+            })
+            .then([bytes](auto response) {
+              KJ_REQUIRE(response.getErr() == 0, "repair target failed to sync");
+              return bytes;
+            });
+      })
+      .then(
+          [context, id, target](uint64_t bytes) mutable {
+            spdlog::info("replicated chunk {:016x} to {} ({} bytes)", id, target, bytes);
+            context.getResults().setBytes(bytes);
+          },
+          [context, id, target, &t](kj::Exception&& e) mutable {
+            spdlog::warn("replicating chunk {:016x} to {} failed: {}", id, target,
+                         e.getDescription().cStr());
+            t.reset();
+            context.getResults().setErr(EIO);
+          });
 }
 
 }  // namespace cairn::chunk

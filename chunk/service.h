@@ -22,9 +22,13 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
   kj::Promise<void> truncate(TruncateContext context) override;
   kj::Promise<void> remove(RemoveContext context) override;
   kj::Promise<void> list(ListContext context) override;
+  kj::Promise<void> setVersion(SetVersionContext context) override;
+  kj::Promise<void> replicate(ReplicateContext context) override;
 
  private:
   Peer& peer(const std::string& addr);
+  kj::Promise<uint64_t> copyFrom(uint64_t id, uint64_t version, uint32_t next, Peer& target,
+                                 uint64_t rate, uint64_t copied);
   // Checks the version of an existing chunk; returns an errno (ESTALE when the caller's is older).
   int checkVersion(uint64_t id, uint64_t version, bool create);
 
@@ -36,6 +40,7 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
   Counter& bytesWritten_;
   Counter& bytesRead_;
   Counter& corruptBlocks_;
+  Counter& replicatedBytes_;
   Histogram& writeLatency_;
   Histogram& readLatency_;
 };

@@ -6,6 +6,8 @@
 #include <sys/xattr.h>
 
 #include <cerrno>
+#include <chrono>
+#include <thread>
 #include <cstring>
 #include <vector>
 
@@ -193,6 +195,20 @@ void CairnFs::rememberChunk(OpenFile& f, const ChunkLoc& loc) {
   if (it == f.chunks.end() || it->second.version <= loc.version) f.chunks[loc.index] = loc;
 }
 
+int CairnFs::readFresh(OpenFile& f, uint64_t ino, ChunkLoc& loc, uint32_t first, uint32_t count,
+                       unsigned char* out) {
+  int err = client_.readBlocks(ino, loc, chunkBlocks_, first, count, out);
+  // ESTALE: our location is old (a replica failed, or a repair is fencing writers): ask meta
+  // again until the new chain is committed (bounded: about 20 s).
+  for (int retry = 0; err == ESTALE && retry < 200; retry++) {
+    if (retry > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    forgetChunk(f, loc.index);
+    err = chunkFor(f, ino, loc.index, false, loc);
+    if (err == 0) err = client_.readBlocks(ino, loc, chunkBlocks_, first, count, out);
+  }
+  return err;
+}
+
 int CairnFs::readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsigned char* out) {
   // Reads whole blocks covering [off, off+len) into a scratch buffer, then copies.
   uint64_t end = off + len;
@@ -213,13 +229,7 @@ int CairnFs::readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsi
     } else if (err != 0) {
       return err;
     } else {
-      err = client_.readBlocks(ino, loc, chunkBlocks_, first, count, scratch.data());
-      if (err == ESTALE) {
-        // Our chunk location is old (the chain changed): ask meta again, once.
-        forgetChunk(f, index);
-        err = chunkFor(f, ino, index, false, loc);
-        if (err == 0) err = client_.readBlocks(ino, loc, chunkBlocks_, first, count, scratch.data());
-      }
+      err = readFresh(f, ino, loc, first, count, scratch.data());
       if (err != 0) return err;
     }
     uint64_t skip = inChunk - uint64_t(first) * BLOCK;
@@ -341,13 +351,12 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
       uint64_t firstStart = base + uint64_t(first) * BLOCK;
       uint64_t lastStart = base + uint64_t(last) * BLOCK;
       if (pos != firstStart && firstStart < fileSize) {
-        err = client_.readBlocks(cino, loc, chunkBlocks_, first, 1, plain.data());
+        err = readFresh(*f, cino, loc, first, 1, plain.data());
         if (err != 0) return (void)fuse_reply_err(req, err);
       }
       if (chunkEnd != lastStart + BLOCK && lastStart < fileSize &&
           (last != first || pos == firstStart)) {
-        err = client_.readBlocks(cino, loc, chunkBlocks_, last, 1,
-                                 plain.data() + size_t(count - 1) * BLOCK);
+        err = readFresh(*f, cino, loc, last, 1, plain.data() + size_t(count - 1) * BLOCK);
         if (err != 0) return (void)fuse_reply_err(req, err);
       }
       // Bytes past the end of the file inside a merged block read as zeros.
@@ -356,7 +365,8 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
       }
       memcpy(plain.data() + (pos - firstStart), data + (pos - off), chunkEnd - pos);
       err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, plain.data(), false);
-      if (err == ESTALE) {
+      for (int retry = 0; err == ESTALE && retry < 200; retry++) {
+        if (retry > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
         forgetChunk(*f, index);
         err = chunkFor(*f, cino, index, true, loc);
         if (err == 0)
@@ -474,7 +484,7 @@ int CairnFs::truncateData(OpenFile& f, uint64_t ino, uint64_t newSize) {
   uint32_t keep = block + (partial ? 1 : 0);
   if (partial) {
     std::vector<unsigned char> buf(BLOCK);
-    err = client_.readBlocks(ino, loc, chunkBlocks_, block, 1, buf.data());
+    err = readFresh(f, ino, loc, block, 1, buf.data());
     if (err != 0) return err;
     memset(buf.data() + partial, 0, BLOCK - partial);
     err = client_.writeBlocks(ino, loc, chunkBlocks_, block, 1, buf.data(), false);

@@ -86,6 +86,9 @@ class CairnFs {
   int chunkFor(OpenFile& f, uint64_t ino, uint64_t index, bool allocate, ChunkLoc& out);
   void forgetChunk(OpenFile& f, uint64_t index);
   void rememberChunk(OpenFile& f, const ChunkLoc& loc);
+  // Reads blocks of one chunk, refreshing a stale location from meta.
+  int readFresh(OpenFile& f, uint64_t ino, ChunkLoc& loc, uint32_t first, uint32_t count,
+                unsigned char* out);
   int readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsigned char* out);
   int commit(OpenFile& f, uint64_t ino);
   int truncateData(OpenFile& f, uint64_t ino, uint64_t newSize);

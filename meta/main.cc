@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   uint64_t id = 1;
   int suspectMs = 3000, deadMs = 10000, tickMs = 100, electionTicks = 10;
   uint64_t snapshotEvery = 10000;
+  uint64_t repairMiBps = 100;
+  size_t repairConcurrency = 2;
   app.add_option("--listen", listen, "address to serve on, host:port")->required();
   app.add_option("--data", dataDir, "directory of the LMDB stores")->required();
   app.add_option("--secret-file", secretFile, "cluster secret file")->required();
@@ -39,6 +41,8 @@ int main(int argc, char** argv) {
   app.add_option("--tick-ms", tickMs, "Raft tick");
   app.add_option("--election-ticks", electionTicks, "Raft election timeout, in ticks (randomized up to twice)");
   app.add_option("--snapshot-every", snapshotEvery, "compact the Raft log every this many entries");
+  app.add_option("--repair-mib-per-sec", repairMiBps, "throttle of each chunk repair copy");
+  app.add_option("--repair-concurrency", repairConcurrency, "chunk repairs at a time");
   app.add_option("--metrics", metricsAddr, "address for Prometheus /metrics, host:port");
   app.add_option("--log-level", logLevel, "trace, debug, info, warn, error");
   app.add_option("--log-file", logFile, "log to this file instead of stderr");
@@ -84,6 +88,7 @@ int main(int argc, char** argv) {
     });
     uint port = listener.listen(listen).wait(io.waitScope);
     node.start();
+    server.startRepairs(io, secret, repairMiBps << 20, repairConcurrency);
     spdlog::info("serving metadata on {} (port {}) as meta server {}, stores in {}", listen, port,
                  id, dataDir);
     if (!metricsAddr.empty()) {

@@ -48,6 +48,7 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::META_TRANSFER: return "meta_transfer";
     case W::FORMAT: return "format";
     case W::CHUNK_FAIL: return "chunk_fail";
+    case W::CHUNK_REPAIR: return "chunk_repair";
   }
   return "unknown";
 }
@@ -320,7 +321,173 @@ kj::Promise<MetaServer::Reply> MetaServer::metaAdd(proto::MetaRequest::Reader re
   });
 }
 
-std::vector<uint32_t> MetaServer::place(Txn& t, uint32_t replicas) {
+void MetaServer::RepairErrors::taskFailed(kj::Exception&& e) {
+  spdlog::warn("repair: {}", e.getDescription().cStr());
+}
+
+void MetaServer::startRepairs(kj::AsyncIoContext& io, const ClusterSecret& secret,
+                              uint64_t rateBytesPerSec, size_t maxConcurrent) {
+  io_ = &io;
+  secret_ = &secret;
+  repairRate_ = rateBytesPerSec;
+  maxRepairs_ = std::max<size_t>(1, maxConcurrent);
+  repairTasks_ = kj::heap<kj::TaskSet>(repairErrors_);
+  repairedChunks_ = &metrics_.counter("cairn_meta_repaired_chunks_total", "Chunks re-replicated");
+  metrics_.gauge("cairn_meta_repairs_running", "Chunk repairs in progress",
+                 [this]() { return double(repairing_.size()); });
+  repairTasks_->add(repairLoop());
+}
+
+kj::Promise<void> MetaServer::repairLoop() {
+  return io_->provider->getTimer().afterDelay(1 * kj::SECONDS).then([this]() {
+    if (node_->isLeader()) planRepairs();
+    return repairLoop();
+  });
+}
+
+void MetaServer::planRepairs() {
+  if (repairing_.size() >= maxRepairs_) return;
+  struct Candidate {
+    uint64_t ino, index;
+    ChunkRecord rec;
+    std::vector<uint32_t> live;
+  };
+  std::vector<Candidate> todo;
+  uint32_t replicas;
+  {
+    Txn t(store_.env(), false);
+    if (!sm_.isFormatted(t)) return;
+    replicas = sm_.replicas(t);
+    for (Cursor c(t, store_.chunks, "", ""); c.valid(); c.next()) {
+      auto rec = Store::decodeChunk(c.value());
+      if (repairing_.count(rec.id)) continue;
+      std::vector<uint32_t> live;
+      bool anyDead = false;
+      for (auto s : rec.servers) {
+        std::string st = stateOf(s);
+        if (st == "online") live.push_back(s);
+        if (st == "dead") anyDead = true;
+      }
+      // Repair once a replica is dead (not merely suspect), or the chunk was born short.
+      if (live.empty() || live.size() >= replicas) continue;
+      if (!anyDead && rec.servers.size() >= replicas) continue;
+      todo.push_back(Candidate{readBe64(c.key()), readBe64(c.key(), 8), rec, live});
+    }
+  }
+  std::stable_sort(todo.begin(), todo.end(),
+                   [](const Candidate& a, const Candidate& b) { return a.live.size() < b.live.size(); });
+  for (auto& c : todo) {
+    if (repairing_.size() >= maxRepairs_) break;
+    repairing_.insert(c.rec.id);
+    uint64_t id = c.rec.id;
+    repairTasks_->add(repair(c.ino, c.index, c.rec, c.live).attach(kj::defer([this, id]() {
+      repairing_.erase(id);
+    })));
+  }
+}
+
+kj::Promise<int> MetaServer::chunkCall(const std::string& addr,
+                                       kj::Function<kj::Promise<int>(proto::Chunk::Client)> fn) {
+  auto& p = chunkPeers_[addr];
+  if (!p) p = std::make_unique<Peer>(*io_, *secret_, addr, proto::Role::SERVER);
+  Peer* peer = p.get();
+  return peer->get()
+      .then([fn = kj::mv(fn)](capnp::Capability::Client cap) mutable {
+        return fn(cap.castAs<proto::Chunk>());
+      })
+      .catch_([peer](kj::Exception&& e) {
+        peer->reset();
+        return int(EIO);
+      });
+}
+
+kj::Promise<void> MetaServer::repair(uint64_t ino, uint64_t index, ChunkRecord rec,
+                                     std::vector<uint32_t> live) {
+  std::map<uint32_t, std::string> addrs;
+  uint32_t target = 0;
+  {
+    Txn t(store_.env(), false);
+    std::set<std::string> hosts;
+    for (auto s : rec.servers) {
+      if (auto r = store_.getServer(t, s)) {
+        addrs[s] = r->addr;
+        hosts.insert(r->host);
+      }
+    }
+    auto chosen = place(t, 1, hosts);
+    if (chosen.empty()) return kj::READY_NOW;  // nowhere to put a new copy yet
+    target = chosen[0];
+    addrs[target] = store_.getServer(t, target)->addr;
+  }
+  uint64_t newVersion = rec.version + 1;
+  spdlog::info("repair: chunk {:016x} ({} of {} copies live) -> server {} at version {}", rec.id,
+               live.size(), rec.servers.size(), target, newVersion);
+  // 1. Fence: the live copies move to the new version, so writers with the old one get ESTALE
+  //    and come back to meta (which answers the new chain once the repair commits).
+  auto fences = kj::heapArrayBuilder<kj::Promise<int>>(live.size());
+  for (auto s : live) {
+    uint64_t id = rec.id;
+    fences.add(chunkCall(addrs[s], [id, newVersion](proto::Chunk::Client c) {
+      auto req = c.setVersionRequest();
+      req.getChunk().setId(id);
+      req.getChunk().setVersion(newVersion);
+      return req.send().then([](auto r) { return int(r.getErr()); });
+    }));
+  }
+  auto commit = [this, ino, index, rec, newVersion](std::vector<uint32_t> servers) {
+    capnp::MallocMessageBuilder req;
+    auto op = req.initRoot<proto::MetaRequest>().getOp().initChunkRepair();
+    op.setIno(ino);
+    op.setIndex(index);
+    op.setId(rec.id);
+    op.setVersion(rec.version);
+    op.setNewVersion(newVersion);
+    auto out = op.initServers(servers.size());
+    for (size_t i = 0; i < servers.size(); i++) out.set(i, servers[i]);
+    return propose(req.getRoot<proto::MetaRequest>().asReader(), {});
+  };
+  return kj::joinPromises(fences.finish())
+      .then([this, rec, live, addrs, target, newVersion](kj::Array<int> results) mutable {
+        std::vector<uint32_t> fenced;
+        for (size_t i = 0; i < live.size(); i++)
+          if (results[i] == 0) fenced.push_back(live[i]);
+        if (fenced.empty()) return kj::Promise<std::pair<int, std::vector<uint32_t>>>(
+            std::make_pair(int(EIO), fenced));
+        // 2. Copy server to server, throttled.
+        uint64_t id = rec.id;
+        std::string targetAddr = addrs[target];
+        uint64_t rate = repairRate_;
+        return chunkCall(addrs[fenced[0]],
+                         [id, newVersion, targetAddr, rate](proto::Chunk::Client c) {
+                           auto req = c.replicateRequest();
+                           req.getChunk().setId(id);
+                           req.getChunk().setVersion(newVersion);
+                           req.setTarget(targetAddr);
+                           req.setRateBytesPerSec(rate);
+                           return req.send().then([](auto r) { return int(r.getErr()); });
+                         })
+            .then([fenced](int err) { return std::make_pair(err, fenced); });
+      })
+      .then([this, commit, target, rec](std::pair<int, std::vector<uint32_t>> r) mutable {
+        auto servers = r.second;
+        if (r.first == 0) servers.push_back(target);
+        if (servers.empty()) return kj::Promise<void>(kj::READY_NOW);
+        // 3. Commit the new replica set (without the target when the copy failed: the fenced
+        //    copies are at the new version either way, and meta must say so).
+        return commit(servers).then([this, r, rec](Reply reply) {
+          int err = reply->getRoot<proto::MetaReply>().getErr();
+          if (err == 0 && r.first == 0) {
+            repairedChunks_->inc();
+            spdlog::info("repair: chunk {:016x} done", rec.id);
+          } else {
+            spdlog::warn("repair: chunk {:016x}: copy {} commit {}", rec.id, r.first, err);
+          }
+        });
+      });
+}
+
+std::vector<uint32_t> MetaServer::place(Txn& t, uint32_t replicas,
+                                        const std::set<std::string>& excludeHosts) {
   // Candidates: online servers; at most one per host label; weighted by free space.
   struct Candidate {
     uint32_t id;
@@ -336,7 +503,7 @@ std::vector<uint32_t> MetaServer::place(Txn& t, uint32_t replicas) {
     candidates.push_back(Candidate{id, rec->host, free + 1.0});
   }
   std::vector<uint32_t> chosen;
-  std::set<std::string> hosts;
+  std::set<std::string> hosts = excludeHosts;
   while (chosen.size() < replicas && !candidates.empty()) {
     double total = 0;
     for (auto& c : candidates) total += c.weight;
@@ -352,7 +519,7 @@ std::vector<uint32_t> MetaServer::place(Txn& t, uint32_t replicas) {
     hosts.insert(c.host);
     chosen.push_back(c.id);
   }
-  if (!chosen.empty() && chosen.size() < replicas) {
+  if (excludeHosts.empty() && !chosen.empty() && chosen.size() < replicas) {
     spdlog::warn("only {} distinct hosts online for {} replicas: chunk is under-replicated",
                  chosen.size(), replicas);
   }

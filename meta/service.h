@@ -14,11 +14,13 @@
 #include <chrono>
 #include <map>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "meta/raft/node.h"
 #include "meta/state_machine.h"
 #include "rpc/metrics.h"
+#include "rpc/net.h"
 
 namespace cairn::meta {
 
@@ -32,6 +34,10 @@ class MetaServer final : public raft::Application {
   MetaServer(Store& store, Metrics& metrics, ServerTimeouts timeouts, Format format);
 
   void attach(raft::RaftNode& node);
+  // Starts the repair loop: under-replicated chunks are copied server to server, fewest copies
+  // first, at most `rateBytesPerSec` per repair, `maxConcurrent` at a time (leader only).
+  void startRepairs(kj::AsyncIoContext& io, const ClusterSecret& secret, uint64_t rateBytesPerSec,
+                    size_t maxConcurrent);
 
   using Reply = kj::Own<capnp::MallocMessageBuilder>;
   kj::Promise<Reply> handle(proto::MetaRequest::Reader request);
@@ -67,7 +73,14 @@ class MetaServer final : public raft::Application {
   static Reply errorReply(int err);
   kj::Promise<Reply> heartbeat(proto::MetaRequest::Reader request);
   kj::Promise<Reply> metaAdd(proto::MetaRequest::Reader request);
-  std::vector<uint32_t> place(Txn& t, uint32_t replicas);
+  std::vector<uint32_t> place(Txn& t, uint32_t replicas,
+                              const std::set<std::string>& excludeHosts = {});
+  kj::Promise<void> repairLoop();
+  void planRepairs();
+  kj::Promise<void> repair(uint64_t ino, uint64_t index, ChunkRecord rec,
+                           std::vector<uint32_t> live);
+  kj::Promise<int> chunkCall(const std::string& addr,
+                             kj::Function<kj::Promise<int>(proto::Chunk::Client)> fn);
   const char* stateOf(uint32_t id) const;
   void failPending(int err);
 
@@ -80,6 +93,17 @@ class MetaServer final : public raft::Application {
   std::map<uint32_t, LiveServer> live_;
   std::map<raft::Index, Pending> pending_;
   std::mt19937_64 rng_;
+  kj::AsyncIoContext* io_ = nullptr;
+  const ClusterSecret* secret_ = nullptr;
+  uint64_t repairRate_ = 0;
+  size_t maxRepairs_ = 2;
+  std::set<uint64_t> repairing_;  // chunk ids being repaired
+  std::map<std::string, std::unique_ptr<Peer>> chunkPeers_;
+  kj::Own<kj::TaskSet> repairTasks_;
+  struct RepairErrors : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override;
+  } repairErrors_;
+  Counter* repairedChunks_ = nullptr;
   Counter& applied_;
   Histogram& applyLatency_;
 };

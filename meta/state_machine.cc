@@ -5,6 +5,7 @@
 #include <kj/debug.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -88,6 +89,7 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::FORMAT:
     case W::META_ADD:
     case W::CHUNK_FAIL:
+    case W::CHUNK_REPAIR:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -262,6 +264,7 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
         }
         if (failed != 0 && c->servers.size() > 1) {
           std::erase(c->servers, failed);
+          addGarbage(t, c->id, {failed});  // its copy is stale from now on
           c->version++;
           store_.putChunk(t, f.getIno(), f.getIndex(), *c);
         } else if (failed != 0) {
@@ -269,6 +272,39 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
           break;
         }
       }
+      fillChunk(t, f.getIndex(), *c, reply.initChunk());
+      break;
+    }
+    case W::CHUNK_REPAIR: {
+      auto f = op.getChunkRepair();
+      auto c = store_.getChunk(t, f.getIno(), f.getIndex());
+      if (!c) {
+        err = ENOENT;
+        break;
+      }
+      // Only the exact state the repair started from is replaced; anything newer wins.
+      if (c->id != f.getId() || c->version != f.getVersion() || f.getNewVersion() <= c->version ||
+          f.getServers().size() == 0) {
+        err = ESTALE;
+        break;
+      }
+      std::vector<uint32_t> servers;
+      for (auto s : f.getServers()) {
+        if (!store_.getServer(t, s)) {
+          err = EINVAL;
+          break;
+        }
+        servers.push_back(s);
+      }
+      if (err != 0) break;
+      // Replicas dropped by the repair hold a stale copy: collect it as garbage.
+      std::vector<uint32_t> dropped;
+      for (auto s : c->servers)
+        if (std::find(servers.begin(), servers.end(), s) == servers.end()) dropped.push_back(s);
+      addGarbage(t, c->id, dropped);
+      c->servers = servers;
+      c->version = f.getNewVersion();
+      store_.putChunk(t, f.getIno(), f.getIndex(), *c);
       fillChunk(t, f.getIndex(), *c, reply.initChunk());
       break;
     }
@@ -391,13 +427,22 @@ int StateMachine::link(Txn& t, int64_t now, proto::MetaRequest::LinkOp::Reader o
   return 0;
 }
 
+void StateMachine::addGarbage(Txn& t, uint64_t chunkId, const std::vector<uint32_t>& servers) {
+  if (servers.empty()) return;
+  std::vector<uint32_t> all;
+  if (auto v = t.get(store_.garbage, be64(chunkId))) all = Store::decodeServers(*v);
+  for (auto s : servers)
+    if (std::find(all.begin(), all.end(), s) == all.end()) all.push_back(s);
+  t.put(store_.garbage, be64(chunkId), Store::encodeServers(all));
+}
+
 void StateMachine::dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex) {
   std::vector<std::pair<std::string, ChunkRecord>> drop;
   for (Cursor c(t, store_.chunks, be64(ino), be64(ino) + be64(firstIndex)); c.valid(); c.next())
     drop.emplace_back(std::string(c.key()), Store::decodeChunk(c.value()));
   for (auto& [key, rec] : drop) {
     t.del(store_.chunks, key);
-    if (!rec.servers.empty()) t.put(store_.garbage, be64(rec.id), Store::encodeServers(rec.servers));
+    addGarbage(t, rec.id, rec.servers);
   }
 }
 

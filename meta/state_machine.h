@@ -66,6 +66,8 @@ class StateMachine {
   void removeDentry(Txn& t, uint64_t parent, std::string_view name, const DentryRecord& d);
   void dropInode(Txn& t, uint64_t ino, const InodeRecord& r);
   void dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex);
+  // Records that `servers` must delete their copy of the chunk (merged with earlier records).
+  void addGarbage(Txn& t, uint64_t chunkId, const std::vector<uint32_t>& servers);
   void fillAttr(uint64_t ino, const InodeRecord& r, proto::Attr::Builder a);
   void fillChunk(Txn& t, uint64_t index, const ChunkRecord& c, proto::ChunkInfo::Builder out);
   void pruneReplies(Txn& t, int64_t now);

@@ -127,6 +127,16 @@ struct MetaRequest {
     metaTransfer @29 :UInt64;     # hand leadership to this meta server (admin)
     format @30 :FormatOp;         # the first command of every cluster, proposed by its first leader
     chunkFail @31 :ChunkFailOp;   # a replica failed during a write: drop it, bump the version
+    chunkRepair @32 :ChunkRepairOp;  # a repair finished: the new replica set and version
+  }
+
+  struct ChunkRepairOp {
+    ino @0 :UInt64;
+    index @1 :UInt64;
+    id @2 :UInt64;
+    version @3 :UInt64;         # the version the repair started from
+    newVersion @4 :UInt64;
+    servers @5 :List(UInt32);
   }
 
   struct ChunkFailOp {
@@ -312,4 +322,12 @@ interface Chunk {
   # Drops every block at or after `blocks`.
   remove @4 (ids :List(UInt64)) -> (removed :UInt32);
   list @5 () -> (chunks :List(ChunkRef));
+
+  setVersion @6 (chunk :ChunkRef) -> (err :Int32);
+  # Raises this replica's version (never lowers it): writes with the old version then fail
+  # with ESTALE. Used by repair to fence writers while a new replica is filled.
+
+  replicate @7 (chunk :ChunkRef, target :Text, rateBytesPerSec :UInt64) -> (err :Int32, bytes :UInt64);
+  # Copies every present block of this replica to `target` (server to server, never through
+  # clients), at most at the given rate, then has the target sync it.
 }

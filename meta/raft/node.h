@@ -23,7 +23,7 @@ Message fromWire(proto::RaftMessage::Reader r);
 
 class Application {
  public:
-  virtual ~Application() = default;
+  virtual ~Application() noexcept(false) = default;
   // Applies committed entries, in order, in one durable transaction.
   virtual void apply(const std::vector<Entry>& entries) = 0;
   // The index of the last entry the state machine holds.
