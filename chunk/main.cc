@@ -140,11 +140,7 @@ int main(int argc, char** argv) {
       spdlog::error("heartbeat loop ended: {}", e.getDescription().cStr());
     });
 
-    kj::UnixEventPort::captureSignal(SIGTERM);
-    kj::UnixEventPort::captureSignal(SIGINT);
-    auto term = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT));
-    auto sig = term.wait(io.waitScope);
-    spdlog::info("stopping on signal {}", sig.si_signo);
+    spdlog::info("stopping on signal {}", waitForTermination(io));
   } catch (kj::Exception& e) {
     spdlog::critical("{}", e.getDescription().cStr());
     return 1;

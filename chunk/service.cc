@@ -179,6 +179,35 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
   return kj::READY_NOW;
 }
 
+kj::Promise<std::pair<int, std::string>> ChunkServiceImpl::forward(
+    capnp::List<capnp::Text>::Reader chain,
+    kj::Function<kj::Promise<int>(proto::Chunk::Client, const std::vector<std::string>&)> send) {
+  std::string next = chain[0];
+  std::vector<std::string> rest;
+  for (uint i = 1; i < chain.size(); i++) rest.push_back(chain[i]);
+  auto& p = peer(next);
+  return p.get()
+      .then([send = kj::mv(send), rest = kj::mv(rest)](capnp::Capability::Client cap) mutable {
+        return send(cap.castAs<proto::Chunk>(), rest);
+      })
+      .then([next](int err) { return std::make_pair(err, err != 0 ? next : std::string()); },
+            [next, &p](kj::Exception&& e) {
+              p.reset();
+              return std::make_pair(int(EIO), next);
+            });
+}
+
+namespace {
+template <typename Request>
+void fillChainRequest(Request& r, uint64_t id, uint64_t version,
+                      const std::vector<std::string>& rest) {
+  r.getChunk().setId(id);
+  r.getChunk().setVersion(version);
+  auto c = r.initChain(rest.size());
+  for (size_t i = 0; i < rest.size(); i++) c.set(i, rest[i]);
+}
+}  // namespace
+
 kj::Promise<void> ChunkServiceImpl::sync(SyncContext context) {
   auto params = context.getParams();
   auto ref = params.getChunk();
@@ -193,34 +222,16 @@ kj::Promise<void> ChunkServiceImpl::sync(SyncContext context) {
     context.getResults().setErr(err);
     return kj::READY_NOW;
   }
-  std::string next = chain[0];
-  std::vector<std::string> rest;
-  for (uint i = 1; i < chain.size(); i++) rest.push_back(chain[i]);
-  auto& p = peer(next);
   uint64_t id = ref.getId(), version = ref.getVersion();
-  return p.get()
-      .then([id, version, rest](capnp::Capability::Client cap) {
-        auto r = cap.castAs<proto::Chunk>().syncRequest();
-        r.getChunk().setId(id);
-        r.getChunk().setVersion(version);
-        auto c = r.initChain(rest.size());
-        for (size_t i = 0; i < rest.size(); i++) c.set(i, rest[i]);
-        return r.send();
-      })
-      .then(
-          [context, next](auto response) mutable {
-            auto results = context.getResults();
-            results.setErr(response.getErr());
-            if (response.getErr() != 0)
-              results.setFailedAddr(response.getFailedAddr().size() ? response.getFailedAddr()
-                                                                    : capnp::Text::Reader(next));
-          },
-          [context, next, &p](kj::Exception&& e) mutable {
-            p.reset();
-            auto results = context.getResults();
-            results.setErr(EIO);
-            results.setFailedAddr(next);
-          });
+  return forward(chain, [id, version](proto::Chunk::Client c, const std::vector<std::string>& rest) {
+           auto r = c.syncRequest();
+           fillChainRequest(r, id, version, rest);
+           return r.send().then([](auto response) { return int(response.getErr()); });
+         })
+      .then([context](std::pair<int, std::string> down) mutable {
+        context.getResults().setErr(down.first);
+        if (down.first != 0) context.getResults().setFailedAddr(down.second);
+      });
 }
 
 kj::Promise<void> ChunkServiceImpl::truncate(TruncateContext context) {
@@ -237,34 +248,19 @@ kj::Promise<void> ChunkServiceImpl::truncate(TruncateContext context) {
     context.getResults().setErr(err);
     return kj::READY_NOW;
   }
-  std::string next = chain[0];
-  std::vector<std::string> rest;
-  for (uint i = 1; i < chain.size(); i++) rest.push_back(chain[i]);
-  auto& p = peer(next);
   uint64_t id = ref.getId(), version = ref.getVersion();
   uint32_t keep = params.getBlocks();
-  return p.get()
-      .then([id, version, keep, rest](capnp::Capability::Client cap) {
-        auto r = cap.castAs<proto::Chunk>().truncateRequest();
-        r.getChunk().setId(id);
-        r.getChunk().setVersion(version);
-        r.setBlocks(keep);
-        auto c = r.initChain(rest.size());
-        for (size_t i = 0; i < rest.size(); i++) c.set(i, rest[i]);
-        return r.send();
-      })
-      .then(
-          [context, next](auto response) mutable {
-            auto results = context.getResults();
-            results.setErr(response.getErr());
-            if (response.getErr() != 0) results.setFailedAddr(next);
-          },
-          [context, next, &p](kj::Exception&& e) mutable {
-            p.reset();
-            auto results = context.getResults();
-            results.setErr(EIO);
-            results.setFailedAddr(next);
-          });
+  return forward(chain,
+                 [id, version, keep](proto::Chunk::Client c, const std::vector<std::string>& rest) {
+                   auto r = c.truncateRequest();
+                   fillChainRequest(r, id, version, rest);
+                   r.setBlocks(keep);
+                   return r.send().then([](auto response) { return int(response.getErr()); });
+                 })
+      .then([context](std::pair<int, std::string> down) mutable {
+        context.getResults().setErr(down.first);
+        if (down.first != 0) context.getResults().setFailedAddr(down.second);
+      });
 }
 
 kj::Promise<void> ChunkServiceImpl::remove(RemoveContext context) {

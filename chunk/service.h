@@ -27,6 +27,11 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
 
  private:
   Peer& peer(const std::string& addr);
+  // Sends a request to chain[0] (which forwards it along the rest of the chain); resolves to
+  // (errno, the address of the replica that failed).
+  kj::Promise<std::pair<int, std::string>> forward(
+      capnp::List<capnp::Text>::Reader chain,
+      kj::Function<kj::Promise<int>(proto::Chunk::Client, const std::vector<std::string>&)> send);
   kj::Promise<uint64_t> copyFrom(uint64_t id, uint64_t version, uint32_t next, Peer& target,
                                  uint64_t rate, uint64_t copied);
   // Checks the version of an existing chunk; returns an errno (ESTALE when the caller's is older).

@@ -252,55 +252,49 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
   return 0;
 }
 
-int ClusterClient::syncChunk(const ChunkLoc& loc) {
+int ClusterClient::headCall(const ChunkLoc& loc,
+                            kj::Function<kj::Promise<int>(proto::Chunk::Client)> send) {
   if (loc.addrs.empty()) return 0;
   try {
     return loop_.run([&]() {
       auto& peer = chunkPeer(loc.addrs[0]);
       return peer.get()
-          .then([&](capnp::Capability::Client cap) {
-            auto req = cap.castAs<proto::Chunk>().syncRequest();
-            req.getChunk().setId(loc.id);
-            req.getChunk().setVersion(loc.version);
-            auto chain = req.initChain(loc.addrs.size() - 1);
-            for (size_t i = 1; i < loc.addrs.size(); i++) chain.set(i - 1, loc.addrs[i]);
-            return req.send();
-          })
-          .then([](auto resp) { return int(resp.getErr()); },
-                [&peer](kj::Exception&& e) {
-                  peer.reset();
-                  return int(EIO);
-                });
+          .then([&send](capnp::Capability::Client cap) { return send(cap.castAs<proto::Chunk>()); })
+          .catch_([&peer](kj::Exception&& e) {
+            peer.reset();
+            return int(EIO);
+          });
     });
   } catch (kj::Exception& e) {
     return EIO;
   }
 }
 
+namespace {
+template <typename Request>
+void fillChain(Request& req, const ChunkLoc& loc) {
+  req.getChunk().setId(loc.id);
+  req.getChunk().setVersion(loc.version);
+  auto chain = req.initChain(loc.addrs.size() - 1);
+  for (size_t i = 1; i < loc.addrs.size(); i++) chain.set(i - 1, loc.addrs[i]);
+}
+}  // namespace
+
+int ClusterClient::syncChunk(const ChunkLoc& loc) {
+  return headCall(loc, [&loc](proto::Chunk::Client c) {
+    auto req = c.syncRequest();
+    fillChain(req, loc);
+    return req.send().then([](auto resp) { return int(resp.getErr()); });
+  });
+}
+
 int ClusterClient::truncateChunk(const ChunkLoc& loc, uint32_t keepBlocks) {
-  if (loc.addrs.empty()) return 0;
-  try {
-    return loop_.run([&]() {
-      auto& peer = chunkPeer(loc.addrs[0]);
-      return peer.get()
-          .then([&](capnp::Capability::Client cap) {
-            auto req = cap.castAs<proto::Chunk>().truncateRequest();
-            req.getChunk().setId(loc.id);
-            req.getChunk().setVersion(loc.version);
-            req.setBlocks(keepBlocks);
-            auto chain = req.initChain(loc.addrs.size() - 1);
-            for (size_t i = 1; i < loc.addrs.size(); i++) chain.set(i - 1, loc.addrs[i]);
-            return req.send();
-          })
-          .then([](auto resp) { return int(resp.getErr()); },
-                [&peer](kj::Exception&& e) {
-                  peer.reset();
-                  return int(EIO);
-                });
-    });
-  } catch (kj::Exception& e) {
-    return EIO;
-  }
+  return headCall(loc, [&loc, keepBlocks](proto::Chunk::Client c) {
+    auto req = c.truncateRequest();
+    fillChain(req, loc);
+    req.setBlocks(keepBlocks);
+    return req.send().then([](auto resp) { return int(resp.getErr()); });
+  });
 }
 
 }  // namespace cairn::fs

@@ -59,6 +59,8 @@ class ClusterClient {
     std::string data;  // count * BLOCK
   };
   Peer& chunkPeer(const std::string& addr);  // loop thread only
+  // Runs `send` against the head of the chain on the loop thread; EIO when it is unreachable.
+  int headCall(const ChunkLoc& loc, kj::Function<kj::Promise<int>(proto::Chunk::Client)> send);
   int reportFailure(uint64_t ino, ChunkLoc& loc, const std::string& failedAddr);
   RawRead readRaw(const std::string& addr, const ChunkLoc& loc, uint32_t first, uint32_t count);
 

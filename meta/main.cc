@@ -95,11 +95,7 @@ int main(int argc, char** argv) {
       uint mport = metrics.serve(io, metricsAddr).wait(io.waitScope);
       spdlog::info("metrics on port {}", mport);
     }
-    kj::UnixEventPort::captureSignal(SIGTERM);
-    kj::UnixEventPort::captureSignal(SIGINT);
-    auto term = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT));
-    auto sig = term.wait(io.waitScope);
-    spdlog::info("stopping on signal {}", sig.si_signo);
+    spdlog::info("stopping on signal {}", waitForTermination(io));
   } catch (kj::Exception& e) {
     spdlog::critical("{}", e.getDescription().cStr());
     return 1;

@@ -1,6 +1,9 @@
 #include "rpc/runtime.h"
 
+#include <kj/async-unix.h>
 #include <kj/debug.h>
+
+#include <csignal>
 #include <kj/exception.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -37,6 +40,13 @@ void setupLogging(const std::string& process, const std::string& level, const st
   logger->set_level(spdlog::level::from_str(level.empty() ? "info" : level));
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
+}
+
+int waitForTermination(kj::AsyncIoContext& io) {
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  auto term = io.unixEventPort.onSignal(SIGTERM).exclusiveJoin(io.unixEventPort.onSignal(SIGINT));
+  return term.wait(io.waitScope).si_signo;
 }
 
 std::string readWholeFile(const std::string& path) {

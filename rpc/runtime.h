@@ -26,6 +26,9 @@ class KjToSpdlog final : public kj::ExceptionCallback {
                   kj::String&& text) override;
 };
 
+// Blocks until SIGTERM or SIGINT; returns the signal number.
+int waitForTermination(kj::AsyncIoContext& io);
+
 // Reads a whole file; throws a kj::Exception naming the path on failure.
 std::string readWholeFile(const std::string& path);
 
