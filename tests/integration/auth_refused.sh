@@ -51,3 +51,14 @@ timeout 60 "$BIN/mount.cairn" "$CAIRN_META:/vol" "$L/m4" -o "secretfile=$CAIRN_S
 [ ! -e "$L/m4/vol" ] && [ ! -e "$L/m4/enc" ] || fail "subdirectory mount shows the parent"
 fusermount3 -u "$L/m4"
 check "subdirectory mount"
+
+# mount(8) with -t cairn runs /sbin/mount.cairn (installed by tools/build.sh), as fstab does.
+if [ -x /sbin/mount.cairn ]; then
+  mkdir -p "$L/m5"
+  EXTRA_MOUNTS+=("$L/m5")
+  timeout 60 mount -t cairn "$CAIRN_META:/vol" "$L/m5" \
+    -o "secretfile=$CAIRN_SECRET_FILE,keyfile=$CAIRN_KEY_FILE,_netdev" || fail "mount -t cairn"
+  [ "$(cat "$L/m5/a/f")" = inside ] || fail "content through mount -t cairn"
+  umount "$L/m5" || fail "umount"
+  check "mount -t cairn and umount"
+fi
