@@ -600,10 +600,10 @@ TEST_F(StateMachineTest, ChunkAllocationStoresPlacementAndVersionOne) {
   // Proves chunk allocation: the leader's placement becomes the replica list (with the servers'
   // addresses), the version starts at 1, a second allocation of the same index returns the same
   // chunk, and without placement (no servers) allocation fails with ENOSPC.
-  uint32_t s1 = ns.registerServer("uuid-1", "10.0.0.1:7000", "h1");
-  uint32_t s2 = ns.registerServer("uuid-2", "10.0.0.2:7000", "h2");
+  uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
+  uint32_t s2 = ns.registerServer("uuid-2", "127.0.0.2:7000", "h2");
   EXPECT_NE(s1, s2);
-  EXPECT_EQ(ns.registerServer("uuid-1", "10.0.0.1:7001", "h1"), s1) << "same uuid, same id";
+  EXPECT_EQ(ns.registerServer("uuid-1", "127.0.0.1:7001", "h1"), s1) << "same uuid, same id";
   auto f = ns.file(ROOT_INO, "f");
   auto c = ns.allocate(f.ino(), 0, {s2, s1});
   ASSERT_EQ(c.err(), 0);
@@ -612,9 +612,9 @@ TEST_F(StateMachineTest, ChunkAllocationStoresPlacementAndVersionOne) {
   EXPECT_EQ(chunk.getVersion(), 1u);
   ASSERT_EQ(chunk.getReplicas().size(), 2u);
   EXPECT_EQ(chunk.getReplicas()[0].getServer(), s2);
-  EXPECT_STREQ(chunk.getReplicas()[0].getAddr().cStr(), "10.0.0.2:7000");
+  EXPECT_STREQ(chunk.getReplicas()[0].getAddr().cStr(), "127.0.0.2:7000");
   EXPECT_EQ(chunk.getReplicas()[1].getServer(), s1);
-  EXPECT_STREQ(chunk.getReplicas()[1].getAddr().cStr(), "10.0.0.1:7001");
+  EXPECT_STREQ(chunk.getReplicas()[1].getAddr().cStr(), "127.0.0.1:7001");
 
   auto again = ns.allocate(f.ino(), 0, {s1});
   ASSERT_EQ(again.err(), 0);
@@ -639,9 +639,9 @@ TEST_F(StateMachineTest, ShrinkingSizeMovesDroppedChunksToGarbage) {
   // Proves truncation: setattr to a smaller size drops the chunks wholly past the new end, and
   // the servers that held them find them in garbageFor(server); kept chunks stay. Removing the
   // file sends the rest to garbage too.
-  uint32_t s1 = ns.registerServer("uuid-1", "10.0.0.1:7000", "h1");
-  uint32_t s2 = ns.registerServer("uuid-2", "10.0.0.2:7000", "h2");
-  uint32_t s3 = ns.registerServer("uuid-3", "10.0.0.3:7000", "h3");
+  uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
+  uint32_t s2 = ns.registerServer("uuid-2", "127.0.0.2:7000", "h2");
+  uint32_t s3 = ns.registerServer("uuid-3", "127.0.0.3:7000", "h3");
   auto f = ns.file(ROOT_INO, "f");
   std::vector<uint64_t> ids;
   for (uint64_t i = 0; i < 3; i++) {
@@ -754,8 +754,8 @@ TEST_F(StateMachineTest, RetriedCommandReturnsTheFirstReplyAndChangesNothing) {
 
 // Applies a mixed workload (creates, links, renames, xattrs, chunks, truncation, removals).
 void workload(Namespace& ns) {
-  uint32_t s1 = ns.registerServer("uuid-1", "10.0.0.1:7000", "h1");
-  uint32_t s2 = ns.registerServer("uuid-2", "10.0.0.2:7000", "h2");
+  uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
+  uint32_t s2 = ns.registerServer("uuid-2", "127.0.0.2:7000", "h2");
   uint64_t seq = 1;
   auto d = ns.mkdir(ROOT_INO, "dir");
   auto e = ns.mkdir(d.ino(), "sub");
