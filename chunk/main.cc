@@ -85,6 +85,81 @@ struct Heartbeat {
   }
 };
 
+// Verifies every stored block's checksum in the background at a bounded rate; a bad copy is
+// reported to meta, which drops it and has the chunk repaired from a good one.
+struct Scrubber {
+  kj::AsyncIoContext& io;
+  MetaClient& meta;
+  chunk::ChunkStore& store;
+  Heartbeat& hb;
+  uint64_t rateBytesPerSec;
+  Counter& scrubbed;
+  Counter& corrupt;
+  std::vector<uint64_t> queue;
+  size_t next = 0;
+  uint32_t block = 0;   // next block of queue[next]
+  bool bad = false;     // queue[next] had a bad block
+
+  // One step verifies at most 256 blocks (1 MiB), so the event loop is never held long.
+  kj::Promise<void> loop() {
+    if (next >= queue.size()) {
+      queue.clear();
+      for (auto& [id, version] : store.list()) queue.push_back(id);
+      next = 0;
+      block = 0;
+      bad = false;
+      if (queue.empty()) {
+        return io.provider->getTimer().afterDelay(1 * kj::SECONDS).then([this]() { return loop(); });
+      }
+    }
+    uint64_t id = queue[next];
+    uint64_t bytes = 0;
+    bool done = true;
+    if (auto* f = store.find(id)) {
+      chunk::BlockData b;
+      uint32_t end = std::min<uint32_t>(f->maxBlocks(), block + 256);
+      for (; block < end; block++) {
+        auto st = f->read(block, b);
+        if (st == chunk::ReadStatus::ABSENT) continue;
+        bytes += chunk::BLOCK_BYTES;
+        if (st == chunk::ReadStatus::CORRUPT) {
+          spdlog::error("scrub: chunk {:016x} block {}: checksum mismatch", id, block);
+          corrupt.inc();
+          bad = true;
+        }
+      }
+      done = block >= f->maxBlocks();
+    }
+    scrubbed.inc(bytes);
+    kj::Promise<void> report = kj::READY_NOW;
+    if (done) {
+      if (bad && hb.serverId != 0) {
+        auto req = newMetaRequest();
+        auto op = req->getRoot<proto::MetaRequest>().getOp().initChunkCorrupt();
+        op.setId(id);
+        op.setServer(hb.serverId);
+        report = meta.call(kj::mv(req))
+                     .then([id](kj::Own<capnp::MallocMessageBuilder> reply) {
+                       spdlog::warn("scrub: reported chunk {:016x} as corrupt (meta: {})", id,
+                                    reply->getRoot<proto::MetaReply>().getErr());
+                     })
+                     .catch_([](kj::Exception&& e) {
+                       spdlog::warn("scrub: report failed: {}", e.getDescription().cStr());
+                     });
+      }
+      next++;
+      block = 0;
+      bad = false;
+    }
+    auto pause = rateBytesPerSec == 0
+                     ? 10 * kj::MILLISECONDS
+                     : static_cast<int64_t>(bytes * 1000000 / rateBytesPerSec) * kj::MICROSECONDS +
+                           1 * kj::MILLISECONDS;
+    return report.then([this, pause]() { return io.provider->getTimer().afterDelay(pause); })
+        .then([this]() { return loop(); });
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -96,6 +171,8 @@ int main(int argc, char** argv) {
   app.add_option("--secret-file", secretFile, "cluster secret file")->required();
   app.add_option("--data", dirs, "data directory (repeat for several)")->required();
   app.add_option("--host", host, "failure-domain host label (default: the listen host)");
+  uint64_t scrubMiBps = 20;
+  app.add_option("--scrub-mib-per-sec", scrubMiBps, "background checksum verification rate (0 off)");
   app.add_option("--metrics", metricsAddr, "address for Prometheus /metrics, host:port");
   app.add_option("--log-level", logLevel, "trace, debug, info, warn, error");
   app.add_option("--log-file", logFile, "log to this file instead of stderr");
@@ -139,6 +216,16 @@ int main(int argc, char** argv) {
     auto beating = hb.loop().eagerlyEvaluate([](kj::Exception&& e) {
       spdlog::error("heartbeat loop ended: {}", e.getDescription().cStr());
     });
+    Scrubber scrubber{io, meta, store, hb, scrubMiBps << 20,
+                      metrics.counter("cairn_chunk_scrubbed_bytes_total", "Bytes verified by the scrubber"),
+                      metrics.counter("cairn_chunk_scrub_corrupt_total", "Corrupt chunks found by the scrubber"),
+                      {}, 0, 0, false};
+    kj::Promise<void> scrubbing = kj::READY_NOW;
+    if (scrubMiBps > 0) {
+      scrubbing = scrubber.loop().eagerlyEvaluate([](kj::Exception&& e) {
+        spdlog::error("scrubber ended: {}", e.getDescription().cStr());
+      });
+    }
 
     spdlog::info("stopping on signal {}", waitForTermination(io));
   } catch (kj::Exception& e) {

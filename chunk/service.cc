@@ -167,7 +167,7 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
     if (st == ReadStatus::CORRUPT) {
       corruptBlocks_.inc();
       spdlog::error("chunk {:016x} block {}: checksum mismatch", ref.getId(), first + i);
-      results.setErr(EIO);
+      results.setErr(EBADMSG);  // the reader takes another replica and reports this one
       return kj::READY_NOW;
     }
     out[i].setPresent(true);

@@ -129,6 +129,7 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
       auto raw = readRaw(loc.addrs[r], loc, first + done, n);
       if (raw.err != 0) {
         lastErr = raw.err;
+        if (raw.err == EBADMSG) reportCorrupt(loc, loc.addrs[r]);
         continue;
       }
       ok = true;
@@ -149,14 +150,29 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
               ino, blockNo, loc.addrs[r]);
           ok = false;
           lastErr = EIO;
+          reportCorrupt(loc, loc.addrs[r]);
           break;
         }
       }
     }
-    if (!ok) return lastErr == ESTALE ? ESTALE : EIO;
+    if (!ok) return lastErr == ESTALE ? ESTALE : EIO;  // EBADMSG everywhere reads as EIO
     done += n;
   }
   return 0;
+}
+
+void ClusterClient::reportCorrupt(const ChunkLoc& loc, const std::string& addr) {
+  try {
+    auto req = newMetaRequest();
+    auto op = req->getRoot<proto::MetaRequest>().getOp().initChunkCorrupt();
+    op.setId(loc.id);
+    op.setAddr(addr);
+    meta(kj::mv(req));
+    spdlog::warn("chunk {:016x}: replica {} returned a bad block; reported", loc.id, addr);
+  } catch (kj::Exception& e) {
+    spdlog::warn("chunk {:016x}: reporting bad replica {}: {}", loc.id, addr,
+                 e.getDescription().cStr());
+  }
 }
 
 int ClusterClient::reportFailure(uint64_t ino, ChunkLoc& loc, const std::string& failedAddr) {

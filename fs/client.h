@@ -62,6 +62,8 @@ class ClusterClient {
   // Runs `send` against the head of the chain on the loop thread; EIO when it is unreachable.
   int headCall(const ChunkLoc& loc, kj::Function<kj::Promise<int>(proto::Chunk::Client)> send);
   int reportFailure(uint64_t ino, ChunkLoc& loc, const std::string& failedAddr);
+  // Tells meta that a replica served a block that failed its check (best effort).
+  void reportCorrupt(const ChunkLoc& loc, const std::string& addr);
   RawRead readRaw(const std::string& addr, const ChunkLoc& loc, uint32_t first, uint32_t count);
 
   BlockCipher& cipher_;

@@ -49,6 +49,7 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::FORMAT: return "format";
     case W::CHUNK_FAIL: return "chunk_fail";
     case W::CHUNK_REPAIR: return "chunk_repair";
+    case W::CHUNK_CORRUPT: return "chunk_corrupt";
   }
   return "unknown";
 }

@@ -90,6 +90,7 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::META_ADD:
     case W::CHUNK_FAIL:
     case W::CHUNK_REPAIR:
+    case W::CHUNK_CORRUPT:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -275,6 +276,40 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
       fillChunk(t, f.getIndex(), *c, reply.initChunk());
       break;
     }
+    case W::CHUNK_CORRUPT: {
+      // A copy failed its checksum: drop that replica (its copy becomes garbage) and bump the
+      // version; the repair loop brings the chunk back to R copies from a good one.
+      auto f = op.getChunkCorrupt();
+      auto owner = t.get(store_.owners, be64(f.getId()));
+      if (!owner) {
+        err = ENOENT;
+        break;
+      }
+      uint64_t ino = readBe64(*owner), index = readBe64(*owner, 8);
+      auto c = store_.getChunk(t, ino, index);
+      if (!c || c->id != f.getId()) {
+        err = ENOENT;
+        break;
+      }
+      uint32_t bad = f.getServer();
+      if (bad == 0) {
+        for (auto s : c->servers) {
+          auto rec = store_.getServer(t, s);
+          if (rec && rec->addr == f.getAddr().cStr()) bad = s;
+        }
+      }
+      if (std::find(c->servers.begin(), c->servers.end(), bad) == c->servers.end()) break;
+      if (c->servers.size() == 1) {
+        err = EIO;  // the only copy: keep it, reads of its good blocks still work
+        break;
+      }
+      std::erase(c->servers, bad);
+      c->version++;
+      addGarbage(t, c->id, {bad});
+      store_.putChunk(t, ino, index, *c);
+      fillChunk(t, index, *c, reply.initChunk());
+      break;
+    }
     case W::CHUNK_REPAIR: {
       auto f = op.getChunkRepair();
       auto c = store_.getChunk(t, f.getIno(), f.getIndex());
@@ -442,6 +477,7 @@ void StateMachine::dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex) {
     drop.emplace_back(std::string(c.key()), Store::decodeChunk(c.value()));
   for (auto& [key, rec] : drop) {
     t.del(store_.chunks, key);
+    t.del(store_.owners, be64(rec.id));
     addGarbage(t, rec.id, rec.servers);
   }
 }

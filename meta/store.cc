@@ -182,6 +182,7 @@ void Store::open() {
   log = openDbi("log");
   counters = openDbi("counters");
   members = openDbi("members");
+  owners = openDbi("owners");
   t.commit();
 }
 
@@ -253,6 +254,7 @@ std::optional<ChunkRecord> Store::getChunk(Txn& t, uint64_t ino, uint64_t index)
 
 void Store::putChunk(Txn& t, uint64_t ino, uint64_t index, const ChunkRecord& r) {
   t.put(chunks, be64(ino) + be64(index), encodeChunk(r));
+  t.put(owners, be64(r.id), be64(ino) + be64(index));
 }
 
 std::optional<ServerRecord> Store::getServer(Txn& t, uint32_t id) {

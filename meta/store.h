@@ -14,6 +14,7 @@
 //   log        index                    -> Command
 //   counters   name                     -> u64 or bytes ("applied": last applied Raft index)
 //   members    meta server id           -> address
+//   owners     chunk id                 -> ino || index   (who refers to a chunk)
 #pragma once
 
 #include <lmdb.h>
@@ -116,7 +117,7 @@ class Store {
   MDB_env* env() { return env_; }
 
   MDB_dbi inodes, dentries, cookies, symlinks, xattrs, chunks, servers, garbage, replies,
-      replytime, log, counters, members;
+      replytime, log, counters, members, owners;
 
   // Typed accessors.
   static std::optional<InodeRecord> getInode(Txn& t, MDB_dbi dbi, uint64_t ino);

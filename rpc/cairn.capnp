@@ -128,6 +128,13 @@ struct MetaRequest {
     format @30 :FormatOp;         # the first command of every cluster, proposed by its first leader
     chunkFail @31 :ChunkFailOp;   # a replica failed during a write: drop it, bump the version
     chunkRepair @32 :ChunkRepairOp;  # a repair finished: the new replica set and version
+    chunkCorrupt @33 :ChunkCorruptOp;  # a replica failed its checksum (scrubber or reader)
+  }
+
+  struct ChunkCorruptOp {
+    id @0 :UInt64;
+    server @1 :UInt32;      # the server holding the bad copy (0: look it up by addr)
+    addr @2 :Text;
   }
 
   struct ChunkRepairOp {
