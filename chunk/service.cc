@@ -146,9 +146,9 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
   auto results = context.getResults();
   int err = checkVersion(ref.getId(), ref.getVersion(), false);
   if (err == ENOENT) {
-    // Never written here: every block is a hole.
-    auto out = results.initBlocks(count);
-    for (uint i = 0; i < count; i++) out[i].setPresent(false);
+    // No copy here. The reader decides: holes only when no replica has the chunk (allocated,
+    // never written), never zeros in place of a copy that went missing.
+    results.setErr(ENOENT);
     return kj::READY_NOW;
   }
   if (err != 0) {

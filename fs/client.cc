@@ -125,11 +125,13 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
     uint32_t n = std::min(count - done, MAX_BLOCKS_PER_RPC);
     int lastErr = EIO;
     bool ok = false;
+    size_t missing = 0;
     for (size_t r = 0; r < loc.addrs.size() && !ok; r++) {
       auto raw = readRaw(loc.addrs[r], loc, first + done, n);
       if (raw.err != 0) {
         lastErr = raw.err;
         if (raw.err == EBADMSG) reportCorrupt(loc, loc.addrs[r]);
+        if (raw.err == ENOENT) missing++;
         continue;
       }
       ok = true;
@@ -154,6 +156,11 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
           break;
         }
       }
+    }
+    if (!ok && missing == loc.addrs.size() && missing > 0) {
+      // No replica has the chunk: allocated but never written, so it is a hole.
+      memset(out + size_t(done) * BLOCK, 0, size_t(n) * BLOCK);
+      ok = true;
     }
     if (!ok) return lastErr == ESTALE ? ESTALE : EIO;  // EBADMSG everywhere reads as EIO
     done += n;

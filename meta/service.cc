@@ -415,6 +415,12 @@ kj::Promise<void> MetaServer::repair(uint64_t ino, uint64_t index, ChunkRecord r
         hosts.insert(r->host);
       }
     }
+    // Never place the new copy on a server that still has to delete an old copy of this chunk
+    // (its pending garbage deletion would remove the new copy).
+    if (auto g = t.get(store_.garbage, be64(rec.id))) {
+      for (auto s : Store::decodeServers(*g))
+        if (auto r = store_.getServer(t, s)) hosts.insert(r->host);
+    }
     auto chosen = place(t, 1, hosts);
     if (chosen.empty()) return kj::READY_NOW;  // nowhere to put a new copy yet
     target = chosen[0];

@@ -324,9 +324,15 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
         break;
       }
       std::vector<uint32_t> servers;
+      std::vector<uint32_t> pendingDelete;
+      if (auto g = t.get(store_.garbage, be64(c->id))) pendingDelete = Store::decodeServers(*g);
       for (auto s : f.getServers()) {
         if (!store_.getServer(t, s)) {
           err = EINVAL;
+          break;
+        }
+        if (std::find(pendingDelete.begin(), pendingDelete.end(), s) != pendingDelete.end()) {
+          err = ESTALE;  // that server is told to delete this chunk: it cannot hold a copy
           break;
         }
         servers.push_back(s);
