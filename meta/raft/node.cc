@@ -259,7 +259,7 @@ void RaftNode::sendAll(std::vector<Message>& messages) {
       NodeId to = m.to;
       spdlog::info("raft: sending snapshot at index {} to node {}", m.snapshot->meta.index, to);
       Peer* p = peer.get();
-      tasks_.add(streamSnapshot(*p, m, 0).then(
+      tasks_.add(io_.provider->getTimer().timeoutAfter(120 * kj::SECONDS, streamSnapshot(*p, m, 0)).then(
           [this, to]() { streaming_[to] = false; },
           [this, to, p](kj::Exception&& e) {
             streaming_[to] = false;
@@ -289,12 +289,15 @@ void RaftNode::sendAll(std::vector<Message>& messages) {
     outstanding_[to]++;
     Peer* p = peer.get();
     NodeId id = to;
-    tasks_.add(p->get()
-                   .then([msg = kj::mv(msg)](capnp::Capability::Client cap) mutable {
-                     auto req = cap.castAs<proto::MetaPeer>().raftRequest();
-                     req.setMessages(msg->getRoot<proto::MetaPeer::RaftParams>().getMessages());
-                     return req.send().ignoreResult();
-                   })
+    // A peer behind a dead link never answers: bound every call, and start a fresh
+    // connection after a timeout, so the window of outstanding calls never stays full.
+    auto call = p->get().then([msg = kj::mv(msg)](capnp::Capability::Client cap) mutable {
+      auto req = cap.castAs<proto::MetaPeer>().raftRequest();
+      req.setMessages(msg->getRoot<proto::MetaPeer::RaftParams>().getMessages());
+      return req.send().ignoreResult();
+    });
+    tasks_.add(io_.provider->getTimer()
+                   .timeoutAfter(2 * kj::SECONDS, kj::mv(call))
                    .then([this, id]() { outstanding_[id]--; },
                          [this, id, p](kj::Exception&& e) {
                            outstanding_[id]--;
