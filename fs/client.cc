@@ -13,6 +13,13 @@ namespace cairn::fs {
 namespace {
 constexpr uint32_t MAX_BLOCKS_PER_RPC = 256;  // 1 MiB
 static_assert(BLOCK == chunk::BLOCK_BYTES && AUX == chunk::AUX_BYTES);
+void toChunkLoc(proto::ChunkInfo::Reader c, ChunkLoc& out) {
+  out.index = c.getIndex();
+  out.id = c.getId();
+  out.version = c.getVersion();
+  out.addrs.clear();
+  for (auto rep : c.getReplicas()) out.addrs.emplace_back(rep.getAddr().cStr());
+}
 }  // namespace
 
 ClusterClient::ClusterClient(std::vector<std::string> metaAddrs, const std::string& secretBytes,
@@ -54,12 +61,7 @@ int ClusterClient::getChunk(uint64_t ino, uint64_t index, bool allocate, ChunkLo
   auto reply = meta(kj::mv(req));
   auto r = reply->getRoot<proto::MetaReply>();
   if (r.getErr() != 0) return r.getErr();
-  auto c = r.getChunk();
-  out.index = c.getIndex();
-  out.id = c.getId();
-  out.version = c.getVersion();
-  out.addrs.clear();
-  for (auto rep : c.getReplicas()) out.addrs.emplace_back(rep.getAddr().cStr());
+  toChunkLoc(r.getChunk(), out);
   return 0;
 }
 
@@ -193,11 +195,7 @@ int ClusterClient::reportFailure(uint64_t ino, ChunkLoc& loc, const std::string&
   auto reply = meta(kj::mv(req));
   auto r = reply->getRoot<proto::MetaReply>();
   if (r.getErr() != 0) return r.getErr();
-  auto c = r.getChunk();
-  loc.id = c.getId();
-  loc.version = c.getVersion();
-  loc.addrs.clear();
-  for (auto rep : c.getReplicas()) loc.addrs.emplace_back(rep.getAddr().cStr());
+  toChunkLoc(r.getChunk(), loc);
   spdlog::warn("chunk {:016x}: replica {} failed; writing on {} replicas at version {}", loc.id,
                failedAddr, loc.addrs.size(), loc.version);
   return 0;
