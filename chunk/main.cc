@@ -99,6 +99,7 @@ struct Scrubber {
   size_t next = 0;
   uint32_t block = 0;   // next block of queue[next]
   bool bad = false;     // queue[next] had a bad block
+  uint64_t version = 0; // the version of queue[next] being verified
 
   // One step verifies at most 256 blocks (1 MiB), so the event loop is never held long.
   kj::Promise<void> loop() {
@@ -116,6 +117,12 @@ struct Scrubber {
     uint64_t bytes = 0;
     bool done = true;
     if (auto* f = store.find(id)) {
+      if (block == 0 || f->version() != version) {
+        // A new copy (repaired, or fenced to a new version) since the scan began: start over.
+        block = 0;
+        bad = false;
+        version = f->version();
+      }
       chunk::BlockData b;
       uint32_t end = std::min<uint32_t>(f->maxBlocks(), block + 256);
       for (; block < end; block++) {
@@ -138,6 +145,7 @@ struct Scrubber {
         auto op = req->getRoot<proto::MetaRequest>().getOp().initChunkCorrupt();
         op.setId(id);
         op.setServer(hb.serverId);
+        op.setVersion(version);
         report = meta.call(kj::mv(req))
                      .then([id](kj::Own<capnp::MallocMessageBuilder> reply) {
                        spdlog::warn("scrub: reported chunk {:016x} as corrupt (meta: {})", id,

@@ -198,13 +198,20 @@ void CairnFs::rememberChunk(OpenFile& f, const ChunkLoc& loc) {
 int CairnFs::readFresh(OpenFile& f, uint64_t ino, ChunkLoc& loc, uint32_t first, uint32_t count,
                        unsigned char* out) {
   int err = client_.readBlocks(ino, loc, chunkBlocks_, first, count, out);
+  bool refreshed = false;
   // ESTALE: our location is old (a replica failed, or a repair is fencing writers): ask meta
-  // again until the new chain is committed (bounded: about 20 s).
-  for (int retry = 0; err == ESTALE && retry < 200; retry++) {
-    if (retry > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // again until the new chain is committed (bounded: about 20 s). EIO from every replica of a
+  // cached location: the replicas may have moved (repairs while we held the file open), so ask
+  // meta once for the current chain before giving up.
+  for (int retry = 0; (err == ESTALE || (err == EIO && !refreshed)) && retry < 200; retry++) {
+    if (err == ESTALE && retry > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (err == EIO) refreshed = true;
+    ChunkLoc old = loc;
     forgetChunk(f, loc.index);
-    err = chunkFor(f, ino, loc.index, false, loc);
-    if (err == 0) err = client_.readBlocks(ino, loc, chunkBlocks_, first, count, out);
+    int e = chunkFor(f, ino, loc.index, false, loc);
+    if (e != 0) return e == ENOENT ? err : e;
+    if (err == EIO && loc.version == old.version && loc.addrs == old.addrs) return EIO;
+    err = client_.readBlocks(ino, loc, chunkBlocks_, first, count, out);
   }
   return err;
 }

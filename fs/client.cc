@@ -128,11 +128,13 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
     int lastErr = EIO;
     bool ok = false;
     size_t missing = 0;
-    for (size_t r = 0; r < loc.addrs.size() && !ok; r++) {
-      auto raw = readRaw(loc.addrs[r], loc, first + done, n);
+    auto order = readOrder(loc);
+    for (size_t r = 0; r < order.size() && !ok; r++) {
+      auto raw = readRaw(order[r], loc, first + done, n);
+      noteReplica(order[r], raw.err != EIO);
       if (raw.err != 0) {
         lastErr = raw.err;
-        if (raw.err == EBADMSG) reportCorrupt(loc, loc.addrs[r]);
+        if (raw.err == EBADMSG) reportCorrupt(loc, order[r]);
         if (raw.err == ENOENT) missing++;
         continue;
       }
@@ -151,10 +153,10 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
           spdlog::error(
               "inode {} block {}: authentication failed on replica {} (wrong data key, or "
               "corrupted data)",
-              ino, blockNo, loc.addrs[r]);
+              ino, blockNo, order[r]);
           ok = false;
           lastErr = EIO;
-          reportCorrupt(loc, loc.addrs[r]);
+          reportCorrupt(loc, order[r]);
           break;
         }
       }
@@ -170,12 +172,34 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
   return 0;
 }
 
+std::vector<std::string> ClusterClient::readOrder(const ChunkLoc& loc) {
+  std::vector<std::string> up, down;
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(downMutex_);
+  for (auto& a : loc.addrs) {
+    auto it = downUntil_.find(a);
+    (it != downUntil_.end() && it->second > now ? down : up).push_back(a);
+  }
+  up.insert(up.end(), down.begin(), down.end());
+  return up;
+}
+
+void ClusterClient::noteReplica(const std::string& addr, bool reachable) {
+  std::lock_guard<std::mutex> lock(downMutex_);
+  if (reachable) {
+    downUntil_.erase(addr);
+  } else {
+    downUntil_[addr] = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  }
+}
+
 void ClusterClient::reportCorrupt(const ChunkLoc& loc, const std::string& addr) {
   try {
     auto req = newMetaRequest();
     auto op = req->getRoot<proto::MetaRequest>().getOp().initChunkCorrupt();
     op.setId(loc.id);
     op.setAddr(addr);
+    op.setVersion(loc.version);
     meta(kj::mv(req));
     spdlog::warn("chunk {:016x}: replica {} returned a bad block; reported", loc.id, addr);
   } catch (kj::Exception& e) {

@@ -5,7 +5,9 @@
 
 #include <capnp/message.h>
 
+#include <chrono>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,12 +67,18 @@ class ClusterClient {
   // Tells meta that a replica served a block that failed its check (best effort).
   void reportCorrupt(const ChunkLoc& loc, const std::string& addr);
   RawRead readRaw(const std::string& addr, const ChunkLoc& loc, uint32_t first, uint32_t count);
+  // Replicas to read from, in chain order but with those that failed recently last, so that a
+  // dead server costs one failed connection every few seconds, not one per read.
+  std::vector<std::string> readOrder(const ChunkLoc& loc);
+  void noteReplica(const std::string& addr, bool reachable);
 
   BlockCipher& cipher_;
   LoopThread loop_;
   kj::Own<ClusterSecret> secret_;
   kj::Own<MetaClient> meta_;                          // loop thread only
   std::map<std::string, std::unique_ptr<Peer>> peers_;  // loop thread only
+  std::mutex downMutex_;
+  std::map<std::string, std::chrono::steady_clock::time_point> downUntil_;
 };
 
 }  // namespace cairn::fs

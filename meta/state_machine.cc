@@ -291,6 +291,10 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
         err = ENOENT;
         break;
       }
+      if (f.getVersion() != 0 && f.getVersion() != c->version) {
+        err = ESTALE;  // about a copy that was replaced since
+        break;
+      }
       uint32_t bad = f.getServer();
       if (bad == 0) {
         for (auto s : c->servers) {

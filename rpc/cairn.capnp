@@ -135,6 +135,8 @@ struct MetaRequest {
     id @0 :UInt64;
     server @1 :UInt32;      # the server holding the bad copy (0: look it up by addr)
     addr @2 :Text;
+    version @3 :UInt64;     # the version of the bad copy (0: unknown); a report about an older
+                            # version than the chunk's is ignored (that copy is gone already)
   }
 
   struct ChunkRepairOp {
