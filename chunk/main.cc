@@ -37,8 +37,10 @@ struct Heartbeat {
   kj::AsyncIoContext& io;
   MetaClient& meta;
   chunk::ChunkStore& store;
-  std::string uuid, addr, host;
+  std::string uuid, addr, host, zone, rack;
   uint32_t serverId = 0;
+  uint64_t inventoryAfter = 0;  // where the next inventory page starts
+  static constexpr size_t INVENTORY_PAGE = 4096;
 
   kj::Promise<void> registerSelf() {
     auto req = newMetaRequest();
@@ -47,6 +49,8 @@ struct Heartbeat {
     op.setUuid(uuid);
     op.setAddr(addr);
     op.setHost(host);
+    op.setZone(zone);
+    op.setRack(rack);
     op.setCapacityBytes(u.capacityBytes);
     op.setUsedBytes(u.usedBytes);
     op.setChunks(u.chunks);
@@ -66,9 +70,16 @@ struct Heartbeat {
     op.setCapacityBytes(u.capacityBytes);
     op.setUsedBytes(u.usedBytes);
     op.setChunks(u.chunks);
-    return meta.call(kj::mv(req)).then([this](kj::Own<capnp::MallocMessageBuilder> reply) {
+    // One page of our inventory per beat, walking the store so meta can spot orphaned copies.
+    auto ids = store.idsAfter(inventoryAfter, INVENTORY_PAGE);
+    op.setInventoryAfter(inventoryAfter);
+    auto inv = op.initInventory(ids.size());
+    for (size_t i = 0; i < ids.size(); i++) inv.set(i, ids[i]);
+    uint64_t next = ids.size() < INVENTORY_PAGE ? 0 : ids.back();
+    return meta.call(kj::mv(req)).then([this, next](kj::Own<capnp::MallocMessageBuilder> reply) {
       auto r = reply->getRoot<proto::MetaReply>();
-      if (r.getErr() == ENOENT) return registerSelf();  // meta forgot us (new cluster state)
+      if (r.getErr() == ENOENT) return registerSelf();
+      inventoryAfter = next;  // meta forgot us (new cluster state)
       for (auto id : r.getGarbage()) {
         if (store.remove(id)) spdlog::info("removed chunk {:016x} (garbage)", id);
       }
@@ -178,7 +189,10 @@ int main(int argc, char** argv) {
   app.add_option("--meta", metaAddrs, "meta server addresses, comma-separated")->required();
   app.add_option("--secret-file", secretFile, "cluster secret file")->required();
   app.add_option("--data", dirs, "data directory (repeat for several)")->required();
+  std::string zone, rack;
   app.add_option("--host", host, "failure-domain host label (default: the listen host)");
+  app.add_option("--zone", zone, "failure-domain zone label (replicas spread over zones first)");
+  app.add_option("--rack", rack, "failure-domain rack label (then over racks)");
   uint64_t scrubMiBps = 20;
   app.add_option("--scrub-mib-per-sec", scrubMiBps, "background checksum verification rate (0 off)");
   app.add_option("--metrics", metricsAddr, "address for Prometheus /metrics, host:port");
@@ -219,7 +233,7 @@ int main(int argc, char** argv) {
       spdlog::info("metrics on port {}", mport);
     }
 
-    Heartbeat hb{io, meta, store, loadOrMakeUuid(dirs[0]), listen, host};
+    Heartbeat hb{io, meta, store, loadOrMakeUuid(dirs[0]), listen, host, zone, rack};
     hb.registerSelf().wait(io.waitScope);
     auto beating = hb.loop().eagerlyEvaluate([](kj::Exception&& e) {
       spdlog::error("heartbeat loop ended: {}", e.getDescription().cStr());

@@ -30,6 +30,11 @@ ChunkStore::ChunkStore(std::vector<std::string> dirs, uint32_t maxBlocks)
         continue;
       try {
         auto f = ChunkFile::open(sub + "/" + ent->d_name);
+        if (f.id() != id) {
+          spdlog::error("skipping chunk file {}/{}: its header says chunk {:016x}", sub,
+                        ent->d_name, f.id());
+          continue;
+        }
         index_[id] = Entry{d, f.version()};
       } catch (kj::Exception& e) {
         spdlog::error("skipping unreadable chunk file {}/{}: {}", sub, ent->d_name,
@@ -100,6 +105,13 @@ bool ChunkStore::remove(uint64_t id) {
   if (::unlink(path.c_str()) != 0) spdlog::warn("unlink {}: {}", path, strerror(errno));
   index_.erase(e);
   return true;
+}
+
+std::vector<uint64_t> ChunkStore::idsAfter(uint64_t after, size_t max) const {
+  std::vector<uint64_t> out;
+  for (auto it = index_.upper_bound(after); it != index_.end() && out.size() < max; ++it)
+    out.push_back(it->first);
+  return out;
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> ChunkStore::list() const {

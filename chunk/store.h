@@ -32,6 +32,8 @@ class ChunkStore {
   ChunkFile& findOrCreate(uint64_t id, uint64_t version);
   bool remove(uint64_t id);
   std::vector<std::pair<uint64_t, uint64_t>> list() const;  // (id, version)
+  // Up to `max` chunk ids above `after`, ascending.
+  std::vector<uint64_t> idsAfter(uint64_t after, size_t max) const;
   void noteVersion(uint64_t id, uint64_t version) { index_[id].version = version; }
 
   StoreUsage usage();

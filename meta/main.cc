@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   uint64_t chunkSizeMiB = 64;
   uint64_t id = 1;
   int suspectMs = 3000, deadMs = 10000, tickMs = 100, electionTicks = 10;
+  int64_t gcGraceMs = 60000;
   uint64_t snapshotEvery = 10000;
   uint64_t repairMiBps = 100;
   size_t repairConcurrency = 2;
@@ -38,10 +39,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 8));
   app.add_option("--suspect-after-ms", suspectMs, "chunk server silent this long is suspect");
   app.add_option("--dead-after-ms", deadMs, "chunk server silent this long is dead");
+  app.add_option("--gc-grace-ms", gcGraceMs,
+                 "deleted copies wait this long before removal; an orphaned copy must be seen "
+                 "this long")
+      ->check(CLI::Range(int64_t(0), int64_t(7) * 24 * 3600 * 1000));
   app.add_option("--tick-ms", tickMs, "Raft tick");
   app.add_option("--election-ticks", electionTicks, "Raft election timeout, in ticks (randomized up to twice)");
   app.add_option("--snapshot-every", snapshotEvery, "compact the Raft log every this many entries");
-  app.add_option("--repair-mib-per-sec", repairMiBps, "throttle of each chunk repair copy");
+  app.add_option("--repair-mib-per-sec", repairMiBps, "total throttle of chunk repair copies");
   app.add_option("--repair-concurrency", repairConcurrency, "chunk repairs at a time");
   app.add_option("--metrics", metricsAddr, "address for Prometheus /metrics, host:port");
   app.add_option("--log-level", logLevel, "trace, debug, info, warn, error");
@@ -77,7 +82,8 @@ int main(int argc, char** argv) {
     Metrics metrics;
     meta::MetaServer server(store, metrics,
                             meta::ServerTimeouts{std::chrono::milliseconds(suspectMs),
-                                                 std::chrono::milliseconds(deadMs)},
+                                                 std::chrono::milliseconds(deadMs),
+                                                 std::chrono::milliseconds(gcGraceMs)},
                             format);
     raft::RaftNode node(io, secret, options, server, metrics);
     server.attach(node);

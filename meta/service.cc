@@ -50,6 +50,9 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::CHUNK_FAIL: return "chunk_fail";
     case W::CHUNK_REPAIR: return "chunk_repair";
     case W::CHUNK_CORRUPT: return "chunk_corrupt";
+    case W::SERVER_DRAIN: return "server_drain";
+    case W::CHUNK_ORPHANS: return "chunk_orphans";
+    case W::SET_REPLICAS: return "set_replicas";
   }
   return "unknown";
 }
@@ -99,7 +102,10 @@ const char* MetaServer::stateOf(uint32_t id) const {
   auto it = live_.find(id);
   if (it == live_.end() || !it->second.seen) return "dead";
   auto age = std::chrono::steady_clock::now() - it->second.lastBeat;
-  if (age < timeouts_.suspectAfter) return "online";
+  if (age < timeouts_.suspectAfter) {
+    auto s = servers_.find(id);
+    return s != servers_.end() && s->second.draining ? "draining" : "online";
+  }
   if (age < timeouts_.deadAfter) return "suspect";
   return "dead";
 }
@@ -192,6 +198,7 @@ kj::Promise<MetaServer::Reply> MetaServer::propose(proto::MetaRequest::Reader re
   capnp::MallocMessageBuilder cmd;
   auto root = cmd.initRoot<proto::Command>();
   root.setTimeNs(wallClockNs());
+  root.setGcGraceNs(std::chrono::duration_cast<std::chrono::nanoseconds>(timeouts_.gcGrace).count());
   root.setRequest(request);
   auto p = root.initPlacement(placement.size());
   for (size_t i = 0; i < placement.size(); i++) p.set(i, placement[i]);
@@ -336,6 +343,11 @@ void MetaServer::startRepairs(kj::AsyncIoContext& io, const ClusterSecret& secre
   repairedChunks_ = &metrics_.counter("cairn_meta_repaired_chunks_total", "Chunks re-replicated");
   metrics_.gauge("cairn_meta_repairs_running", "Chunk repairs in progress",
                  [this]() { return double(repairing_.size()); });
+  metrics_.gauge("cairn_meta_repair_queue",
+                 "Chunks waiting for a copy, a trim or a move off a draining server",
+                 [this]() { return double(repairQueue_); });
+  repairedBytes_ = &metrics_.counter("cairn_meta_repaired_bytes_total",
+                                     "Bytes copied between chunk servers by repairs");
   repairTasks_->add(repairLoop());
 }
 
@@ -346,42 +358,102 @@ kj::Promise<void> MetaServer::repairLoop() {
   });
 }
 
-void MetaServer::planRepairs() {
-  if (repairing_.size() >= maxRepairs_) return;
-  struct Candidate {
-    uint64_t ino, index;
-    ChunkRecord rec;
-    std::vector<uint32_t> live;
+void MetaServer::refreshServers(Txn& t) {
+  servers_.clear();
+  for (Cursor c(t, store_.servers, "", ""); c.valid(); c.next()) {
+    uint32_t id = static_cast<uint32_t>(readBe64(c.key()));
+    if (auto r = store_.getServer(t, id)) servers_.emplace(id, *r);
+  }
+}
+
+namespace {
+bool contains(const std::vector<uint32_t>& v, uint32_t x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+}  // namespace
+
+std::vector<uint32_t> MetaServer::chooseKeep(const std::vector<uint32_t>& good,
+                                             uint32_t replicas) {
+  // Emptiest first, then greedily the most spread: a new zone, else a new rack, else a new host.
+  auto fullness = [this](uint32_t s) {
+    auto it = live_.find(s);
+    if (it == live_.end() || it->second.capacityBytes == 0) return 1.0;
+    return double(it->second.usedBytes) / double(it->second.capacityBytes);
   };
-  std::vector<Candidate> todo;
+  std::vector<uint32_t> order = good;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t a, uint32_t b) { return fullness(a) < fullness(b); });
+  std::vector<uint32_t> keep;
+  std::set<std::string> zones, racks, hosts;
+  for (int tier = 0; tier < 4 && keep.size() < replicas; tier++) {
+    for (auto s : order) {
+      if (keep.size() >= replicas) break;
+      if (contains(keep, s)) continue;
+      auto& r = servers_[s];
+      bool ok = tier == 3 || (!hosts.count(r.host) && (tier >= 2 || !racks.count(r.zone + "/" + r.rack)) &&
+                              (tier >= 1 || !zones.count(r.zone)));
+      if (!ok) continue;
+      keep.push_back(s);
+      zones.insert(r.zone);
+      racks.insert(r.zone + "/" + r.rack);
+      hosts.insert(r.host);
+    }
+  }
+  return keep;
+}
+
+void MetaServer::planRepairs() {
+  std::vector<RepairPlan> todo;
   uint32_t replicas;
   {
     Txn t(store_.env(), false);
     if (!sm_.isFormatted(t)) return;
+    refreshServers(t);
     replicas = sm_.replicas(t);
     for (Cursor c(t, store_.chunks, "", ""); c.valid(); c.next()) {
       auto rec = Store::decodeChunk(c.value());
-      if (repairing_.count(rec.id)) continue;
-      std::vector<uint32_t> live;
-      bool anyDead = false;
+      std::vector<uint32_t> live, good;
+      bool anyDead = false, anyDraining = false;
       for (auto s : rec.servers) {
         std::string st = stateOf(s);
-        if (st == "online") live.push_back(s);
-        if (st == "dead") anyDead = true;
+        if (st == "online" || st == "draining") live.push_back(s);
+        if (st == "online") good.push_back(s);
+        anyDraining |= st == "draining";
+        anyDead |= st == "dead";
       }
-      // Repair once a replica is dead (not merely suspect), or the chunk was born short.
-      if (live.empty() || live.size() >= replicas) continue;
-      if (!anyDead && rec.servers.size() >= replicas) continue;
-      todo.push_back(Candidate{readBe64(c.key()), readBe64(c.key(), 8), rec, live});
+      if (live.empty()) continue;  // lost until a server holding it returns
+      RepairPlan p;
+      p.ino = readBe64(c.key());
+      p.index = readBe64(c.key(), 8);
+      p.rec = rec;
+      if (good.size() < replicas) {
+        // Copy once a replica is dead (not merely suspect) or draining, or the chunk was born
+        // short.
+        if (!anyDead && !anyDraining && rec.servers.size() >= replicas) continue;
+        p.copy = true;
+        p.keep = good;
+      } else if (good.size() > replicas || anyDead || anyDraining) {
+        p.keep = chooseKeep(good, replicas);  // drop surplus, dead and draining replicas
+      } else {
+        continue;
+      }
+      for (auto s : live)
+        if (!contains(p.keep, s)) p.extra.push_back(s);
+      todo.push_back(std::move(p));
     }
   }
-  std::stable_sort(todo.begin(), todo.end(),
-                   [](const Candidate& a, const Candidate& b) { return a.live.size() < b.live.size(); });
-  for (auto& c : todo) {
+  repairQueue_ = todo.size();
+  // Fewest good copies first; trims (which lose nothing if late) last.
+  std::stable_sort(todo.begin(), todo.end(), [](const RepairPlan& a, const RepairPlan& b) {
+    if (a.copy != b.copy) return a.copy;
+    return a.keep.size() < b.keep.size();
+  });
+  for (auto& p : todo) {
     if (repairing_.size() >= maxRepairs_) break;
-    repairing_.insert(c.rec.id);
-    uint64_t id = c.rec.id;
-    repairTasks_->add(repair(c.ino, c.index, c.rec, c.live).attach(kj::defer([this, id]() {
+    if (repairing_.count(p.rec.id)) continue;
+    repairing_.insert(p.rec.id);
+    uint64_t id = p.rec.id;
+    repairTasks_->add(repair(std::move(p)).attach(kj::defer([this, id]() {
       repairing_.erase(id);
     })));
   }
@@ -402,35 +474,47 @@ kj::Promise<int> MetaServer::chunkCall(const std::string& addr,
       });
 }
 
-kj::Promise<void> MetaServer::repair(uint64_t ino, uint64_t index, ChunkRecord rec,
-                                     std::vector<uint32_t> live) {
+kj::Promise<void> MetaServer::repair(RepairPlan plan) {
   std::map<uint32_t, std::string> addrs;
   uint32_t target = 0;
+  uint32_t replicas;
   {
     Txn t(store_.env(), false);
-    std::set<std::string> hosts;
-    for (auto s : rec.servers) {
+    replicas = sm_.replicas(t);
+    std::set<std::string> avoid;
+    for (auto s : plan.rec.servers) {
       if (auto r = store_.getServer(t, s)) {
         addrs[s] = r->addr;
-        hosts.insert(r->host);
+        avoid.insert(r->host);
       }
     }
-    // Never place the new copy on a server that still has to delete an old copy of this chunk
-    // (its pending garbage deletion would remove the new copy).
-    if (auto g = t.get(store_.garbage, be64(rec.id))) {
-      for (auto s : Store::decodeServers(*g))
-        if (auto r = store_.getServer(t, s)) hosts.insert(r->host);
+    if (plan.copy) {
+      // Never place the new copy on a server that still has to delete an old copy of this
+      // chunk (its pending garbage deletion would remove the new copy).
+      if (auto g = t.get(store_.garbage, be64(plan.rec.id))) {
+        for (auto s : Store::decodeGarbage(*g).servers)
+          if (auto r = store_.getServer(t, s)) avoid.insert(r->host);
+      }
+      auto chosen = place(t, 1, plan.keep, avoid);
+      if (chosen.empty()) return kj::READY_NOW;  // nowhere to put a new copy yet
+      target = chosen[0];
+      addrs[target] = store_.getServer(t, target)->addr;
     }
-    auto chosen = place(t, 1, hosts);
-    if (chosen.empty()) return kj::READY_NOW;  // nowhere to put a new copy yet
-    target = chosen[0];
-    addrs[target] = store_.getServer(t, target)->addr;
   }
+  auto rec = plan.rec;
   uint64_t newVersion = rec.version + 1;
-  spdlog::info("repair: chunk {:016x} ({} of {} copies live) -> server {} at version {}", rec.id,
-               live.size(), rec.servers.size(), target, newVersion);
+  if (plan.copy) {
+    spdlog::info("repair: chunk {:016x} ({} good of {} copies, {} to move) -> server {} at version {}",
+                 rec.id, plan.keep.size(), rec.servers.size(), plan.extra.size(), target,
+                 newVersion);
+  } else {
+    spdlog::info("repair: chunk {:016x} keeps {} of {} copies at version {}", rec.id,
+                 plan.keep.size(), rec.servers.size(), newVersion);
+  }
   // 1. Fence: the live copies move to the new version, so writers with the old one get ESTALE
   //    and come back to meta (which answers the new chain once the repair commits).
+  std::vector<uint32_t> live = plan.keep;
+  live.insert(live.end(), plan.extra.begin(), plan.extra.end());
   auto fences = kj::heapArrayBuilder<kj::Promise<int>>(live.size());
   for (auto s : live) {
     uint64_t id = rec.id;
@@ -441,92 +525,141 @@ kj::Promise<void> MetaServer::repair(uint64_t ino, uint64_t index, ChunkRecord r
       return req.send().then([](auto r) { return int(r.getErr()); });
     }));
   }
-  auto commit = [this, ino, index, rec, newVersion](std::vector<uint32_t> servers) {
+  auto commit = [this, plan, newVersion](std::vector<uint32_t> servers) {
     capnp::MallocMessageBuilder req;
     auto op = req.initRoot<proto::MetaRequest>().getOp().initChunkRepair();
-    op.setIno(ino);
-    op.setIndex(index);
-    op.setId(rec.id);
-    op.setVersion(rec.version);
+    op.setIno(plan.ino);
+    op.setIndex(plan.index);
+    op.setId(plan.rec.id);
+    op.setVersion(plan.rec.version);
     op.setNewVersion(newVersion);
     auto out = op.initServers(servers.size());
     for (size_t i = 0; i < servers.size(); i++) out.set(i, servers[i]);
     return propose(req.getRoot<proto::MetaRequest>().asReader(), {});
   };
+  struct Outcome {
+    int copyErr = 0;
+    uint64_t bytes = 0;
+    std::vector<uint32_t> fenced;
+  };
+  uint64_t rate = repairRate_ / std::max<size_t>(1, maxRepairs_);
   return kj::joinPromises(fences.finish())
-      .then([this, rec, live, addrs, target, newVersion](kj::Array<int> results) mutable {
-        std::vector<uint32_t> fenced;
+      .then([this, rec, live, addrs, target, newVersion, rate](kj::Array<int> results) mutable {
+        Outcome o;
         for (size_t i = 0; i < live.size(); i++)
-          if (results[i] == 0) fenced.push_back(live[i]);
-        if (fenced.empty()) return kj::Promise<std::pair<int, std::vector<uint32_t>>>(
-            std::make_pair(int(EIO), fenced));
+          if (results[i] == 0) o.fenced.push_back(live[i]);
+        if (target == 0 || o.fenced.empty()) {
+          o.copyErr = target == 0 ? 0 : EIO;
+          return kj::Promise<Outcome>(kj::mv(o));
+        }
         // 2. Copy server to server, throttled.
         uint64_t id = rec.id;
         std::string targetAddr = addrs[target];
-        uint64_t rate = repairRate_;
-        return chunkCall(addrs[fenced[0]],
-                         [id, newVersion, targetAddr, rate](proto::Chunk::Client c) {
+        auto bytes = kj::heap<uint64_t>(0);
+        auto* bytesPtr = bytes.get();
+        return chunkCall(addrs[o.fenced[0]],
+                         [id, newVersion, targetAddr, rate, bytesPtr](proto::Chunk::Client c) {
                            auto req = c.replicateRequest();
                            req.getChunk().setId(id);
                            req.getChunk().setVersion(newVersion);
                            req.setTarget(targetAddr);
                            req.setRateBytesPerSec(rate);
-                           return req.send().then([](auto r) { return int(r.getErr()); });
+                           return req.send().then([bytesPtr](auto r) {
+                             *bytesPtr = r.getBytes();
+                             return int(r.getErr());
+                           });
                          })
-            .then([fenced](int err) { return std::make_pair(err, fenced); });
+            .then([o = kj::mv(o), bytes = kj::mv(bytes)](int err) mutable {
+              o.copyErr = err;
+              o.bytes = *bytes;
+              return kj::mv(o);
+            });
       })
-      .then([this, commit, target, rec](std::pair<int, std::vector<uint32_t>> r) mutable {
-        auto servers = r.second;
-        if (r.first == 0) servers.push_back(target);
+      .then([this, commit, target, plan, replicas](Outcome o) mutable {
+        // 3. Commit the good copies (+ the new one), keeping dropped ones only as needed to
+        //    stay at R: no replica count goes down before the copy that replaces it exists.
+        //    Fenced copies are at the new version either way, and meta must say so.
+        std::vector<uint32_t> servers;
+        for (auto s : plan.keep)
+          if (contains(o.fenced, s)) servers.push_back(s);
+        if (target != 0 && o.copyErr == 0) servers.push_back(target);
+        for (auto s : plan.extra)
+          if (servers.size() < replicas && contains(o.fenced, s)) servers.push_back(s);
         if (servers.empty()) return kj::Promise<void>(kj::READY_NOW);
-        // 3. Commit the new replica set (without the target when the copy failed: the fenced
-        //    copies are at the new version either way, and meta must say so).
-        return commit(servers).then([this, r, rec](Reply reply) {
+        return commit(servers).then([this, o, plan, target](Reply reply) {
           int err = reply->getRoot<proto::MetaReply>().getErr();
-          if (err == 0 && r.first == 0) {
-            repairedChunks_->inc();
-            spdlog::info("repair: chunk {:016x} done", rec.id);
+          if (err == 0 && o.copyErr == 0) {
+            if (target != 0) {
+              repairedChunks_->inc();
+              repairedCount_++;
+              repairedBytes_->inc(o.bytes);
+              repairedBytesTotal_ += o.bytes;
+              recentRepairs_.emplace_back(std::chrono::steady_clock::now(), o.bytes);
+            }
+            spdlog::info("repair: chunk {:016x} done", plan.rec.id);
           } else {
-            spdlog::warn("repair: chunk {:016x}: copy {} commit {}", rec.id, r.first, err);
+            spdlog::warn("repair: chunk {:016x}: copy {} commit {}", plan.rec.id, o.copyErr, err);
           }
         });
       });
 }
 
 std::vector<uint32_t> MetaServer::place(Txn& t, uint32_t replicas,
-                                        const std::set<std::string>& excludeHosts) {
-  // Candidates: online servers; at most one per host label; weighted by free space.
+                                        const std::vector<uint32_t>& existing,
+                                        const std::set<std::string>& avoidHosts) {
+  // Candidates: online (not draining) servers on hosts not used yet; among them those in a new
+  // zone are preferred, then those in a new rack; weighted by free space within the best tier.
+  refreshServers(t);
   struct Candidate {
     uint32_t id;
-    std::string host;
+    ServerRecord rec;
     double weight;
   };
   std::vector<Candidate> candidates;
   for (auto& [id, l] : live_) {
     if (std::string(stateOf(id)) != "online") continue;
-    auto rec = store_.getServer(t, id);
-    if (!rec) continue;
+    auto it = servers_.find(id);
+    if (it == servers_.end()) continue;
     double free = l.capacityBytes > l.usedBytes ? double(l.capacityBytes - l.usedBytes) : 0;
-    candidates.push_back(Candidate{id, rec->host, free + 1.0});
+    candidates.push_back(Candidate{id, it->second, free + 1.0});
+  }
+  std::set<std::string> hosts = avoidHosts, zones, racks;
+  for (auto s : existing) {
+    auto it = servers_.find(s);
+    if (it == servers_.end()) continue;
+    hosts.insert(it->second.host);
+    zones.insert(it->second.zone);
+    racks.insert(it->second.zone + "/" + it->second.rack);
   }
   std::vector<uint32_t> chosen;
-  std::set<std::string> hosts = excludeHosts;
-  while (chosen.size() < replicas && !candidates.empty()) {
+  while (chosen.size() < replicas) {
+    std::erase_if(candidates, [&](const Candidate& c) { return hosts.count(c.rec.host) > 0; });
+    if (candidates.empty()) break;
+    auto tierOf = [&](const Candidate& c) {
+      if (!zones.count(c.rec.zone)) return 0;
+      if (!racks.count(c.rec.zone + "/" + c.rec.rack)) return 1;
+      return 2;
+    };
+    int best = 2;
+    for (auto& c : candidates) best = std::min(best, tierOf(c));
     double total = 0;
-    for (auto& c : candidates) total += c.weight;
+    for (auto& c : candidates)
+      if (tierOf(c) == best) total += c.weight;
     double x = std::uniform_real_distribution<double>(0, total)(rng_);
-    size_t pick = 0;
-    for (; pick + 1 < candidates.size(); pick++) {
-      x -= candidates[pick].weight;
+    size_t pick = candidates.size();
+    for (size_t i = 0; i < candidates.size(); i++) {
+      if (tierOf(candidates[i]) != best) continue;
+      pick = i;
+      x -= candidates[i].weight;
       if (x <= 0) break;
     }
     auto c = candidates[pick];
-    candidates.erase(candidates.begin() + static_cast<long>(pick));
-    if (hosts.count(c.host)) continue;  // one replica per host
-    hosts.insert(c.host);
     chosen.push_back(c.id);
+    hosts.insert(c.rec.host);
+    zones.insert(c.rec.zone);
+    racks.insert(c.rec.zone + "/" + c.rec.rack);
   }
-  if (excludeHosts.empty() && !chosen.empty() && chosen.size() < replicas) {
+  if (existing.empty() && avoidHosts.empty() && !chosen.empty() && chosen.size() < replicas) {
     spdlog::warn("only {} distinct hosts online for {} replicas: chunk is under-replicated",
                  chosen.size(), replicas);
   }
@@ -540,7 +673,9 @@ kj::Promise<MetaServer::Reply> MetaServer::heartbeat(proto::MetaRequest::Reader 
   {
     Txn t(store_.env(), false);
     known = store_.getServer(t, hb.getServer()).has_value();
-    hasGarbage = known && !sm_.garbageFor(t, hb.getServer(), 1).empty();
+    auto grace = std::chrono::duration_cast<std::chrono::nanoseconds>(timeouts_.gcGrace).count();
+    hasGarbage = known && !sm_.garbageFor(t, hb.getServer(), 1, wallClockNs(), grace).empty();
+    if (known) checkInventory(t, hb.getServer(), hb.getInventoryAfter(), hb.getInventory());
   }
   if (!known) return errorReply(ENOENT);
   auto& l = live_[hb.getServer()];
@@ -551,6 +686,50 @@ kj::Promise<MetaServer::Reply> MetaServer::heartbeat(proto::MetaRequest::Reader 
   l.seen = true;
   if (hasGarbage) return propose(request, {});  // handing out garbage changes the state
   return errorReply(0);
+}
+
+void MetaServer::checkInventory(Txn& t, uint32_t server, uint64_t after,
+                                capnp::List<uint64_t>::Reader ids) {
+  // A copy is an orphan when no chunk record lists this server for it and no deletion is
+  // pending: left behind by a repair that did not commit, a deletion whose notice was lost, or
+  // a server that was away. It is deleted only after a whole grace period as an orphan.
+  auto now = std::chrono::steady_clock::now();
+  auto& seen = orphanSeen_[server];
+  std::set<uint64_t> listed(ids.begin(), ids.end());
+  uint64_t last = ids.size() == 0 ? UINT64_MAX : ids[ids.size() - 1];
+  if (ids.size() < 4096) last = UINT64_MAX;  // the last page: everything after it is gone
+  for (auto it = seen.upper_bound(after); it != seen.end() && it->first <= last;)
+    it = listed.count(it->first) ? std::next(it) : seen.erase(it);
+  std::vector<uint64_t> ready;
+  for (auto id : ids) {
+    bool orphan = !repairing_.count(id);
+    if (orphan) {
+      if (auto owner = t.get(store_.owners, be64(id))) {
+        auto c = store_.getChunk(t, readBe64(*owner), readBe64(*owner, 8));
+        if (c && c->id == id && contains(c->servers, server)) orphan = false;
+      }
+    }
+    if (orphan) {
+      if (auto g = t.get(store_.garbage, be64(id)))
+        if (contains(Store::decodeGarbage(*g).servers, server)) orphan = false;
+    }
+    if (!orphan) {
+      seen.erase(id);
+      continue;
+    }
+    auto [it, inserted] = seen.emplace(id, now);
+    if (!inserted && now - it->second >= timeouts_.gcGrace) ready.push_back(id);
+  }
+  if (ready.empty() || !repairTasks_) return;
+  for (auto id : ready) seen.erase(id);
+  spdlog::info("gc: {} orphaned copies on chunk server {} (first {:016x}): deleting", ready.size(),
+               server, ready[0]);
+  capnp::MallocMessageBuilder req;
+  auto op = req.initRoot<proto::MetaRequest>().getOp().initChunkOrphans();
+  op.setServer(server);
+  auto out = op.initIds(ready.size());
+  for (size_t i = 0; i < ready.size(); i++) out.set(i, ready[i]);
+  repairTasks_->add(propose(req.getRoot<proto::MetaRequest>().asReader(), {}).ignoreResult());
 }
 
 MetaServer::Reply MetaServer::statfs() {
@@ -578,44 +757,65 @@ MetaServer::Reply MetaServer::status() {
   auto reply = kj::heap<capnp::MallocMessageBuilder>();
   auto r = reply->initRoot<proto::MetaReply>();
   Txn t(store_.env(), false);
+  refreshServers(t);
   auto st = r.initStatus();
   uint32_t replicas = sm_.replicas(t);
   st.setReplicas(replicas);
   st.setMetaAddr(node_->leaderAddr());
-  std::vector<std::pair<uint32_t, ServerRecord>> servers;
-  for (Cursor c(t, store_.servers, "", ""); c.valid(); c.next()) {
-    uint32_t id = static_cast<uint32_t>(readBe64(c.key()));
-    if (auto s = store_.getServer(t, id)) servers.emplace_back(id, *s);
+  std::map<uint32_t, uint64_t> perServer;
+  uint64_t total = 0, under = 0, lost = 0, over = 0;
+  for (Cursor c(t, store_.chunks, "", ""); c.valid(); c.next()) {
+    auto rec = Store::decodeChunk(c.value());
+    total++;
+    uint32_t alive = 0;
+    for (auto s : rec.servers) {
+      perServer[s]++;
+      alive += std::string(stateOf(s)) != "dead" ? 1 : 0;
+    }
+    if (alive == 0) {
+      lost++;
+    } else if (alive < replicas) {
+      under++;
+    } else if (alive > replicas) {
+      over++;
+    }
   }
-  auto out = st.initServers(servers.size());
-  for (size_t i = 0; i < servers.size(); i++) {
-    auto& [id, rec] = servers[i];
+  uint64_t garbage = 0;
+  for (Cursor c(t, store_.garbage, "", ""); c.valid(); c.next())
+    garbage += Store::decodeGarbage(c.value()).servers.size();
+  auto out = st.initServers(servers_.size());
+  size_t i = 0;
+  for (auto& [id, rec] : servers_) {
     out[i].setId(id);
     out[i].setAddr(rec.addr);
     out[i].setHost(rec.host);
+    out[i].setZone(rec.zone);
+    out[i].setRack(rec.rack);
+    out[i].setDraining(rec.draining);
     out[i].setState(stateOf(id));
+    out[i].setReplicas(perServer[id]);
     auto it = live_.find(id);
     if (it != live_.end()) {
       out[i].setCapacityBytes(it->second.capacityBytes);
       out[i].setUsedBytes(it->second.usedBytes);
       out[i].setChunks(it->second.chunks);
     }
-  }
-  uint64_t total = 0, under = 0, lost = 0;
-  for (Cursor c(t, store_.chunks, "", ""); c.valid(); c.next()) {
-    auto rec = Store::decodeChunk(c.value());
-    total++;
-    uint32_t alive = 0;
-    for (auto s : rec.servers) alive += std::string(stateOf(s)) != "dead" ? 1 : 0;
-    if (alive == 0) {
-      lost++;
-    } else if (alive < replicas) {
-      under++;
-    }
+    i++;
   }
   st.setChunksTotal(total);
   st.setUnderReplicated(under);
   st.setLost(lost);
+  st.setOverReplicated(over);
+  st.setGarbagePending(garbage);
+  st.setRepairsRunning(static_cast<uint32_t>(repairing_.size()));
+  st.setRepairQueue(repairQueue_);
+  st.setRepairedChunks(repairedCount_);
+  st.setRepairedBytes(repairedBytesTotal_);
+  auto now = std::chrono::steady_clock::now();
+  std::erase_if(recentRepairs_, [&](auto& e) { return now - e.first > std::chrono::minutes(1); });
+  uint64_t recent = 0;
+  for (auto& e : recentRepairs_) recent += e.second;
+  st.setRepairBytesPerSec(recent / 60);
   return reply;
 }
 

@@ -27,6 +27,9 @@ namespace cairn::meta {
 struct ServerTimeouts {
   std::chrono::milliseconds suspectAfter{3000};
   std::chrono::milliseconds deadAfter{10000};
+  // Copies of deleted data wait this long before their servers delete them, and a copy no file
+  // refers to must be seen this long in a server's inventory before it is deleted.
+  std::chrono::milliseconds gcGrace{60000};
 };
 
 class MetaServer final : public raft::Application {
@@ -34,8 +37,10 @@ class MetaServer final : public raft::Application {
   MetaServer(Store& store, Metrics& metrics, ServerTimeouts timeouts, Format format);
 
   void attach(raft::RaftNode& node);
-  // Starts the repair loop: under-replicated chunks are copied server to server, fewest copies
-  // first, at most `rateBytesPerSec` per repair, `maxConcurrent` at a time (leader only).
+  // Starts the repair loop (leader only): under-replicated chunks are copied server to server,
+  // fewest copies first; replicas on draining servers are moved off; surplus and dead replicas
+  // are dropped once R good copies exist. `rateBytesPerSec` is shared by the `maxConcurrent`
+  // repairs that run at a time.
   void startRepairs(kj::AsyncIoContext& io, const ClusterSecret& secret, uint64_t rateBytesPerSec,
                     size_t maxConcurrent);
 
@@ -73,12 +78,27 @@ class MetaServer final : public raft::Application {
   static Reply errorReply(int err);
   kj::Promise<Reply> heartbeat(proto::MetaRequest::Reader request);
   kj::Promise<Reply> metaAdd(proto::MetaRequest::Reader request);
+  // Picks `replicas` online servers on distinct hosts, spread over zones, then racks, that
+  // `existing` replicas do not use already; weighted by free space; never on `avoidHosts`.
   std::vector<uint32_t> place(Txn& t, uint32_t replicas,
-                              const std::set<std::string>& excludeHosts = {});
+                              const std::vector<uint32_t>& existing = {},
+                              const std::set<std::string>& avoidHosts = {});
+  // One chunk's repair: fence `keep` and `extra` at a new version, copy to a new server when
+  // `copy`, then commit `keep` (+ the new copy) and as many of `extra` as needed to stay at R.
+  struct RepairPlan {
+    uint64_t ino = 0, index = 0;
+    ChunkRecord rec;
+    std::vector<uint32_t> keep;   // good copies that stay
+    std::vector<uint32_t> extra;  // live copies to drop (draining, surplus)
+    bool copy = false;
+  };
   kj::Promise<void> repairLoop();
   void planRepairs();
-  kj::Promise<void> repair(uint64_t ino, uint64_t index, ChunkRecord rec,
-                           std::vector<uint32_t> live);
+  kj::Promise<void> repair(RepairPlan plan);
+  std::vector<uint32_t> chooseKeep(const std::vector<uint32_t>& good, uint32_t replicas);
+  void refreshServers(Txn& t);
+  void checkInventory(Txn& t, uint32_t server, uint64_t after,
+                      capnp::List<uint64_t>::Reader ids);
   kj::Promise<int> chunkCall(const std::string& addr,
                              kj::Function<kj::Promise<int>(proto::Chunk::Client)> fn);
   const char* stateOf(uint32_t id) const;
@@ -98,6 +118,14 @@ class MetaServer final : public raft::Application {
   uint64_t repairRate_ = 0;
   size_t maxRepairs_ = 2;
   std::set<uint64_t> repairing_;  // chunk ids being repaired
+  std::map<uint32_t, ServerRecord> servers_;  // registered chunk servers (refreshServers)
+  // Orphan candidates per server: chunk id -> when first seen without a referring file.
+  std::map<uint32_t, std::map<uint64_t, std::chrono::steady_clock::time_point>> orphanSeen_;
+  uint64_t repairQueue_ = 0;
+  uint64_t repairedCount_ = 0;
+  uint64_t repairedBytesTotal_ = 0;
+  std::vector<std::pair<std::chrono::steady_clock::time_point, uint64_t>> recentRepairs_;
+  Counter* repairedBytes_ = nullptr;
   std::map<std::string, std::unique_ptr<Peer>> chunkPeers_;
   kj::Own<kj::TaskSet> repairTasks_;
   struct RepairErrors : kj::TaskSet::ErrorHandler {

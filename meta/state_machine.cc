@@ -91,6 +91,9 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::CHUNK_FAIL:
     case W::CHUNK_REPAIR:
     case W::CHUNK_CORRUPT:
+    case W::SERVER_DRAIN:
+    case W::CHUNK_ORPHANS:
+    case W::SET_REPLICAS:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -127,6 +130,7 @@ void StateMachine::fillChunk(Txn& t, uint64_t index, const ChunkRecord& c,
 void StateMachine::apply(Txn& t, proto::Command::Reader cmd, capnp::MessageBuilder& out) {
   auto req = cmd.getRequest();
   int64_t now = cmd.getTimeNs();
+  applyNow_ = now;
   std::string replyKey;
   if (req.getClientId() != 0) {
     replyKey = be64(req.getClientId()) + be64(req.getSeq());
@@ -229,8 +233,51 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
       err = registerServer(t, op.getRegisterServer(), reply);
       break;
     case W::HEARTBEAT:
-      heartbeatGarbage(t, op.getHeartbeat().getServer(), reply);
+      heartbeatGarbage(t, op.getHeartbeat().getServer(), reply, now, cmd.getGcGraceNs());
       break;
+    case W::SERVER_DRAIN: {
+      auto d = op.getServerDrain();
+      auto rec = store_.getServer(t, d.getServer());
+      if (!rec) {
+        err = ENOENT;
+        break;
+      }
+      rec->draining = d.getDrain();
+      store_.putServer(t, d.getServer(), *rec);
+      break;
+    }
+    case W::SET_REPLICAS:
+      if (op.getSetReplicas() < 1 || op.getSetReplicas() > 8) {
+        err = EINVAL;
+        break;
+      }
+      store_.putCounter(t, "replicas", op.getSetReplicas());
+      break;
+    case W::CHUNK_ORPHANS: {
+      // Copies the leader saw in a server's inventory for a whole grace period without any
+      // file referring to them: checked again here, deterministically, then deleted.
+      auto o = op.getChunkOrphans();
+      if (!store_.getServer(t, o.getServer())) {
+        err = ENOENT;
+        break;
+      }
+      for (auto id : o.getIds()) {
+        if (auto owner = t.get(store_.owners, be64(id))) {
+          auto c = store_.getChunk(t, readBe64(*owner), readBe64(*owner, 8));
+          if (c && c->id == id &&
+              std::find(c->servers.begin(), c->servers.end(), o.getServer()) != c->servers.end())
+            continue;  // a live replica after all
+        }
+        GarbageRecord g;
+        if (auto v = t.get(store_.garbage, be64(id))) g = Store::decodeGarbage(*v);
+        if (std::find(g.servers.begin(), g.servers.end(), o.getServer()) != g.servers.end())
+          continue;  // already due for deletion
+        g.servers.push_back(o.getServer());
+        g.sinceNs = 0;  // its grace period is over already
+        t.put(store_.garbage, be64(id), Store::encodeGarbage(g));
+      }
+      break;
+    }
     case W::FORMAT: {
       auto f = op.getFormat();
       Format fmt;
@@ -329,7 +376,7 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
       }
       std::vector<uint32_t> servers;
       std::vector<uint32_t> pendingDelete;
-      if (auto g = t.get(store_.garbage, be64(c->id))) pendingDelete = Store::decodeServers(*g);
+      if (auto g = t.get(store_.garbage, be64(c->id))) pendingDelete = Store::decodeGarbage(*g).servers;
       for (auto s : f.getServers()) {
         if (!store_.getServer(t, s)) {
           err = EINVAL;
@@ -474,11 +521,12 @@ int StateMachine::link(Txn& t, int64_t now, proto::MetaRequest::LinkOp::Reader o
 
 void StateMachine::addGarbage(Txn& t, uint64_t chunkId, const std::vector<uint32_t>& servers) {
   if (servers.empty()) return;
-  std::vector<uint32_t> all;
-  if (auto v = t.get(store_.garbage, be64(chunkId))) all = Store::decodeServers(*v);
+  GarbageRecord g;
+  if (auto v = t.get(store_.garbage, be64(chunkId))) g = Store::decodeGarbage(*v);
   for (auto s : servers)
-    if (std::find(all.begin(), all.end(), s) == all.end()) all.push_back(s);
-  t.put(store_.garbage, be64(chunkId), Store::encodeServers(all));
+    if (std::find(g.servers.begin(), g.servers.end(), s) == g.servers.end()) g.servers.push_back(s);
+  g.sinceNs = applyNow_;
+  t.put(store_.garbage, be64(chunkId), Store::encodeGarbage(g));
 }
 
 void StateMachine::dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex) {
@@ -755,14 +803,18 @@ int StateMachine::registerServer(Txn& t, proto::MetaRequest::RegisterOp::Reader 
                                  proto::MetaReply::Builder reply) {
   std::string uuid(op.getUuid().cStr());
   if (uuid.empty() || uuid.size() > 64) return EINVAL;
-  ServerRecord rec{uuid, op.getAddr().cStr(), op.getHost().cStr()};
-  if (rec.addr.empty() || rec.addr.size() > 256 || rec.host.size() > 256) return EINVAL;
+  ServerRecord rec{uuid, op.getAddr().cStr(), op.getHost().cStr(), op.getZone().cStr(),
+                   op.getRack().cStr()};
+  if (rec.addr.empty() || rec.addr.size() > 256 || rec.host.size() > 256 ||
+      rec.zone.size() > 256 || rec.rack.size() > 256)
+    return EINVAL;
   uint32_t found = 0;
   for (Cursor c(t, store_.servers, "", ""); c.valid(); c.next()) {
     uint32_t id = static_cast<uint32_t>(readBe64(c.key()));
     auto s = store_.getServer(t, id);
     if (s && s->uuid == uuid) {
       found = id;
+      rec.draining = s->draining;  // a restart does not end a drain
       break;
     }
   }
@@ -775,10 +827,13 @@ int StateMachine::registerServer(Txn& t, proto::MetaRequest::RegisterOp::Reader 
   return 0;
 }
 
-std::vector<uint64_t> StateMachine::garbageFor(Txn& t, uint32_t server, size_t max) {
+std::vector<uint64_t> StateMachine::garbageFor(Txn& t, uint32_t server, size_t max, int64_t now,
+                                               int64_t graceNs) {
   std::vector<uint64_t> out;
   for (Cursor c(t, store_.garbage, "", ""); c.valid() && out.size() < max; c.next()) {
-    for (auto s : Store::decodeServers(c.value())) {
+    auto g = Store::decodeGarbage(c.value());
+    if (g.sinceNs > now - graceNs) continue;  // still in its grace period
+    for (auto s : g.servers) {
       if (s == server) {
         out.push_back(readBe64(c.key()));
         break;
@@ -788,18 +843,19 @@ std::vector<uint64_t> StateMachine::garbageFor(Txn& t, uint32_t server, size_t m
   return out;
 }
 
-void StateMachine::heartbeatGarbage(Txn& t, uint32_t server, proto::MetaReply::Builder reply) {
-  auto ids = garbageFor(t, server, 1024);
+void StateMachine::heartbeatGarbage(Txn& t, uint32_t server, proto::MetaReply::Builder reply,
+                                    int64_t now, int64_t graceNs) {
+  auto ids = garbageFor(t, server, 1024, now, graceNs);
   auto out = reply.initGarbage(ids.size());
   for (size_t i = 0; i < ids.size(); i++) {
     out.set(i, ids[i]);
     auto v = t.get(store_.garbage, be64(ids[i]));
-    auto servers = Store::decodeServers(*v);
-    std::erase(servers, server);
-    if (servers.empty()) {
+    auto g = Store::decodeGarbage(*v);
+    std::erase(g.servers, server);
+    if (g.servers.empty()) {
       t.del(store_.garbage, be64(ids[i]));
     } else {
-      t.put(store_.garbage, be64(ids[i]), Store::encodeServers(servers));
+      t.put(store_.garbage, be64(ids[i]), Store::encodeGarbage(g));
     }
   }
 }

@@ -38,8 +38,9 @@ class StateMachine {
   uint64_t chunkSize(Txn& t) { return store_.getCounter(t, "chunk_size"); }
   uint32_t replicas(Txn& t) { return static_cast<uint32_t>(store_.getCounter(t, "replicas")); }
 
-  // Garbage chunks waiting for `server` to delete them (bounded).
-  std::vector<uint64_t> garbageFor(Txn& t, uint32_t server, size_t max);
+  // Garbage chunks waiting for `server` to delete them whose grace period is over (bounded).
+  std::vector<uint64_t> garbageFor(Txn& t, uint32_t server, size_t max, int64_t now,
+                                   int64_t graceNs);
 
   Store& store() { return store_; }
 
@@ -59,7 +60,8 @@ class StateMachine {
                   proto::MetaReply::Builder reply);
   int registerServer(Txn& t, proto::MetaRequest::RegisterOp::Reader op,
                      proto::MetaReply::Builder reply);
-  void heartbeatGarbage(Txn& t, uint32_t server, proto::MetaReply::Builder reply);
+  void heartbeatGarbage(Txn& t, uint32_t server, proto::MetaReply::Builder reply, int64_t now,
+                        int64_t graceNs);
 
   void addDentry(Txn& t, uint64_t parent, InodeRecord& parentRec, std::string_view name,
                  uint64_t ino, uint32_t mode);
@@ -73,6 +75,7 @@ class StateMachine {
   void pruneReplies(Txn& t, int64_t now);
 
   Store& store_;
+  int64_t applyNow_ = 0;  // the time of the command being applied
 };
 
 // Name rules at the boundary: 1..255 bytes, no '/', no NUL, not "." or "..".

@@ -238,6 +238,20 @@ std::string Store::encodeServers(const std::vector<uint32_t>& ids) {
   return s;
 }
 
+std::string Store::encodeGarbage(const GarbageRecord& g) {
+  std::string s;
+  putU64(s, static_cast<uint64_t>(g.sinceNs));
+  return s + encodeServers(g.servers);
+}
+
+GarbageRecord Store::decodeGarbage(std::string_view v) {
+  GarbageRecord g;
+  size_t at = 0;
+  g.sinceNs = static_cast<int64_t>(getU64(v, at));
+  g.servers = decodeServers(v.substr(at));
+  return g;
+}
+
 std::vector<uint32_t> Store::decodeServers(std::string_view v) {
   size_t at = 0;
   uint32_t n = getU32(v, at);
@@ -265,6 +279,9 @@ std::optional<ServerRecord> Store::getServer(Txn& t, uint32_t id) {
   r.uuid = getStr(*v, at);
   r.addr = getStr(*v, at);
   r.host = getStr(*v, at);
+  r.zone = getStr(*v, at);
+  r.rack = getStr(*v, at);
+  r.draining = at < v->size() && (*v)[at] != 0;
   return r;
 }
 
@@ -273,6 +290,9 @@ void Store::putServer(Txn& t, uint32_t id, const ServerRecord& r) {
   putStr(s, r.uuid);
   putStr(s, r.addr);
   putStr(s, r.host);
+  putStr(s, r.zone);
+  putStr(s, r.rack);
+  s.push_back(r.draining ? 1 : 0);
   t.put(servers, be64(id), s);
 }
 

@@ -8,7 +8,8 @@
 //   xattrs     ino || name              -> value
 //   chunks     ino || index             -> ChunkRecord
 //   servers    server id                -> uuid, addr, host
-//   garbage    chunk id                 -> server ids still holding it
+//   garbage    chunk id                 -> time (ns) of the last addition, server ids still
+//                                          holding it
 //   replies    client id || seq         -> time, reply    (retried mutations answer the same)
 //   replytime  time || client id || seq -> ""            (deterministic expiry of replies)
 //   log        index                    -> Command
@@ -61,6 +62,15 @@ struct ServerRecord {
   std::string uuid;
   std::string addr;
   std::string host;
+  std::string zone;
+  std::string rack;
+  bool draining = false;
+};
+
+// Copies waiting for deletion: the servers that must delete them and when the last was added.
+struct GarbageRecord {
+  int64_t sinceNs = 0;
+  std::vector<uint32_t> servers;
 };
 
 std::string be64(uint64_t v);
@@ -134,6 +144,8 @@ class Store {
   static std::string encodeChunk(const ChunkRecord& r);
   static ChunkRecord decodeChunk(std::string_view v);
   static std::string encodeServers(const std::vector<uint32_t>& ids);
+  static std::string encodeGarbage(const GarbageRecord& g);
+  static GarbageRecord decodeGarbage(std::string_view v);
   static std::vector<uint32_t> decodeServers(std::string_view v);
 
  private:

@@ -68,10 +68,14 @@ struct ServerInfo {
   id @0 :UInt32;
   addr @1 :Text;
   host @2 :Text;
-  state @3 :Text;      # online, suspect, dead
+  state @3 :Text;      # online, suspect, dead, draining (online and being emptied)
   capacityBytes @4 :UInt64;
   usedBytes @5 :UInt64;
   chunks @6 :UInt64;
+  zone @7 :Text;
+  rack @8 :Text;
+  draining @9 :Bool;
+  replicas @10 :UInt64;  # replicas the chunk table places on this server
 }
 
 struct SetAttr {
@@ -129,6 +133,9 @@ struct MetaRequest {
     chunkFail @31 :ChunkFailOp;   # a replica failed during a write: drop it, bump the version
     chunkRepair @32 :ChunkRepairOp;  # a repair finished: the new replica set and version
     chunkCorrupt @33 :ChunkCorruptOp;  # a replica failed its checksum (scrubber or reader)
+    serverDrain @34 :ServerDrainOp;    # start or stop moving every replica off a chunk server
+    chunkOrphans @35 :ChunkOrphansOp;  # copies a server holds that no file refers to
+    setReplicas @36 :UInt32;           # change the cluster's replica count (admin)
   }
 
   struct ChunkCorruptOp {
@@ -137,6 +144,16 @@ struct MetaRequest {
     addr @2 :Text;
     version @3 :UInt64;     # the version of the bad copy (0: unknown); a report about an older
                             # version than the chunk's is ignored (that copy is gone already)
+  }
+
+  struct ServerDrainOp {
+    server @0 :UInt32;
+    drain @1 :Bool;
+  }
+
+  struct ChunkOrphansOp {
+    server @0 :UInt32;
+    ids @1 :List(UInt64);
   }
 
   struct ChunkRepairOp {
@@ -182,9 +199,14 @@ struct MetaRequest {
   struct RegisterOp {
     uuid @0 :Text; addr @1 :Text; host @2 :Text;
     capacityBytes @3 :UInt64; usedBytes @4 :UInt64; chunks @5 :UInt64;
+    zone @6 :Text; rack @7 :Text;   # failure-domain labels (empty: none)
   }
   struct HeartbeatOp {
     server @0 :UInt32; capacityBytes @1 :UInt64; usedBytes @2 :UInt64; chunks @3 :UInt64;
+    # A page of the chunk ids this server holds, ascending, starting after `inventoryAfter`;
+    # successive heartbeats walk the whole store so meta can find orphaned copies.
+    inventoryAfter @4 :UInt64;
+    inventory @5 :List(UInt64);
   }
 }
 
@@ -222,6 +244,13 @@ struct ClusterStatus {
   lost @3 :UInt64;
   replicas @4 :UInt32;
   metaAddr @5 :Text;
+  repairsRunning @6 :UInt32;
+  repairQueue @7 :UInt64;       # chunks waiting for a copy, a trim or a move off a draining server
+  repairedChunks @8 :UInt64;    # since this leader took over
+  repairedBytes @9 :UInt64;
+  repairBytesPerSec @10 :UInt64;  # over the last minute
+  garbagePending @11 :UInt64;   # copies waiting for deletion (grace period or a server's return)
+  overReplicated @12 :UInt64;
 }
 
 struct ClusterInfo {
@@ -259,6 +288,7 @@ struct Command {
   timeNs @0 :Int64;
   request @1 :MetaRequest;
   placement @2 :List(UInt32);   # chunk servers chosen for a chunk allocation
+  gcGraceNs @3 :Int64;          # garbage younger than this is not handed out yet
 }
 
 interface Meta {

@@ -6,6 +6,9 @@
 //   cairn meta add ID ADDR                add a meta server (started with --join)
 //   cairn meta remove ID                  remove a meta server
 //   cairn meta transfer-leader ID         hand leadership to a meta server
+//   cairn chunk drain ID [--wait]         move every replica off a chunk server
+//   cairn chunk undrain ID                stop draining it
+//   cairn replicas set N                  change the cluster's replica count
 //
 // --meta ADDRS and --secret-file F default to $CAIRN_META and $CAIRN_SECRET_FILE.
 #include <CLI/CLI.hpp>
@@ -13,6 +16,8 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <chrono>
+#include <unistd.h>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -193,7 +198,10 @@ int statusCmd(Tool& tool, bool json) {
   if (r.getErr() != 0) return fail(std::string("status: ") + strerror(r.getErr()), 2);
   auto st = r.getStatus();
   size_t online = 0;
-  for (auto s : st.getServers()) online += std::string(s.getState().cStr()) == "online" ? 1 : 0;
+  for (auto s : st.getServers()) {
+    std::string state = s.getState().cStr();
+    online += state == "online" || state == "draining" ? 1 : 0;
+  }
   size_t metasUp = 0;
   for (auto& m : metas) metasUp += m.up ? 1 : 0;
   std::string verdict = "healthy";
@@ -228,14 +236,23 @@ int statusCmd(Tool& tool, bool json) {
     for (auto s : st.getServers()) {
       o << (first ? "" : ",") << "{\"id\":" << s.getId() << ",\"addr\":"
         << jsonString(s.getAddr().cStr()) << ",\"host\":" << jsonString(s.getHost().cStr())
+        << ",\"zone\":" << jsonString(s.getZone().cStr())
+        << ",\"rack\":" << jsonString(s.getRack().cStr())
         << ",\"state\":" << jsonString(s.getState().cStr())
+        << ",\"draining\":" << (s.getDraining() ? "true" : "false")
+        << ",\"replicas\":" << s.getReplicas()
         << ",\"capacity_bytes\":" << s.getCapacityBytes() << ",\"used_bytes\":" << s.getUsedBytes()
         << ",\"chunks\":" << s.getChunks() << "}";
       first = false;
     }
     o << "],\"chunks\":{\"total\":" << st.getChunksTotal()
       << ",\"under_replicated\":" << st.getUnderReplicated() << ",\"lost\":" << st.getLost()
-      << "},\"replicas\":" << st.getReplicas() << ",\"verdict\":" << jsonString(verdict)
+      << ",\"over_replicated\":" << st.getOverReplicated()
+      << ",\"garbage_pending\":" << st.getGarbagePending()
+      << "},\"repair\":{\"running\":" << st.getRepairsRunning()
+      << ",\"queue\":" << st.getRepairQueue() << ",\"repaired_chunks\":" << st.getRepairedChunks()
+      << ",\"repaired_bytes\":" << st.getRepairedBytes()
+      << ",\"bytes_per_sec\":" << st.getRepairBytesPerSec() << "},\"replicas\":" << st.getReplicas() << ",\"verdict\":" << jsonString(verdict)
       << ",\"reasons\":[";
     for (size_t i = 0; i < why.size(); i++) o << (i ? "," : "") << jsonString(why[i]);
     o << "]}";
@@ -252,16 +269,26 @@ int statusCmd(Tool& tool, bool json) {
              (unsigned long long)m.commit, (unsigned long long)m.applied,
              (unsigned long long)lag);
     }
-    printf("\nchunk servers\n  %-4s %-22s %-10s %-8s %12s %12s %8s\n", "ID", "ADDRESS", "HOST",
-           "STATE", "CAPACITY", "USED", "CHUNKS");
+    printf("\nchunk servers\n  %-4s %-22s %-18s %-9s %12s %12s %8s\n", "ID", "ADDRESS",
+           "ZONE/RACK/HOST", "STATE", "CAPACITY", "USED", "REPLICAS");
     for (auto s : st.getServers()) {
-      printf("  %-4u %-22s %-10s %-8s %12s %12s %8llu\n", s.getId(), s.getAddr().cStr(),
-             s.getHost().cStr(), s.getState().cStr(), human(s.getCapacityBytes()).c_str(),
-             human(s.getUsedBytes()).c_str(), (unsigned long long)s.getChunks());
+      std::string where = std::string(s.getZone().cStr()) + "/" + s.getRack().cStr() + "/" +
+                          s.getHost().cStr();
+      printf("  %-4u %-22s %-18s %-9s %12s %12s %8llu%s\n", s.getId(), s.getAddr().cStr(),
+             where.c_str(), s.getState().cStr(), human(s.getCapacityBytes()).c_str(),
+             human(s.getUsedBytes()).c_str(), (unsigned long long)s.getReplicas(),
+             s.getDraining() && s.getReplicas() == 0 ? "  (drained: can be removed)" : "");
     }
-    printf("\nchunks: %llu total, %llu under-replicated, %llu lost (replicas %u)\n",
+    printf("\nchunks: %llu total, %llu under-replicated, %llu over-replicated, %llu lost "
+           "(replicas %u); %llu copies awaiting deletion\n",
            (unsigned long long)st.getChunksTotal(), (unsigned long long)st.getUnderReplicated(),
-           (unsigned long long)st.getLost(), st.getReplicas());
+           (unsigned long long)st.getOverReplicated(), (unsigned long long)st.getLost(),
+           st.getReplicas(), (unsigned long long)st.getGarbagePending());
+    printf("repair: %u running, %llu queued; %llu chunks (%s) repaired by this leader, %s/s over "
+           "the last minute\n",
+           st.getRepairsRunning(), (unsigned long long)st.getRepairQueue(),
+           (unsigned long long)st.getRepairedChunks(), human(st.getRepairedBytes()).c_str(),
+           human(st.getRepairBytesPerSec()).c_str());
   }
   return verdict == "healthy" ? 0 : 1;
 }
@@ -362,6 +389,57 @@ int metaStatusCmd(Tool& tool, bool json) {
   return 0;
 }
 
+// Marks a chunk server draining; with `wait`, follows the drain until the server holds no
+// replica, printing progress.
+int drainCmd(Tool& tool, uint32_t server, bool drain, bool wait, int timeoutSec) {
+  auto req = newMetaRequest();
+  auto d = req->getRoot<proto::MetaRequest>().getOp().initServerDrain();
+  d.setServer(server);
+  d.setDrain(drain);
+  auto reply = tool.call(kj::mv(req));
+  int err = reply->getRoot<proto::MetaReply>().getErr();
+  if (err == ENOENT) return fail("chunk server " + std::to_string(server) + " is not registered", 1);
+  if (err != 0) return fail(std::string("drain: ") + strerror(err), 1);
+  if (!drain) {
+    printf("chunk server %u: no longer draining\n", server);
+    return 0;
+  }
+  printf("chunk server %u: draining (its replicas move to other servers; it keeps serving)\n",
+         server);
+  uint64_t start = 0;
+  auto began = std::chrono::steady_clock::now();
+  for (;;) {
+    auto sreq = newMetaRequest();
+    sreq->getRoot<proto::MetaRequest>().getOp().setStatus();
+    auto sreply = tool.call(kj::mv(sreq));
+    auto st = sreply->getRoot<proto::MetaReply>().getStatus();
+    uint64_t left = 0;
+    for (auto s : st.getServers())
+      if (s.getId() == server) left = s.getReplicas();
+    if (start == 0) start = left;
+    if (left == 0) {
+      printf("chunk server %u holds no replica: it can be stopped and removed\n", server);
+      return 0;
+    }
+    if (!wait) {
+      printf("%llu replicas left to move; follow with `cairn status`\n", (unsigned long long)left);
+      return 0;
+    }
+    auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+    if (elapsed > timeoutSec) {
+      return fail("drain of chunk server " + std::to_string(server) + " not finished after " +
+                      std::to_string(timeoutSec) + " s (" + std::to_string(left) + " replicas left)",
+                  1);
+    }
+    double done = start > 0 ? double(start - left) / double(start) : 0;
+    std::string eta = "?";
+    if (done > 0) eta = std::to_string(int(elapsed / done * (1 - done))) + " s";
+    fprintf(stderr, "\r  %3d%%  %llu of %llu replicas moved, ETA %s   ", int(done * 100),
+            (unsigned long long)(start - left), (unsigned long long)start, eta.c_str());
+    sleep(1);
+  }
+}
+
 int simpleMetaOp(Tool& tool, const char* what, kj::Function<void(proto::MetaRequest::Op::Builder)> fill) {
   auto req = newMetaRequest();
   fill(req->getRoot<proto::MetaRequest>().getOp());
@@ -404,6 +482,26 @@ int main(int argc, char** argv) {
   metaRemove->add_option("id", id, "its id")->required();
   auto* metaTransfer = metaCmd->add_subcommand("transfer-leader", "hand leadership over");
   metaTransfer->add_option("id", id, "the new leader's id")->required();
+  auto* chunkCmd = app.add_subcommand("chunk", "chunk servers");
+  chunkCmd->require_subcommand(1);
+  chunkCmd->fallthrough();
+  uint32_t server = 0;
+  bool wait = false;
+  int timeoutSec = 24 * 3600;
+  auto* drainC = chunkCmd->add_subcommand("drain", "move every replica off a chunk server");
+  drainC->add_option("id", server, "the chunk server's id (see cairn status)")->required();
+  drainC->add_flag("--wait", wait, "follow the drain until the server is empty");
+  drainC->add_option("--timeout", timeoutSec, "give up waiting after this many seconds");
+  auto* undrainC = chunkCmd->add_subcommand("undrain", "stop draining a chunk server");
+  undrainC->add_option("id", server, "the chunk server's id")->required();
+  auto* replicasCmd = app.add_subcommand("replicas", "the cluster's replica count");
+  replicasCmd->require_subcommand(1);
+  replicasCmd->fallthrough();
+  uint32_t replicas = 0;
+  auto* replicasSet = replicasCmd->add_subcommand("set", "change it (repairs add or trim copies)");
+  replicasSet->add_option("n", replicas, "copies of every chunk, 1..8")
+      ->required()
+      ->check(CLI::Range(1, 8));
   CLI11_PARSE(app, argc, argv);
 
   if (metaAddrs.empty()) return fail("no meta address: give --meta or set CAIRN_META", 2);
@@ -418,6 +516,11 @@ int main(int argc, char** argv) {
     if (*status) return statusCmd(tool, json);
     if (*fileinfo) return fileinfoCmd(tool, path, json);
     if (*metaStatus) return metaStatusCmd(tool, json);
+    if (*drainC) return drainCmd(tool, server, true, wait, timeoutSec);
+    if (*undrainC) return drainCmd(tool, server, false, false, 0);
+    if (*replicasSet)
+      return simpleMetaOp(tool, "replicas set",
+                          [&](proto::MetaRequest::Op::Builder op) { op.setSetReplicas(replicas); });
     if (*metaAdd) {
       return simpleMetaOp(tool, "meta add", [&](proto::MetaRequest::Op::Builder op) {
         auto m = op.initMetaAdd();

@@ -8,7 +8,8 @@
 #   tools/cluster.sh status --dir DIR
 #
 # `up` on an existing DIR brings the same cluster back (same ports, same data).
-# DIR/cluster.env (shell syntax) describes the cluster for scripts.
+# DIR/cluster.env (shell syntax) describes the cluster for scripts. Environment: CAIRN_ZONES and
+# CAIRN_RACKS (comma-separated labels, one per chunk server), CAIRN_GC_GRACE_MS (default 5000).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,7 +17,7 @@ BIN="${CAIRN_BIN:-$ROOT/build/bin}"
 
 die() { echo "cluster.sh: $*" >&2; exit 2; }
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 cmd="${1:-}"; shift || true
 case "$cmd" in up|down|kill|start|status) ;; *) usage ;; esac
 DIR="" MNT="" METAS="" CHUNKS="" REPLICAS="" NAME=""
@@ -76,12 +77,19 @@ command_of() {
         "--data $DIR/$name --secret-file $DIR/secret --replicas $CAIRN_REPLICAS" \
         "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" \
         "--suspect-after-ms ${CAIRN_SUSPECT_MS:-2000} --dead-after-ms ${CAIRN_DEAD_MS:-5000}" \
-        "--snapshot-every ${CAIRN_SNAPSHOT_EVERY:-10000}" ;;
+        "--snapshot-every ${CAIRN_SNAPSHOT_EVERY:-10000} --gc-grace-ms ${CAIRN_GC_GRACE_MS:-5000}" ;;
     chunk*)
       i="${name#chunk}"
       local port="CHUNK${i}_PORT" metrics="CHUNK${i}_METRICS"
+      # Failure-domain labels: CAIRN_ZONES / CAIRN_RACKS hold one comma-separated entry per
+      # chunk server (chunk0 first); the host label is the server's name.
+      local zone rack labels=""
+      zone="$(echo "${CAIRN_ZONES:-}" | cut -s -d, -f$((i + 1)))"
+      rack="$(echo "${CAIRN_RACKS:-}" | cut -s -d, -f$((i + 1)))"
+      [ -n "$zone" ] && labels+=" --zone $zone"
+      [ -n "$rack" ] && labels+=" --rack $rack"
       echo "$BIN/cairn-chunk --listen 127.0.0.1:${!port} --meta $CAIRN_META" \
-        "--secret-file $DIR/secret --data $DIR/$name/data --host $name" \
+        "--secret-file $DIR/secret --data $DIR/$name/data --host $name$labels" \
         "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" ;;
     mount)
       echo "$BIN/mount.cairn $CAIRN_META:/ $CAIRN_MOUNT -f" \

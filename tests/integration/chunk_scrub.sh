@@ -8,7 +8,11 @@ cluster_up --chunks 4 --replicas 3
 for i in 1 2 3; do head -c 30M /dev/urandom > "$L/f$i"; cp "$L/f$i" "$M/f$i"; done
 sync
 
-victim=chunk1
+victim=""
+for c in chunk1 chunk2 chunk3 chunk0; do
+  if [ -n "$(ls "$CL/$c/data/chunks")" ]; then victim=$c; break; fi
+done
+[ -n "$victim" ] || fail "no chunk server holds a chunk file"
 python3 - "$CL/$victim/data/chunks" > "$L/flipped" <<'PY'
 import os, random, sys
 d = sys.argv[1]

@@ -69,6 +69,7 @@ class Namespace {
     auto cmd = cmdMsg.initRoot<proto::Command>();
     nowNs_ += 1000;
     cmd.setTimeNs(nowNs_);
+    cmd.setGcGraceNs(graceNs);
     auto req = cmd.initRequest();
     req.setClientId(clientId);
     req.setSeq(seq);
@@ -107,6 +108,10 @@ class Namespace {
         },
         clientId, seq);
   }
+  int64_t now() const { return nowNs_; }
+  void advance(int64_t ns) { nowNs_ += ns; }
+  int64_t graceNs = 0;  // the garbage grace period the "leader" puts in every command
+
   Reply file(uint64_t parent, const std::string& name) { return mknod(parent, name, S_IFREG | 0644); }
   Reply mkdir(uint64_t parent, const std::string& name) { return mknod(parent, name, S_IFDIR | 0755); }
 
@@ -657,18 +662,18 @@ TEST_F(StateMachineTest, ShrinkingSizeMovesDroppedChunksToGarbage) {
   ASSERT_EQ(list.get().getChunks().size(), 2u);
 
   Txn t(ns.store().env(), false);
-  EXPECT_EQ(ns.sm().garbageFor(t, s1, 100), std::vector<uint64_t>{});
-  EXPECT_EQ(ns.sm().garbageFor(t, s2, 100), std::vector<uint64_t>{ids[2]});
-  EXPECT_EQ(ns.sm().garbageFor(t, s3, 100), std::vector<uint64_t>{ids[2]});
+  EXPECT_EQ(ns.sm().garbageFor(t, s1, 100, INT64_MAX, 0), std::vector<uint64_t>{});
+  EXPECT_EQ(ns.sm().garbageFor(t, s2, 100, INT64_MAX, 0), std::vector<uint64_t>{ids[2]});
+  EXPECT_EQ(ns.sm().garbageFor(t, s3, 100, INT64_MAX, 0), std::vector<uint64_t>{ids[2]});
   t.commit();
 
   ASSERT_EQ(ns.setSize(f.ino(), 0).err(), 0);
   EXPECT_EQ(ns.chunkList(f.ino()).get().getChunks().size(), 0u);
   Txn t2(ns.store().env(), false);
-  auto g1 = ns.sm().garbageFor(t2, s1, 100);
+  auto g1 = ns.sm().garbageFor(t2, s1, 100, INT64_MAX, 0);
   std::sort(g1.begin(), g1.end());
   EXPECT_EQ(g1, (std::vector<uint64_t>{ids[0], ids[1]}));
-  EXPECT_EQ(ns.sm().garbageFor(t2, s2, 100).size(), 3u);
+  EXPECT_EQ(ns.sm().garbageFor(t2, s2, 100, INT64_MAX, 0).size(), 3u);
   t2.commit();
 
   // A heartbeat hands each server its garbage once, through the log like any other change.
@@ -683,7 +688,93 @@ TEST_F(StateMachineTest, ShrinkingSizeMovesDroppedChunksToGarbage) {
   EXPECT_EQ(heartbeat(s1), std::vector<uint64_t>{});
   EXPECT_EQ(heartbeat(s2).size(), 3u);
   Txn t3(ns.store().env(), false);
-  EXPECT_EQ(ns.sm().garbageFor(t3, s3, 100), std::vector<uint64_t>{ids[2]});
+  EXPECT_EQ(ns.sm().garbageFor(t3, s3, 100, INT64_MAX, 0), std::vector<uint64_t>{ids[2]});
+}
+
+TEST_F(StateMachineTest, GarbageWaitsForItsGracePeriodBeforeAnyServerIsToldToDelete) {
+  // Proves the grace period: copies of a deleted file are not handed out by heartbeats until
+  // the grace period (carried in each command, so every replica decides the same) has passed.
+  ns.graceNs = 5'000'000'000;
+  uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
+  auto f = ns.file(ROOT_INO, "f");
+  auto c = ns.allocate(f.ino(), 0, {s1});
+  ASSERT_EQ(c.err(), 0);
+  uint64_t id = c.get().getChunk().getId();
+  ASSERT_EQ(ns.unlink(ROOT_INO, "f").err(), 0);
+  auto beat = [&]() {
+    auto r = ns.apply([&](Op op) { op.initHeartbeat().setServer(s1); });
+    std::vector<uint64_t> ids;
+    for (auto g : r.get().getGarbage()) ids.push_back(g);
+    return ids;
+  };
+  EXPECT_EQ(beat(), std::vector<uint64_t>{});
+  ns.advance(4'000'000'000);
+  EXPECT_EQ(beat(), std::vector<uint64_t>{});
+  ns.advance(1'000'000'000);
+  EXPECT_EQ(beat(), std::vector<uint64_t>{id});
+  EXPECT_EQ(beat(), std::vector<uint64_t>{});
+}
+
+TEST_F(StateMachineTest, OrphanReportsDeleteOnlyCopiesNoFileRefersTo) {
+  // Proves the orphan check at apply time: a copy the chunk table lists for that server is
+  // kept even if the leader reported it, an unknown copy becomes garbage at once (its grace
+  // period was spent on the leader), and one already due for deletion is not added twice.
+  ns.graceNs = 60'000'000'000;
+  uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
+  uint32_t s2 = ns.registerServer("uuid-2", "127.0.0.2:7000", "h2");
+  auto f = ns.file(ROOT_INO, "f");
+  auto c = ns.allocate(f.ino(), 0, {s1});
+  ASSERT_EQ(c.err(), 0);
+  uint64_t live = c.get().getChunk().getId();
+  uint64_t unknown = live + 1000;
+  auto report = [&](uint32_t server, std::vector<uint64_t> ids) {
+    return ns.apply([&](Op op) {
+      auto o = op.initChunkOrphans();
+      o.setServer(server);
+      auto l = o.initIds(ids.size());
+      for (size_t i = 0; i < ids.size(); i++) l.set(i, ids[i]);
+    });
+  };
+  ASSERT_EQ(report(s1, {live, unknown}).err(), 0);
+  ASSERT_EQ(report(s2, {live}).err(), 0);  // s2 holds a copy meta never gave it
+  EXPECT_EQ(report(99, {unknown}).err(), ENOENT);
+  Txn t(ns.store().env(), false);
+  auto g1 = ns.sm().garbageFor(t, s1, 100, ns.now(), ns.graceNs);
+  auto g2 = ns.sm().garbageFor(t, s2, 100, ns.now(), ns.graceNs);
+  t.commit();
+  EXPECT_EQ(g1, std::vector<uint64_t>{unknown});
+  EXPECT_EQ(g2, std::vector<uint64_t>{live});
+}
+
+TEST_F(StateMachineTest, DrainSurvivesReRegistrationAndReplicaCountIsValidated) {
+  // Proves drain is replicated state: a draining server that restarts and registers again
+  // stays draining until undrained; the replica count accepts 1..8 only.
+  uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
+  auto drain = [&](uint32_t s, bool on) {
+    return ns.apply([&](Op op) {
+      auto d = op.initServerDrain();
+      d.setServer(s);
+      d.setDrain(on);
+    });
+  };
+  auto draining = [&]() {
+    Txn t(ns.store().env(), false);
+    bool d = ns.store().getServer(t, s1)->draining;
+    t.commit();
+    return d;
+  };
+  ASSERT_EQ(drain(s1, true).err(), 0);
+  EXPECT_TRUE(draining());
+  EXPECT_EQ(ns.registerServer("uuid-1", "127.0.0.1:7001", "h1"), s1);
+  EXPECT_TRUE(draining());
+  ASSERT_EQ(drain(s1, false).err(), 0);
+  EXPECT_FALSE(draining());
+  EXPECT_EQ(drain(42, true).err(), ENOENT);
+  EXPECT_EQ(ns.apply([](Op op) { op.setSetReplicas(0); }).err(), EINVAL);
+  EXPECT_EQ(ns.apply([](Op op) { op.setSetReplicas(9); }).err(), EINVAL);
+  EXPECT_EQ(ns.apply([](Op op) { op.setSetReplicas(2); }).err(), 0);
+  Txn t(ns.store().env(), false);
+  EXPECT_EQ(ns.sm().replicas(t), 2u);
 }
 
 TEST_F(StateMachineTest, RenameDirectoryOverEmptyDirectoryReplacesItAndOverNonEmptyFails) {
@@ -798,8 +889,8 @@ TEST_F(StateMachineTest, TwoReplicasApplyingTheSameCommandsReachTheSameState) {
   EXPECT_NE(a.find("/dir2/sub/f0"), std::string::npos) << a;
   EXPECT_NE(a.find("/hard"), std::string::npos) << a;
   Txn ta(ns.store().env(), false), tb(other.store().env(), false);
-  EXPECT_EQ(ns.sm().garbageFor(ta, 1, 1000), other.sm().garbageFor(tb, 1, 1000));
-  EXPECT_FALSE(ns.sm().garbageFor(ta, 1, 1000).empty());
+  EXPECT_EQ(ns.sm().garbageFor(ta, 1, 1000, INT64_MAX, 0), other.sm().garbageFor(tb, 1, 1000, INT64_MAX, 0));
+  EXPECT_FALSE(ns.sm().garbageFor(ta, 1, 1000, INT64_MAX, 0).empty());
 }
 
 }  // namespace
