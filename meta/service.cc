@@ -287,6 +287,8 @@ void MetaServer::roleChanged(bool leader) {
   if (!leader) {
     failPending(EAGAIN);
     live_.clear();
+    handedOut_.clear();
+    orphanSeen_.clear();
     return;
   }
   bool formatted;
@@ -495,6 +497,9 @@ kj::Promise<void> MetaServer::repair(RepairPlan plan) {
         for (auto s : Store::decodeGarbage(*g).servers)
           if (auto r = store_.getServer(t, s)) avoid.insert(r->host);
       }
+      for (auto& [s, ids] : handedOut_)
+        if (ids.count(plan.rec.id))
+          if (auto r = store_.getServer(t, s)) avoid.insert(r->host);
       auto chosen = place(t, 1, plan.keep, avoid);
       if (chosen.empty()) return kj::READY_NOW;  // nowhere to put a new copy yet
       target = chosen[0];
@@ -678,13 +683,22 @@ kj::Promise<MetaServer::Reply> MetaServer::heartbeat(proto::MetaRequest::Reader 
     if (known) checkInventory(t, hb.getServer(), hb.getInventoryAfter(), hb.getInventory());
   }
   if (!known) return errorReply(ENOENT);
+  handedOut_.erase(hb.getServer());  // it acted on the previous reply before sending this beat
   auto& l = live_[hb.getServer()];
   l.capacityBytes = hb.getCapacityBytes();
   l.usedBytes = hb.getUsedBytes();
   l.chunks = hb.getChunks();
   l.lastBeat = std::chrono::steady_clock::now();
   l.seen = true;
-  if (hasGarbage) return propose(request, {});  // handing out garbage changes the state
+  if (hasGarbage) {
+    // Handing out garbage changes the state.
+    uint32_t server = hb.getServer();
+    return propose(request, {}).then([this, server](Reply reply) {
+      auto& ids = handedOut_[server];
+      for (auto id : reply->getRoot<proto::MetaReply>().getGarbage()) ids.insert(id);
+      return kj::mv(reply);
+    });
+  }
   return errorReply(0);
 }
 

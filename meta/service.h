@@ -119,6 +119,10 @@ class MetaServer final : public raft::Application {
   size_t maxRepairs_ = 2;
   std::set<uint64_t> repairing_;  // chunk ids being repaired
   std::map<uint32_t, ServerRecord> servers_;  // registered chunk servers (refreshServers)
+  // Garbage handed to a server in a heartbeat reply it may not have acted on yet: no repair
+  // places a new copy of those chunks there until its next heartbeat (sent only after it has
+  // deleted them), or the deletion could remove the new copy.
+  std::map<uint32_t, std::set<uint64_t>> handedOut_;
   // Orphan candidates per server: chunk id -> when first seen without a referring file.
   std::map<uint32_t, std::map<uint64_t, std::chrono::steady_clock::time_point>> orphanSeen_;
   uint64_t repairQueue_ = 0;
