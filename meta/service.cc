@@ -289,6 +289,7 @@ void MetaServer::roleChanged(bool leader) {
     live_.clear();
     handedOut_.clear();
     orphanSeen_.clear();
+    repairQueue_ = 0;  // only the leader plans repairs
     return;
   }
   bool formatted;

@@ -5,7 +5,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   capnproto libcapnp-dev liblmdb-dev lmdb-utils libsodium-dev libfuse3-dev fuse3
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev zlib1g-dev
-  fio sqlite3 git rsync attr acl xxd python3 procps iproute2 util-linux psmisc
+  fio sqlite3 git rsync attr acl xxd python3 procps iproute2 util-linux psmisc prometheus
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

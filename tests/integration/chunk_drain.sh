@@ -74,6 +74,8 @@ cairn chunk undrain "$victim" > /dev/null || fail "undrain"
 
 # 3. Surplus: with R lowered to 2 every chunk is trimmed to 2 copies on distinct zones, and the
 #    dropped copies are deleted from disk; R back to 3 adds a copy again.
+used() { (cairn status --json || true) | json "sum(s['used_bytes'] for s in d['chunk_servers'])"; }
+used0=$(used)
 cairn replicas set 2 > /dev/null || fail "replicas set 2"
 end=$((SECONDS + 120))
 until state "
@@ -89,6 +91,12 @@ until [ "$(find "$CL"/chunk*/data/chunks -name '*.chk' | wc -l)" -eq 24 ]; do
   [ $SECONDS -lt $end ] || fail "surplus copies not deleted: $(find "$CL"/chunk*/data/chunks -name '*.chk' | wc -l) files for 24 replicas"
   sleep 1
 done
+end=$((SECONDS + 30))
+until [ "$(used)" -lt $((used0 * 4 / 5)) ]; do
+  [ $SECONDS -lt $end ] || fail "space not given back: $(used) bytes used, $used0 before the trim"
+  sleep 1
+done
+echo "space used on chunk servers: $((used0 >> 20)) MiB at R=3, $(( $(used) >> 20 )) MiB at R=2"
 for i in $(seq 1 12); do cmp "$L/f$i" "$M/f$i" || fail "f$i differs after the trim"; done
 check "R=2: every chunk trimmed to 2 copies in 2 zones, surplus files deleted"
 cairn replicas set 3 > /dev/null || fail "replicas set 3"
