@@ -411,6 +411,17 @@ int CairnFs::commit(OpenFile& f, uint64_t ino) {
   op.setMtimeNs(wallClockNs());
   auto r = client_.meta(kj::mv(m));
   auto reply = replyOf(r);
+  if (reply.getErr() == EDQUOT || reply.getErr() == EFBIG) {
+    // The growth is refused for good: forget it (the bytes past the committed size are not
+    // part of the file) and report it to the application.
+    auto g = request();
+    opOf(g).setGetattr(ino);
+    auto gr = client_.meta(kj::mv(g));
+    std::lock_guard<std::mutex> lock(f.state);
+    f.dirty = false;
+    if (replyOf(gr).getErr() == 0) f.size = replyOf(gr).getAttr().getSize();
+    return reply.getErr();
+  }
   if (reply.getErr() != 0) return reply.getErr();
   std::lock_guard<std::mutex> lock(f.state);
   f.dirty = false;
@@ -703,10 +714,10 @@ void CairnFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   });
 }
 
-void CairnFs::statfs(fuse_req_t req) {
+void CairnFs::statfs(fuse_req_t req, fuse_ino_t ino) {
   guard(req, "statfs", [&]() {
     auto m = request();
-    opOf(m).setStatfs();
+    opOf(m).setStatfsAt(toCluster(ino));  // inside a directory quota, the quota is the size
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
@@ -855,7 +866,7 @@ const fuse_lowlevel_ops OPS = [] {
   };
   o.releasedir = [](fuse_req_t r, fuse_ino_t, fuse_file_info*) { fuse_reply_err(r, 0); };
   o.fsyncdir = [](fuse_req_t r, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(r, 0); };
-  o.statfs = [](fuse_req_t r, fuse_ino_t) { self(r)->statfs(r); };
+  o.statfs = [](fuse_req_t r, fuse_ino_t ino) { self(r)->statfs(r, ino); };
   o.setxattr = [](fuse_req_t r, fuse_ino_t i, const char* n, const char* v, size_t s, int f) {
     self(r)->setxattr(r, i, n, v, s, f);
   };

@@ -53,7 +53,7 @@ class CairnFs {
   void release(fuse_req_t req, fuse_ino_t ino);
   void fsync(fuse_req_t req, fuse_ino_t ino, int datasync);
   void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
-  void statfs(fuse_req_t req);
+  void statfs(fuse_req_t req, fuse_ino_t ino);
   void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                 int flags);
   void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);

@@ -53,6 +53,9 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::SERVER_DRAIN: return "server_drain";
     case W::CHUNK_ORPHANS: return "chunk_orphans";
     case W::SET_REPLICAS: return "set_replicas";
+    case W::QUOTA_SET: return "quota_set";
+    case W::QUOTA_GET: return "quota_get";
+    case W::STATFS_AT: return "statfs_at";
   }
   return "unknown";
 }
@@ -125,7 +128,11 @@ kj::Promise<MetaServer::Reply> MetaServer::handle(proto::MetaRequest::Reader req
     case W::STATUS:
       return afterRead([this]() { return status(); });
     case W::STATFS:
-      return afterRead([this]() { return statfs(); });
+      return afterRead([this]() { return statfs(0); });
+    case W::STATFS_AT: {
+      uint64_t ino = request.getOp().getStatfsAt();
+      return afterRead([this, ino]() { return statfs(ino); });
+    }
     case W::META_ADD:
       return metaAdd(request);
     case W::META_REMOVE: {
@@ -747,7 +754,7 @@ void MetaServer::checkInventory(Txn& t, uint32_t server, uint64_t after,
   repairTasks_->add(propose(req.getRoot<proto::MetaRequest>().asReader(), {}).ignoreResult());
 }
 
-MetaServer::Reply MetaServer::statfs() {
+MetaServer::Reply MetaServer::statfs(uint64_t ino) {
   auto reply = kj::heap<capnp::MallocMessageBuilder>();
   auto r = reply->initRoot<proto::MetaReply>();
   Txn t(store_.env(), false);
@@ -765,6 +772,21 @@ MetaServer::Reply MetaServer::statfs() {
   uint64_t inodes = store_.getCounter(t, "inodes");
   s.setFiles(inodes);
   s.setFreeFiles((1ull << 40) - inodes);
+  // Inside a directory with a quota (a volume), the quota is the size: df shows the claim.
+  if (ino != 0) {
+    if (auto q = sm_.quotaAt(t, ino)) {
+      auto& rec = q->second;
+      if (rec.limitBytes != 0) {
+        uint64_t free = rec.limitBytes > rec.usedBytes ? rec.limitBytes - rec.usedBytes : 0;
+        s.setTotalBytes(rec.limitBytes);
+        s.setFreeBytes(std::min<uint64_t>(free, s.getFreeBytes()));
+      }
+      if (rec.limitInodes != 0) {
+        s.setFiles(rec.usedInodes);  // used + free = the limit
+        s.setFreeFiles(rec.limitInodes > rec.usedInodes ? rec.limitInodes - rec.usedInodes : 0);
+      }
+    }
+  }
   return reply;
 }
 

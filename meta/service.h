@@ -72,7 +72,7 @@ class MetaServer final : public raft::Application {
   kj::Promise<Reply> afterRead(kj::Function<Reply()> read);
   Reply readOnly(proto::MetaRequest::Reader request);
   Reply status();
-  Reply statfs();
+  Reply statfs(uint64_t ino);  // ino 0: the whole cluster
   Reply metaStatus();
   Reply notLeader();
   static Reply errorReply(int err);

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <set>
 #include <cerrno>
 #include <cstring>
 
@@ -94,6 +95,7 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::SERVER_DRAIN:
     case W::CHUNK_ORPHANS:
     case W::SET_REPLICAS:
+    case W::QUOTA_SET:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -246,6 +248,9 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
       store_.putServer(t, d.getServer(), *rec);
       break;
     }
+    case W::QUOTA_SET:
+      err = quotaSet(t, op.getQuotaSet(), reply);
+      break;
     case W::SET_REPLICAS:
       if (op.getSetReplicas() < 1 || op.getSetReplicas() > 8) {
         err = EINVAL;
@@ -465,10 +470,13 @@ int StateMachine::mknod(Txn& t, int64_t now, proto::MetaRequest::MknodOp::Reader
     fillAttr(existing->ino, *r, reply.initAttr());
     return 0;
   }
+  uint64_t realm = childRealm(t, op.getParent(), *parent);
+  if (int e = charge(t, realm, type == S_IFLNK ? int64_t(target.size()) : 0, 1)) return e;
   uint64_t ino = store_.getCounter(t, "next_ino");
   store_.putCounter(t, "next_ino", ino + 1);
   store_.putCounter(t, "inodes", store_.getCounter(t, "inodes") + 1);
   InodeRecord r;
+  r.realm = realm;
   r.mode = op.getMode();
   r.uid = op.getUid();
   r.gid = op.getGid();
@@ -509,6 +517,7 @@ int StateMachine::link(Txn& t, int64_t now, proto::MetaRequest::LinkOp::Reader o
   if (!isDir(parent->mode)) return ENOTDIR;
   if (store_.getDentry(t, op.getNewParent(), name)) return EEXIST;
   if (r->nlink >= 65000) return EMLINK;
+  if (childRealm(t, op.getNewParent(), *parent) != r->realm) return EXDEV;  // across quotas
   r->nlink++;
   r->ctimeNs = now;
   addDentry(t, op.getNewParent(), *parent, name, op.getIno(), r->mode);
@@ -517,6 +526,116 @@ int StateMachine::link(Txn& t, int64_t now, proto::MetaRequest::LinkOp::Reader o
   store_.putInode(t, op.getIno(), *r);
   fillAttr(op.getIno(), *r, reply.initAttr());
   return 0;
+}
+
+uint64_t StateMachine::childRealm(Txn& t, uint64_t dirIno, const InodeRecord& dir) {
+  return t.get(store_.quotas, be64(dirIno)) ? dirIno : dir.realm;
+}
+
+int StateMachine::charge(Txn& t, uint64_t realm, int64_t bytes, int64_t inodes) {
+  // Growth is refused (EDQUOT) when any enclosing quota would go over its limit; shrinking
+  // always succeeds. Then the change is added to every quota of the chain.
+  std::vector<std::pair<uint64_t, QuotaRecord>> chain;
+  for (uint64_t q = realm; q != 0 && chain.size() < 4096;) {
+    auto rec = store_.getQuota(t, q);
+    if (!rec) break;
+    if ((bytes > 0 && rec->limitBytes != 0 && rec->usedBytes + uint64_t(bytes) > rec->limitBytes) ||
+        (inodes > 0 && rec->limitInodes != 0 &&
+         rec->usedInodes + uint64_t(inodes) > rec->limitInodes))
+      return EDQUOT;
+    chain.emplace_back(q, *rec);
+    q = rec->parentRealm;
+  }
+  auto add = [](uint64_t v, int64_t d) {
+    return d >= 0 ? v + uint64_t(d) : (v > uint64_t(-d) ? v - uint64_t(-d) : 0);
+  };
+  for (auto& [q, rec] : chain) {
+    rec.usedBytes = add(rec.usedBytes, bytes);
+    rec.usedInodes = add(rec.usedInodes, inodes);
+    store_.putQuota(t, q, rec);
+  }
+  return 0;
+}
+
+int StateMachine::quotaSet(Txn& t, proto::MetaRequest::QuotaSetOp::Reader op,
+                           proto::MetaReply::Builder reply) {
+  auto dir = store_.getInode(t, op.getIno());
+  if (!dir) return ENOENT;
+  if (!isDir(dir->mode)) return ENOTDIR;
+  uint64_t ino = op.getIno();
+  auto existing = store_.getQuota(t, ino);
+  bool remove = op.getLimitBytes() == 0 && op.getLimitInodes() == 0;
+  if (existing && !remove) {
+    existing->limitBytes = op.getLimitBytes();
+    existing->limitInodes = op.getLimitInodes();
+    store_.putQuota(t, ino, *existing);
+    fillQuota(ino, *existing, reply.initQuota());
+    return 0;
+  }
+  if (!existing && remove) return 0;
+  // A new quota takes over the subtree from the enclosing realm, a removed one gives it back:
+  // walk the subtree (not into nested quota directories, whose usage rolls up whole), retag
+  // every inode and, for a new quota, add up the usage. Hard-linked files count once.
+  uint64_t from = remove ? ino : dir->realm;
+  uint64_t to = remove ? dir->realm : ino;
+  QuotaRecord q;
+  q.limitBytes = op.getLimitBytes();
+  q.limitInodes = op.getLimitInodes();
+  q.parentRealm = dir->realm;
+  std::vector<uint64_t> stack{ino};
+  std::set<uint64_t> seen;
+  while (!stack.empty()) {
+    uint64_t d = stack.back();
+    stack.pop_back();
+    std::vector<uint64_t> children;
+    for (Cursor c(t, store_.dentries, be64(d), be64(d)); c.valid(); c.next()) {
+      uint64_t child;
+      KJ_ASSERT(c.value().size() >= 8, "bad dentry");
+      memcpy(&child, c.value().data(), 8);
+      children.push_back(child);
+    }
+    for (auto child : children) {
+      auto r = store_.getInode(t, child);
+      if (!r || r->realm != from) continue;
+      if (r->nlink > 1 && !isDir(r->mode) && !seen.insert(child).second) continue;
+      r->realm = to;
+      store_.putInode(t, child, *r);
+      q.usedInodes++;
+      if (!isDir(r->mode)) q.usedBytes += r->size;
+      if (!isDir(r->mode)) continue;
+      if (auto nested = store_.getQuota(t, child)) {
+        nested->parentRealm = to;
+        store_.putQuota(t, child, *nested);
+        q.usedBytes += nested->usedBytes;
+        q.usedInodes += nested->usedInodes;
+      } else {
+        stack.push_back(child);
+      }
+    }
+  }
+  if (remove) {
+    t.del(store_.quotas, be64(ino));
+    return 0;
+  }
+  store_.putQuota(t, ino, q);
+  fillQuota(ino, q, reply.initQuota());
+  return 0;
+}
+
+std::optional<std::pair<uint64_t, QuotaRecord>> StateMachine::quotaAt(Txn& t, uint64_t ino) {
+  if (auto q = store_.getQuota(t, ino)) return std::make_pair(ino, *q);
+  auto r = store_.getInode(t, ino);
+  if (!r || r->realm == 0) return std::nullopt;
+  if (auto q = store_.getQuota(t, r->realm)) return std::make_pair(r->realm, *q);
+  return std::nullopt;
+}
+
+void StateMachine::fillQuota(uint64_t ino, const QuotaRecord& q, proto::QuotaInfo::Builder out) {
+  out.setIno(ino);
+  out.setLimitBytes(q.limitBytes);
+  out.setLimitInodes(q.limitInodes);
+  out.setUsedBytes(q.usedBytes);
+  out.setUsedInodes(q.usedInodes);
 }
 
 void StateMachine::addGarbage(Txn& t, uint64_t chunkId, const std::vector<uint32_t>& servers) {
@@ -541,6 +660,8 @@ void StateMachine::dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex) {
 }
 
 void StateMachine::dropInode(Txn& t, uint64_t ino, const InodeRecord& r) {
+  charge(t, r.realm, isDir(r.mode) ? 0 : -int64_t(r.size), -1);
+  t.del(store_.quotas, be64(ino));  // a directory with a quota is empty when it goes
   dropChunksFrom(t, ino, 0);
   std::vector<std::string> keys;
   for (Cursor c(t, store_.xattrs, be64(ino), ""); c.valid(); c.next()) keys.emplace_back(c.key());
@@ -605,6 +726,9 @@ int StateMachine::rename(Txn& t, int64_t now, proto::MetaRequest::RenameOp::Read
   // With one parent, both names point at the same record.
   InodeRecord& sp = *srcParent;
   InodeRecord& dp = sameParent ? *srcParent : *dstParent;
+  // Entries never move between quotas (like CephFS): mv falls back to copy and delete.
+  if (!sameParent && childRealm(t, srcParentIno, sp) != childRealm(t, dstParentIno, dp))
+    return EXDEV;
 
   // The loop rule: a directory cannot move below itself.
   auto isAncestor = [&](uint64_t dirIno, uint64_t of) {
@@ -718,6 +842,7 @@ int StateMachine::setattr(Txn& t, int64_t now, proto::MetaRequest::SetAttrOp::Re
     if (!S_ISREG(r->mode)) return EINVAL;
     uint64_t size = a.getSize();
     if (size > (1ull << 50)) return EFBIG;
+    if (int e = charge(t, r->realm, int64_t(size) - int64_t(r->size), 0)) return e;
     if (size < r->size) {
       uint64_t cs = chunkSize(t);
       dropChunksFrom(t, op.getIno(), (size + cs - 1) / cs);
@@ -788,7 +913,11 @@ int StateMachine::commitWrite(Txn& t, int64_t now, proto::MetaRequest::CommitWri
   auto r = store_.getInode(t, op.getIno());
   if (!r) return ENOENT;
   if (!S_ISREG(r->mode)) return EINVAL;
-  if (op.getSize() > r->size) r->size = op.getSize();
+  if (op.getSize() > (1ull << 50)) return EFBIG;
+  if (op.getSize() > r->size) {
+    if (int e = charge(t, r->realm, int64_t(op.getSize() - r->size), 0)) return e;
+    r->size = op.getSize();
+  }
   r->mtimeNs = op.getMtimeNs() != 0 ? op.getMtimeNs() : now;
   r->ctimeNs = now;
   // Writing clears set-user-ID, and set-group-ID when group-executable.
@@ -865,6 +994,15 @@ void StateMachine::read(Txn& t, proto::MetaRequest::Reader req, proto::MetaReply
   using W = proto::MetaRequest::Op::Which;
   int err = 0;
   switch (op.which()) {
+    case W::QUOTA_GET: {
+      auto q = store_.getQuota(t, op.getQuotaGet());
+      if (!q) {
+        err = store_.getInode(t, op.getQuotaGet()) ? ENODATA : ENOENT;
+      } else {
+        fillQuota(op.getQuotaGet(), *q, reply.initQuota());
+      }
+      break;
+    }
     case W::LOOKUP: {
       auto l = op.getLookup();
       std::string_view name(l.getName().cStr(), l.getName().size());

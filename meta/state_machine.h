@@ -32,6 +32,9 @@ class StateMachine {
   // Answers a read-only request.
   void read(Txn& txn, proto::MetaRequest::Reader req, proto::MetaReply::Builder reply);
 
+  // The quota that applies at `ino`: its own when it is a quota directory, else its realm's.
+  std::optional<std::pair<uint64_t, QuotaRecord>> quotaAt(Txn& t, uint64_t ino);
+
   // True when the request changes state and must go through the log.
   static bool isMutation(proto::MetaRequest::Reader req);
 
@@ -73,6 +76,12 @@ class StateMachine {
   void fillAttr(uint64_t ino, const InodeRecord& r, proto::Attr::Builder a);
   void fillChunk(Txn& t, uint64_t index, const ChunkRecord& c, proto::ChunkInfo::Builder out);
   void pruneReplies(Txn& t, int64_t now);
+  // Quotas: the realm (quota directory) of entries created in `dir`, and charging a change of
+  // usage to a realm and every quota above it (EDQUOT when growth would pass a limit).
+  uint64_t childRealm(Txn& t, uint64_t dirIno, const InodeRecord& dir);
+  int charge(Txn& t, uint64_t realm, int64_t bytes, int64_t inodes);
+  int quotaSet(Txn& t, proto::MetaRequest::QuotaSetOp::Reader op, proto::MetaReply::Builder reply);
+  void fillQuota(uint64_t ino, const QuotaRecord& q, proto::QuotaInfo::Builder out);
 
   Store& store_;
   int64_t applyNow_ = 0;  // the time of the command being applied

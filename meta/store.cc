@@ -183,6 +183,7 @@ void Store::open() {
   counters = openDbi("counters");
   members = openDbi("members");
   owners = openDbi("owners");
+  quotas = openDbi("quotas");
   t.commit();
 }
 
@@ -294,6 +295,19 @@ void Store::putServer(Txn& t, uint32_t id, const ServerRecord& r) {
   putStr(s, r.rack);
   s.push_back(r.draining ? 1 : 0);
   t.put(servers, be64(id), s);
+}
+
+std::optional<QuotaRecord> Store::getQuota(Txn& t, uint64_t ino) {
+  auto v = t.get(quotas, be64(ino));
+  if (!v) return std::nullopt;
+  KJ_ASSERT(v->size() == sizeof(QuotaRecord), "bad quota record", ino, v->size());
+  QuotaRecord q;
+  memcpy(&q, v->data(), sizeof(q));
+  return q;
+}
+
+void Store::putQuota(Txn& t, uint64_t ino, const QuotaRecord& q) {
+  t.put(quotas, be64(ino), std::string_view(reinterpret_cast<const char*>(&q), sizeof(q)));
 }
 
 uint64_t Store::getCounter(Txn& t, std::string_view name, uint64_t dflt) {

@@ -16,6 +16,7 @@
 //   counters   name                     -> u64 or bytes ("applied": last applied Raft index)
 //   members    meta server id           -> address
 //   owners     chunk id                 -> ino || index   (who refers to a chunk)
+//   quotas     directory ino            -> QuotaRecord    (limits and usage of its subtree)
 #pragma once
 
 #include <lmdb.h>
@@ -44,6 +45,18 @@ struct InodeRecord {
   int64_t ctimeNs = 0;
   uint64_t parent = 0;      // directories: the one parent (for the rename loop rule)
   uint64_t nextCookie = 0;  // directories: the next readdir cookie
+  uint64_t realm = 0;       // the nearest directory with a quota above this inode (0: none)
+};
+
+// A directory quota. Usage counts every inode below the directory (not the directory itself)
+// and their sizes, nested quota directories included; `parentRealm` is the directory's own
+// realm, so a change is charged up the chain of enclosing quotas.
+struct QuotaRecord {
+  uint64_t limitBytes = 0;   // 0: unlimited
+  uint64_t limitInodes = 0;  // 0: unlimited
+  uint64_t usedBytes = 0;
+  uint64_t usedInodes = 0;
+  uint64_t parentRealm = 0;
 };
 
 struct DentryRecord {
@@ -127,7 +140,7 @@ class Store {
   MDB_env* env() { return env_; }
 
   MDB_dbi inodes, dentries, cookies, symlinks, xattrs, chunks, servers, garbage, replies,
-      replytime, log, counters, members, owners;
+      replytime, log, counters, members, owners, quotas;
 
   // Typed accessors.
   static std::optional<InodeRecord> getInode(Txn& t, MDB_dbi dbi, uint64_t ino);
@@ -138,6 +151,8 @@ class Store {
   void putChunk(Txn& t, uint64_t ino, uint64_t index, const ChunkRecord& r);
   std::optional<ServerRecord> getServer(Txn& t, uint32_t id);
   void putServer(Txn& t, uint32_t id, const ServerRecord& r);
+  std::optional<QuotaRecord> getQuota(Txn& t, uint64_t ino);
+  void putQuota(Txn& t, uint64_t ino, const QuotaRecord& q);
   uint64_t getCounter(Txn& t, std::string_view name, uint64_t dflt = 0);
   void putCounter(Txn& t, std::string_view name, uint64_t v);
 

@@ -136,6 +136,9 @@ struct MetaRequest {
     serverDrain @34 :ServerDrainOp;    # start or stop moving every replica off a chunk server
     chunkOrphans @35 :ChunkOrphansOp;  # copies a server holds that no file refers to
     setReplicas @36 :UInt32;           # change the cluster's replica count (admin)
+    quotaSet @37 :QuotaSetOp;          # set, change or (both limits 0) remove a directory quota
+    quotaGet @38 :UInt64;              # a directory's quota and usage (ENODATA: none)
+    statfsAt @39 :UInt64;              # statfs seen from an inode: its quota, if any, is the size
   }
 
   struct ChunkCorruptOp {
@@ -144,6 +147,12 @@ struct MetaRequest {
     addr @2 :Text;
     version @3 :UInt64;     # the version of the bad copy (0: unknown); a report about an older
                             # version than the chunk's is ignored (that copy is gone already)
+  }
+
+  struct QuotaSetOp {
+    ino @0 :UInt64;
+    limitBytes @1 :UInt64;    # 0: unlimited
+    limitInodes @2 :UInt64;   # 0: unlimited
   }
 
   struct ServerDrainOp {
@@ -253,6 +262,14 @@ struct ClusterStatus {
   overReplicated @12 :UInt64;
 }
 
+struct QuotaInfo {
+  ino @0 :UInt64;
+  limitBytes @1 :UInt64;
+  limitInodes @2 :UInt64;
+  usedBytes @3 :UInt64;
+  usedInodes @4 :UInt64;
+}
+
 struct ClusterInfo {
   clusterId @0 :Text;
   chunkSizeBytes @1 :UInt64;
@@ -277,6 +294,7 @@ struct MetaReply {
     status @11 :ClusterStatus;
     info @12 :ClusterInfo;
     metaStatus @15 :MetaNodeStatus;
+    quota @16 :QuotaInfo;
   }
   leader @13 :Text;       # set with err = EAGAIN when this server is not the leader
   garbage @14 :List(UInt64);  # heartbeat reply: chunks this server must delete

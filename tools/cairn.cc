@@ -9,6 +9,9 @@
 //   cairn chunk drain ID [--wait]         move every replica off a chunk server
 //   cairn chunk undrain ID                stop draining it
 //   cairn replicas set N                  change the cluster's replica count
+//   cairn quota get PATH                  a directory's quota and usage
+//   cairn quota set PATH [--bytes S] [--inodes N]   set it (both 0: remove it)
+//   cairn volume list|create NAME --size S|delete NAME [--trash]|resize NAME --size S
 //
 // --meta ADDRS and --secret-file F default to $CAIRN_META and $CAIRN_SECRET_FILE.
 #include <CLI/CLI.hpp>
@@ -26,6 +29,7 @@
 
 #include "rpc/meta_client.h"
 #include "rpc/runtime.h"
+#include "rpc/volumes.h"
 
 using namespace cairn;
 
@@ -440,6 +444,54 @@ int drainCmd(Tool& tool, uint32_t server, bool drain, bool wait, int timeoutSec)
   }
 }
 
+// "10G", "512M", "1.5T", "4096": bytes (binary units).
+bool parseSize(const std::string& text, uint64_t& out) {
+  if (text.empty()) return false;
+  char* end = nullptr;
+  double v = strtod(text.c_str(), &end);
+  if (end == text.c_str() || v < 0) return false;
+  std::string unit(end);
+  double mult = 1;
+  if (unit == "" || unit == "B") mult = 1;
+  else if (unit == "K" || unit == "Ki" || unit == "KiB") mult = 1024.0;
+  else if (unit == "M" || unit == "Mi" || unit == "MiB") mult = 1024.0 * 1024;
+  else if (unit == "G" || unit == "Gi" || unit == "GiB") mult = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "Ti" || unit == "TiB") mult = 1024.0 * 1024 * 1024 * 1024;
+  else return false;
+  double bytes = v * mult;
+  if (bytes > 9.0e18) return false;
+  out = static_cast<uint64_t>(bytes);
+  return true;
+}
+
+std::string volumeJson(const VolumeInfo& v) {
+  std::ostringstream o;
+  o << "{\"name\":" << jsonString(v.name) << ",\"inode\":" << v.ino
+    << ",\"quota\":" << (v.hasQuota ? "true" : "false") << ",\"limit_bytes\":" << v.limitBytes
+    << ",\"limit_inodes\":" << v.limitInodes << ",\"used_bytes\":" << v.usedBytes
+    << ",\"used_inodes\":" << v.usedInodes << "}";
+  return o.str();
+}
+
+void printVolume(const VolumeInfo& v, bool json) {
+  if (json) {
+    std::cout << volumeJson(v) << std::endl;
+    return;
+  }
+  printf("%s: %s of %s used, %llu inodes%s\n", v.name.c_str(), human(v.usedBytes).c_str(),
+         v.limitBytes ? human(v.limitBytes).c_str() : "unlimited",
+         (unsigned long long)v.usedInodes,
+         v.limitInodes ? (" of " + std::to_string(v.limitInodes)).c_str() : "");
+}
+
+int volumeError(const std::string& what, int err) {
+  if (err == EEXIST) return fail(what + ": exists with another size", 1);
+  if (err == EINVAL)
+    return fail(what + ": invalid name or size (names: 1-128 of A-Z a-z 0-9 . _ -, not starting "
+                       "with '.')", 1);
+  return fail(what + ": " + strerror(err), 1);
+}
+
 int simpleMetaOp(Tool& tool, const char* what, kj::Function<void(proto::MetaRequest::Op::Builder)> fill) {
   auto req = newMetaRequest();
   fill(req->getRoot<proto::MetaRequest>().getOp());
@@ -502,6 +554,36 @@ int main(int argc, char** argv) {
   replicasSet->add_option("n", replicas, "copies of every chunk, 1..8")
       ->required()
       ->check(CLI::Range(1, 8));
+  auto* quotaCmd = app.add_subcommand("quota", "directory quotas");
+  quotaCmd->require_subcommand(1);
+  quotaCmd->fallthrough();
+  auto* quotaGet = quotaCmd->add_subcommand("get", "a directory's quota and usage");
+  quotaGet->add_option("path", path, "directory, from the cluster's root")->required();
+  quotaGet->add_flag("--json", json, "machine-readable output");
+  auto* quotaSetC = quotaCmd->add_subcommand("set", "set a directory's quota (0 0 removes it)");
+  std::string sizeText = "0";
+  uint64_t inodes = 0;
+  quotaSetC->add_option("path", path, "directory, from the cluster's root")->required();
+  quotaSetC->add_option("--bytes", sizeText, "byte limit, e.g. 10G (0: none)");
+  quotaSetC->add_option("--inodes", inodes, "inode limit (0: none)");
+  auto* volumeCmd = app.add_subcommand("volume", "volumes: /volumes/NAME with a quota");
+  volumeCmd->require_subcommand(1);
+  volumeCmd->fallthrough();
+  std::string volName;
+  bool trash = false;
+  auto* volList = volumeCmd->add_subcommand("list", "every volume with its usage");
+  volList->add_flag("--json", json, "machine-readable output");
+  auto* volCreate = volumeCmd->add_subcommand("create", "create a volume");
+  volCreate->add_option("name", volName, "volume name")->required();
+  volCreate->add_option("--size", sizeText, "capacity, e.g. 10G")->required();
+  volCreate->add_flag("--json", json, "machine-readable output");
+  auto* volDelete = volumeCmd->add_subcommand("delete", "delete a volume and its data");
+  volDelete->add_option("name", volName, "volume name")->required();
+  volDelete->add_flag("--trash", trash, "move it to /volumes/.trash instead");
+  auto* volResize = volumeCmd->add_subcommand("resize", "change a volume's capacity");
+  volResize->add_option("name", volName, "volume name")->required();
+  volResize->add_option("--size", sizeText, "new capacity, e.g. 20G")->required();
+  volResize->add_flag("--json", json, "machine-readable output");
   CLI11_PARSE(app, argc, argv);
 
   if (metaAddrs.empty()) return fail("no meta address: give --meta or set CAIRN_META", 2);
@@ -516,6 +598,57 @@ int main(int argc, char** argv) {
     if (*status) return statusCmd(tool, json);
     if (*fileinfo) return fileinfoCmd(tool, path, json);
     if (*metaStatus) return metaStatusCmd(tool, json);
+    Volumes volumes([&tool](kj::Own<capnp::MallocMessageBuilder> m) { return tool.call(kj::mv(m)); });
+    uint64_t bytes = 0;
+    if ((*quotaSetC || *volCreate || *volResize) && !parseSize(sizeText, bytes))
+      return fail("bad size '" + sizeText + "' (examples: 4096, 512M, 10G)", 2);
+    if (*quotaGet || *quotaSetC) {
+      uint64_t ino;
+      if (int e = volumes.resolve(path, ino)) return fail(path + ": " + strerror(e), 1);
+      VolumeInfo v;
+      v.name = path;
+      if (*quotaSetC) {
+        if (int e = volumes.quotaSet(ino, bytes, inodes, &v)) return fail(path + ": " + strerror(e), 1);
+        if (bytes == 0 && inodes == 0) {
+          printf("%s: quota removed\n", path.c_str());
+          return 0;
+        }
+      }
+      int e = volumes.quotaGet(ino, v);
+      if (e == ENODATA) return fail(path + ": no quota", 1);
+      if (e != 0) return fail(path + ": " + strerror(e), 1);
+      printVolume(v, json);
+      return 0;
+    }
+    if (*volList) {
+      std::vector<VolumeInfo> all;
+      if (int e = volumes.list(all)) return fail(std::string("volume list: ") + strerror(e), 1);
+      if (json) {
+        std::cout << "[";
+        for (size_t i = 0; i < all.size(); i++) std::cout << (i ? "," : "") << volumeJson(all[i]);
+        std::cout << "]" << std::endl;
+      } else {
+        printf("%-32s %12s %12s %10s\n", "NAME", "SIZE", "USED", "INODES");
+        for (auto& v : all)
+          printf("%-32s %12s %12s %10llu\n", v.name.c_str(),
+                 v.limitBytes ? human(v.limitBytes).c_str() : "-", human(v.usedBytes).c_str(),
+                 (unsigned long long)v.usedInodes);
+      }
+      return 0;
+    }
+    if (*volCreate || *volResize) {
+      VolumeInfo v;
+      int e = *volCreate ? volumes.create(volName, bytes, v) : volumes.resize(volName, bytes, v);
+      if (e != 0) return volumeError("volume " + volName, e);
+      v.name = volName;
+      printVolume(v, json);
+      return 0;
+    }
+    if (*volDelete) {
+      if (int e = volumes.remove(volName, trash)) return volumeError("volume " + volName, e);
+      printf("volume %s: %s\n", volName.c_str(), trash ? "moved to /volumes/.trash" : "deleted");
+      return 0;
+    }
     if (*drainC) return drainCmd(tool, server, true, wait, timeoutSec);
     if (*undrainC) return drainCmd(tool, server, false, false, 0);
     if (*replicasSet)

@@ -210,7 +210,12 @@ case "$cmd" in
     [ -n "$NAME" ] || die "kill needs a process name"
     [ -f "$ENV" ] || die "no cluster in $DIR"
     known_name "$NAME" || die "no process $NAME in this cluster (names: $(names | tr '\n' ' ')mount)"
-    if alive "$NAME"; then kill -KILL "$(pid_of "$NAME")"; fi
+    if alive "$NAME"; then
+      pid="$(pid_of "$NAME")"
+      kill -KILL "$pid"
+      # Gone for good (its ports closed) before anyone starts it again.
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
     if [ "$NAME" = mount ]; then
       sleep 0.2
       fusermount3 -uz "$CAIRN_MOUNT" 2>/dev/null || umount -l "$CAIRN_MOUNT" 2>/dev/null || true

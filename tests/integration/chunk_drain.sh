@@ -124,15 +124,33 @@ struct.pack_into("<Q", data, 24, 0xdeadbeef)                 # header: chunk id
 struct.pack_into("<I", data, 40, zlib.crc32(bytes(data[:40])))  # header checksum
 open(sys.argv[2], "wb").write(data)
 PY
-kept=$(ls "$CL/$orphan_host/data/chunks" | grep -vc deadbeef || true)
 bash "$ROOT/tools/cluster.sh" start --dir "$CL" $orphan_host
+end=$((SECONDS + 30))
+until [ "$(state "print([s['state'] for s in servers.values() if s['host'] == '$orphan_host'][0])")" = online ]; do
+  [ $SECONDS -lt $end ] || { cat "$CL/logs/$orphan_host.out"; fail "$orphan_host did not come back"; }
+  sleep 0.5
+done
 end=$((SECONDS + 90))
 while [ -e "$CL/$orphan_host/data/chunks/00000000deadbeef.chk" ]; do
   [ $SECONDS -lt $end ] || fail "orphan not collected"
   sleep 1
 done
 grep -q "orphaned copies on chunk server" "$CL/logs/meta0.log" || fail "orphan collection not logged"
-[ "$(ls "$CL/$orphan_host/data/chunks" | wc -l)" -eq "$kept" ] || fail "real copies were deleted with the orphan"
+# Every copy meta counts on that server is still on its disk (if the server was slow to come
+# back and declared dead meanwhile, its copies were replaced and deleted as garbage instead).
+end=$((SECONDS + 120))
+until state "assert status['chunks']['under_replicated'] == 0" 2>/dev/null; do
+  [ $SECONDS -lt $end ] || { cairn status; fail "under-replicated after the orphan test"; }
+  sleep 1
+done
+kept=$(state "
+import os
+sid = [s['id'] for s in servers.values() if s['host'] == '$orphan_host'][0]
+listed = [c['id'] for c in chunks if sid in [r['server'] for r in c['replicas']]]
+missing = [i for i in listed if not os.path.exists('$CL/$orphan_host/data/chunks/%016x.chk' % i)]
+assert not missing, missing
+print(len(listed))
+") || fail "real copies were deleted with the orphan"
 check "an orphaned copy was deleted after the grace period, the server's $kept real copies kept"
 
 # 5. Two of five chunk servers die: every file reads back, and repairs restore 3 copies on the

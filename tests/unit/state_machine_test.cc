@@ -777,6 +777,64 @@ TEST_F(StateMachineTest, DrainSurvivesReRegistrationAndReplicaCountIsValidated) 
   EXPECT_EQ(ns.sm().replicas(t), 2u);
 }
 
+TEST_F(StateMachineTest, DirectoryQuotasLimitInodesAndBytesAndRollUpThroughNestedQuotas) {
+  // Proves directory quotas: creation past the inode limit and growth past the byte limit fail
+  // with EDQUOT, shrinking and deleting give the usage back, a nested quota's usage counts in
+  // the enclosing one, a quota set on a non-empty tree adds up what is there, and nothing moves
+  // or is linked across quotas (EXDEV).
+  auto quotaSet = [&](uint64_t ino, uint64_t bytes, uint64_t inodes) {
+    return ns.apply([&](Op op) {
+      auto q = op.initQuotaSet();
+      q.setIno(ino);
+      q.setLimitBytes(bytes);
+      q.setLimitInodes(inodes);
+    });
+  };
+  auto usage = [&](uint64_t ino) {
+    auto r = ns.read([&](Op op) { op.setQuotaGet(ino); });
+    KJ_ASSERT(r.err() == 0, r.err());
+    return std::make_pair(r.get().getQuota().getUsedBytes(), r.get().getQuota().getUsedInodes());
+  };
+  auto vol = ns.mkdir(ROOT_INO, "vol");
+  ASSERT_EQ(quotaSet(vol.ino(), 1000, 3).err(), 0);
+  auto a = ns.file(vol.ino(), "a");
+  ASSERT_EQ(a.err(), 0);
+  EXPECT_EQ(ns.setSize(a.ino(), 600).err(), 0);
+  EXPECT_EQ(ns.setSize(a.ino(), 1001).err(), EDQUOT);
+  EXPECT_EQ(ns.getattr(a.ino()).attr().getSize(), 600u);
+  auto sub = ns.mkdir(vol.ino(), "sub");
+  ASSERT_EQ(sub.err(), 0);
+  ASSERT_EQ(ns.file(sub.ino(), "b").err(), 0);
+  EXPECT_EQ(ns.file(vol.ino(), "c").err(), EDQUOT);  // a, sub, sub/b: 3 inodes
+  EXPECT_EQ(usage(vol.ino()), std::make_pair(uint64_t(600), uint64_t(3)));
+  // Nothing crosses the quota boundary.
+  auto outside = ns.mkdir(ROOT_INO, "outside");
+  EXPECT_EQ(ns.rename(vol.ino(), "a", outside.ino(), "a").err(), EXDEV);
+  EXPECT_EQ(ns.link(a.ino(), outside.ino(), "a").err(), EXDEV);
+  EXPECT_EQ(ns.rename(vol.ino(), "a", sub.ino(), "a2").err(), 0);  // within: fine
+  // Deleting gives usage back.
+  ASSERT_EQ(ns.unlink(sub.ino(), "a2").err(), 0);
+  EXPECT_EQ(usage(vol.ino()), std::make_pair(uint64_t(0), uint64_t(2)));
+  // A nested quota set on a non-empty directory takes over its tree and rolls up.
+  ASSERT_EQ(ns.file(sub.ino(), "d").err(), 0);  // 3 inodes in vol again
+  auto nested = quotaSet(sub.ino(), 0, 10);
+  ASSERT_EQ(nested.err(), 0);
+  EXPECT_EQ(nested.get().getQuota().getUsedInodes(), 2u);  // b and d
+  auto d = ns.lookup(sub.ino(), "d");
+  EXPECT_EQ(ns.setSize(d.ino(), 900).err(), 0);
+  EXPECT_EQ(usage(sub.ino()), std::make_pair(uint64_t(900), uint64_t(2)));
+  EXPECT_EQ(usage(vol.ino()), std::make_pair(uint64_t(900), uint64_t(3)));
+  EXPECT_EQ(ns.setSize(d.ino(), 1001).err(), EDQUOT);  // the outer quota still applies
+  // Removing the nested quota hands its tree back; raising the outer one lets growth go on.
+  ASSERT_EQ(quotaSet(sub.ino(), 0, 0).err(), 0);
+  EXPECT_EQ(ns.read([&](Op op) { op.setQuotaGet(sub.ino()); }).err(), ENODATA);
+  ASSERT_EQ(quotaSet(vol.ino(), 4000, 3).err(), 0);
+  EXPECT_EQ(ns.setSize(d.ino(), 3000).err(), 0);
+  EXPECT_EQ(usage(vol.ino()), std::make_pair(uint64_t(3000), uint64_t(3)));
+  EXPECT_EQ(ns.rename(sub.ino(), "d", vol.ino(), "d").err(), 0);  // same realm again
+  EXPECT_EQ(quotaSet(a.ino() + 1000, 1, 1).err(), ENOENT);
+}
+
 TEST_F(StateMachineTest, RenameDirectoryOverEmptyDirectoryReplacesItAndOverNonEmptyFails) {
   // Proves directory replacement: a directory may replace an empty directory (whose inode goes,
   // with link counts right in both parents) but not a non-empty one (ENOTEMPTY) nor a file
