@@ -21,6 +21,15 @@ cleanup() {
   for pid in "${EXTRA_PIDS[@]:-}"; do
     [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
   done
+  for f in "${EXTRA_PID_FILES[@]:-}"; do  # processes restarted by the test: their latest pid
+    [ -n "$f" ] && [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
+  done
+  # mount.cairn daemons this test started outside cluster.sh (their command line names $T).
+  for p in /proc/[0-9]*; do
+    case "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" in
+      */mount.cairn\ *"$T/"*) kill -KILL "${p#/proc/}" 2>/dev/null || true ;;
+    esac
+  done
   if [ $rc -ne 0 ]; then
     echo "--- logs of the failed test ($T)"
     for f in "$CL"/logs/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 20 "$f"; }; done
@@ -32,6 +41,7 @@ cleanup() {
 }
 EXTRA_MOUNTS=()
 EXTRA_PIDS=()
+EXTRA_PID_FILES=()
 trap cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
