@@ -6,7 +6,7 @@ PACKAGES=(
   capnproto libcapnp-dev liblmdb-dev lmdb-utils libsodium-dev libfuse3-dev fuse3
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev zlib1g-dev
   fio sqlite3 git rsync attr acl xxd python3 procps iproute2 util-linux psmisc prometheus
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf python3-yaml
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
