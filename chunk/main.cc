@@ -111,10 +111,20 @@ struct Scrubber {
   uint32_t block = 0;   // next block of queue[next]
   bool bad = false;     // queue[next] had a bad block
   uint64_t version = 0; // the version of queue[next] being verified
+  kj::Duration passInterval = 3600 * kj::SECONDS;  // a new pass starts at most this often
+  kj::Maybe<kj::TimePoint> lastPass;
 
   // One step verifies at most 256 blocks (1 MiB), so the event loop is never held long.
   kj::Promise<void> loop() {
     if (next >= queue.size()) {
+      auto now = io.provider->getTimer().now();
+      KJ_IF_MAYBE(last, lastPass) {
+        if (now - *last < passInterval) {
+          // Every copy was verified recently: wait for the next pass (checking every second
+          // so that a shorter interval set at start applies at once).
+          return io.provider->getTimer().afterDelay(1 * kj::SECONDS).then([this]() { return loop(); });
+        }
+      }
       queue.clear();
       for (auto& [id, version] : store.list()) queue.push_back(id);
       next = 0;
@@ -123,6 +133,7 @@ struct Scrubber {
       if (queue.empty()) {
         return io.provider->getTimer().afterDelay(1 * kj::SECONDS).then([this]() { return loop(); });
       }
+      lastPass = now;
     }
     uint64_t id = queue[next];
     uint64_t bytes = 0;
@@ -170,11 +181,16 @@ struct Scrubber {
       block = 0;
       bad = false;
     }
+    // Pace by the bytes verified; a step over blocks never written costs only its records and
+    // just yields the event loop.
     auto pause = rateBytesPerSec == 0
                      ? 10 * kj::MILLISECONDS
-                     : static_cast<int64_t>(bytes * 1000000 / rateBytesPerSec) * kj::MICROSECONDS +
-                           1 * kj::MILLISECONDS;
-    return report.then([this, pause]() { return io.provider->getTimer().afterDelay(pause); })
+                     : static_cast<int64_t>(bytes * 1000000 / rateBytesPerSec) * kj::MICROSECONDS;
+    return report
+        .then([this, pause]() -> kj::Promise<void> {
+          if (pause == 0 * kj::MICROSECONDS) return kj::evalLater([]() {});
+          return io.provider->getTimer().afterDelay(pause + 1 * kj::MILLISECONDS);
+        })
         .then([this]() { return loop(); });
   }
 };
@@ -193,8 +209,10 @@ int main(int argc, char** argv) {
   app.add_option("--host", host, "failure-domain host label (default: the listen host)");
   app.add_option("--zone", zone, "failure-domain zone label (replicas spread over zones first)");
   app.add_option("--rack", rack, "failure-domain rack label (then over racks)");
-  uint64_t scrubMiBps = 20;
+  uint64_t scrubMiBps = 20, scrubIntervalSec = 3600;
   app.add_option("--scrub-mib-per-sec", scrubMiBps, "background checksum verification rate (0 off)");
+  app.add_option("--scrub-interval-s", scrubIntervalSec,
+                 "start a new verification pass over every copy at most this often");
   app.add_option("--metrics", metricsAddr, "address for Prometheus /metrics, host:port");
   app.add_option("--log-level", logLevel, "trace, debug, info, warn, error");
   app.add_option("--log-file", logFile, "log to this file instead of stderr");
@@ -242,6 +260,7 @@ int main(int argc, char** argv) {
                       metrics.counter("cairn_chunk_scrubbed_bytes_total", "Bytes verified by the scrubber"),
                       metrics.counter("cairn_chunk_scrub_corrupt_total", "Corrupt chunks found by the scrubber"),
                       {}, 0, 0, false};
+    scrubber.passInterval = static_cast<int64_t>(scrubIntervalSec) * kj::SECONDS;
     kj::Promise<void> scrubbing = kj::READY_NOW;
     if (scrubMiBps > 0) {
       scrubbing = scrubber.loop().eagerlyEvaluate([](kj::Exception&& e) {

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks on a local loopback cluster; prints the numbers README.md quotes.
 #
-#   tools/bench.sh [--metas N] [--size-mib N] [--files N]
+#   tools/bench.sh [--metas N] [--size-mib N] [--files N] [--moosefs]
+#
+# --moosefs runs the same workload on a local MooseFS cluster from Debian's packages (one
+# master, 3 chunk servers, goal 3, everything on 127.0.0.1 as for cairn) instead, for a
+# side-by-side comparison on the same machine.
 #
 # Sequential write and read, with dd and with fio (1 MiB requests of incompressible data, through
 # the page cache, fsync at the end of the write; the read after dropping caches), metadata
@@ -9,20 +13,91 @@
 # killing the leader to the first served request.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-METAS=1 SIZE=1024 FILES=10000
+METAS=1 SIZE=1024 FILES=10000 MOOSEFS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --metas) METAS="$2"; shift 2 ;;
     --size-mib) SIZE="$2"; shift 2 ;;
     --files) FILES="$2"; shift 2 ;;
-    *) echo "usage: $0 [--metas N] [--size-mib N] [--files N]" >&2; exit 2 ;;
+    --moosefs) MOOSEFS=1; shift ;;
+    *) echo "usage: $0 [--metas N] [--size-mib N] [--files N] [--moosefs]" >&2; exit 2 ;;
   esac
 done
 T="$(mktemp -d /tmp/cairn-bench.XXXXXX)"
-trap 'bash "$ROOT/tools/cluster.sh" down --dir "$T/c" >/dev/null 2>&1 || true; rm -rf "$T"' EXIT
-bash "$ROOT/tools/cluster.sh" up --dir "$T/c" --mount "$T/m" --metas "$METAS" --chunks 3 --replicas 3 >/dev/null
-source "$T/c/cluster.env"
 M="$T/m"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+moosefs_up() {
+  # Debian's packages, without letting them start their default services (those would listen
+  # on every address): a policy-rc.d refuses service starts during the install.
+  if ! command -v mfsmaster >/dev/null || ! command -v mfsmount >/dev/null; then
+    local policy=/usr/sbin/policy-rc.d created=0
+    if [ ! -e $policy ]; then printf '#!/bin/sh\nexit 101\n' > $policy; chmod +x $policy; created=1; fi
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q moosefs-master moosefs-chunkserver \
+      moosefs-client </dev/null >/dev/null
+    [ $created = 1 ] && rm -f $policy
+  fi
+  local ml cs cl
+  ml=$(free_port); cs=$(free_port); cl=$(free_port)
+  mkdir -p "$T/mfs/master" "$M"
+  cp /var/lib/mfs/metadata.mfs.empty "$T/mfs/master/metadata.mfs"
+  echo "* / rw,alldirs,maproot=0" > "$T/mfs/exports.cfg"
+  cat > "$T/mfs/master.cfg" <<CFG
+WORKING_USER = root
+WORKING_GROUP = root
+DATA_PATH = $T/mfs/master
+EXPORTS_FILENAME = $T/mfs/exports.cfg
+MATOML_LISTEN_HOST = 127.0.0.1
+MATOML_LISTEN_PORT = $ml
+MATOCS_LISTEN_HOST = 127.0.0.1
+MATOCS_LISTEN_PORT = $cs
+MATOCL_LISTEN_HOST = 127.0.0.1
+MATOCL_LISTEN_PORT = $cl
+CFG
+  mfsmaster -c "$T/mfs/master.cfg" start >/dev/null 2>&1
+  for i in 0 1 2; do
+    mkdir -p "$T/mfs/cs$i/hdd"
+    echo "$T/mfs/cs$i/hdd" > "$T/mfs/cs$i/hdd.cfg"
+    cat > "$T/mfs/cs$i/cs.cfg" <<CFG
+WORKING_USER = root
+WORKING_GROUP = root
+DATA_PATH = $T/mfs/cs$i
+HDD_CONF_FILENAME = $T/mfs/cs$i/hdd.cfg
+HDD_LEAVE_SPACE_DEFAULT = 64MiB
+MASTER_HOST = 127.0.0.1
+MASTER_PORT = $cs
+BIND_HOST = 127.0.0.1
+CSSERV_LISTEN_HOST = 127.0.0.1
+CSSERV_LISTEN_PORT = $(free_port)
+CFG
+    mfschunkserver -c "$T/mfs/cs$i/cs.cfg" start >/dev/null 2>&1
+  done
+  mfsmount "$M" -H 127.0.0.1 -P "$cl" >/dev/null 2>&1
+  mfssetgoal -r 3 "$M" >/dev/null
+  # Wait until the three chunk servers have registered (a write needs them for goal 3).
+  for _ in $(seq 1 60); do
+    [ "$(mfscli -H 127.0.0.1 -P "$ml" -SCS -s, 2>/dev/null | grep -c 127.0.0.1)" -ge 3 ] && break
+    sleep 1
+  done
+}
+
+moosefs_down() {
+  umount -l "$M" 2>/dev/null || true
+  for i in 0 1 2; do mfschunkserver -c "$T/mfs/cs$i/cs.cfg" stop >/dev/null 2>&1 || true; done
+  mfsmaster -c "$T/mfs/master.cfg" stop >/dev/null 2>&1 || true
+}
+
+if [ "$MOOSEFS" = 1 ]; then
+  trap 'moosefs_down; rm -rf "$T"' EXIT
+  moosefs_up
+  echo "MooseFS $(mfsmaster -v 2>/dev/null | head -1 | grep -o '[0-9][0-9.]*' | head -1), 1 master, 3 chunk servers, goal 3, mfsmount at $M"
+  METAS=1
+else
+  trap 'bash "$ROOT/tools/cluster.sh" down --dir "$T/c" >/dev/null 2>&1 || true; rm -rf "$T"' EXIT
+  bash "$ROOT/tools/cluster.sh" up --dir "$T/c" --mount "$M" --metas "$METAS" --chunks 3 --replicas 3 >/dev/null
+  source "$T/c/cluster.env"
+fi
 now() { date +%s.%N; }
 rate() { python3 -c "print(f'{$1 / ($3 - $2):.1f}')"; }
 
@@ -72,7 +147,7 @@ for i in range(n):
 PY
 t1=$(now); echo "unlink: $(rate "$FILES" "$t0" "$t1") files/s"
 
-if [ "$METAS" -gt 1 ]; then
+if [ "$MOOSEFS" = 0 ] && [ "$METAS" -gt 1 ]; then
   leader=$("$ROOT/build/bin/cairn" meta status --json | python3 -c "import json,sys; d=json.load(sys.stdin); \
 print([m['id'] for m in d if m.get('role')=='leader'][0])")
   t0=$(now)

@@ -9,7 +9,8 @@
 #
 # `up` on an existing DIR brings the same cluster back (same ports, same data).
 # DIR/cluster.env (shell syntax) describes the cluster for scripts. Environment: CAIRN_ZONES and
-# CAIRN_RACKS (comma-separated labels, one per chunk server), CAIRN_GC_GRACE_MS (default 5000).
+# CAIRN_RACKS (comma-separated labels, one per chunk server), CAIRN_GC_GRACE_MS (default 5000),
+# CAIRN_SCRUB_INTERVAL_S (default 10).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,7 +18,7 @@ BIN="${CAIRN_BIN:-$ROOT/build/bin}"
 
 die() { echo "cluster.sh: $*" >&2; exit 2; }
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 cmd="${1:-}"; shift || true
 case "$cmd" in up|down|kill|start|status) ;; *) usage ;; esac
 DIR="" MNT="" METAS="" CHUNKS="" REPLICAS="" NAME=""
@@ -90,6 +91,7 @@ command_of() {
       [ -n "$rack" ] && labels+=" --rack $rack"
       echo "$BIN/cairn-chunk --listen 127.0.0.1:${!port} --meta $CAIRN_META" \
         "--secret-file $DIR/secret --data $DIR/$name/data --host $name$labels" \
+        "--scrub-interval-s ${CAIRN_SCRUB_INTERVAL_S:-10}" \
         "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" ;;
     mount)
       echo "$BIN/mount.cairn $CAIRN_META:/ $CAIRN_MOUNT -f" \

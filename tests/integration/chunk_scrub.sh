@@ -3,6 +3,7 @@
 # every damaged copy and the chunk is repaired from a good one. Then two of four chunk servers
 # die and every file still reads back correctly.
 source "$(dirname "$0")/lib.sh"
+export CAIRN_SCRUB_INTERVAL_S=1  # a new verification pass every second
 cluster_up --chunks 4 --replicas 3
 
 for i in 1 2 3; do head -c 30M /dev/urandom > "$L/f$i"; cp "$L/f$i" "$M/f$i"; done
@@ -34,6 +35,14 @@ for name in sorted(os.listdir(d)):
 PY
 [ -s "$L/flipped" ] || fail "no chunk file to damage on $victim"
 echo "flipped bytes in $(wc -l < "$L/flipped") chunk files of $victim"
+# The scrubber finds damage on its own (before any reader touches it) ...
+end=$((SECONDS + 60))
+until grep -q "scrub: chunk" "$CL/logs/$victim.log"; do
+  [ $SECONDS -lt $end ] || fail "the scrubber did not find the damage within 60 s"
+  sleep 0.2
+done
+check "the scrubber found a damaged copy"
+# ... and readers never get a damaged byte while other damaged copies are still there.
 echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 for i in 1 2 3; do cmp "$L/f$i" "$M/f$i" || fail "damaged replica reached a reader (f$i)"; done
 check "every read correct despite the damaged replica"

@@ -301,6 +301,37 @@ unpublish("pvc-1", target("pod-never"))
 expect_code(grpc.StatusCode.INVALID_ARGUMENT, lambda: unpublish("pvc-1", "/etc"), "unpublish /etc")
 ok("NodeUnpublishVolume: targets gone, repeat and never-published targets fine, /etc refused")
 
+# Mount flags are honoured.
+tn = target("pod-n")
+publish("pvc-1", tn, cap=mount_cap(flags=["noexec", "nosuid"]))
+flags = os.statvfs(tn).f_flag
+assert flags & os.ST_NOEXEC and flags & os.ST_NOSUID and not flags & os.ST_RDONLY, flags
+unpublish("pvc-1", tn)
+ok("mount flags noexec and nosuid applied to the bind")
+
+# Unpublish of a target whose mount is dead (its FUSE daemon gone): detached, no error.
+dead_src, tdead = os.path.join(E["T"], "dead-mount"), target("pod-dead")
+os.makedirs(dead_src, exist_ok=True)
+os.makedirs(tdead, exist_ok=True)
+subprocess.check_call([E["MOUNT_BIN"], E["MOUNT_SRC"], dead_src, "-o", E["MOUNT_OPTS"]])
+subprocess.check_call(["mount", "--bind", dead_src, tdead])
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        argv = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\0")
+    except OSError:
+        continue
+    if argv[0].endswith(b"mount.cairn") and dead_src.encode() in argv:
+        os.kill(int(pid), 9)
+try:
+    os.statvfs(tdead)
+    fail("the target's mount should be dead")
+except OSError as e:
+    assert e.errno in (errno.ENOTCONN, errno.ECONNABORTED), e
+unpublish("pvc-1", tdead)
+assert not os.path.exists(tdead)
+subprocess.call(["umount", "-l", dead_src])
+ok("NodeUnpublishVolume on a dead mount (ENOTCONN): detached and removed")
+
 # Static provisioning: a volume made by the admin tool is published like any other.
 static_dir = os.path.join(NODE_MOUNT, "volumes", "static-1")
 subprocess.check_call(["bash", "-c", E["CAIRN"] + " volume create static-1 --size 50M >/dev/null"])

@@ -31,6 +31,9 @@ EXTRA_PID_FILES+=("$L/csi.pid")
 export RESTART_PLUGIN="pid=\$(cat '$L/csi.pid'); kill -TERM \$pid;
   for i in \$(seq 1 100); do kill -0 \$pid 2>/dev/null || break; sleep 0.1; done;
   bash '$L/start_plugin.sh'"
+export T
+export MOUNT_BIN="$BIN/mount.cairn" MOUNT_SRC="$CAIRN_META:/"
+export MOUNT_OPTS="secretfile=$CAIRN_SECRET_FILE,keyfile=$CAIRN_KEY_FILE"
 export STOP_META="bash '$ROOT/tools/cluster.sh' kill --dir '$CL' meta0"
 export CAIRN="'$BIN/cairn' --meta '$CAIRN_META' --secret-file '$CAIRN_SECRET_FILE'"
 
