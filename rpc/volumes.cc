@@ -112,7 +112,7 @@ int Volumes::quotaSet(uint64_t ino, uint64_t bytes, uint64_t inodes, VolumeInfo*
   return 0;
 }
 
-int Volumes::create(const std::string& name, uint64_t bytes, VolumeInfo& out) {
+int Volumes::create(const std::string& name, uint64_t bytes, VolumeInfo& out, uint64_t inodes) {
   if (!validName(name) || bytes == 0) return EINVAL;
   uint64_t dir;
   if (int e = volumesDir(true, dir)) return e;
@@ -127,7 +127,7 @@ int Volumes::create(const std::string& name, uint64_t bytes, VolumeInfo& out) {
     VolumeInfo cur;
     int q = quotaGet(ino, cur);
     if (q == 0) {
-      if (cur.limitBytes != bytes) return EEXIST;
+      if (cur.limitBytes != bytes || cur.limitInodes != inodes) return EEXIST;
       out = cur;
       out.name = name;
       return 0;
@@ -137,7 +137,7 @@ int Volumes::create(const std::string& name, uint64_t bytes, VolumeInfo& out) {
     return e;
   }
   out.name = name;
-  return quotaSet(ino, bytes, 0, &out);
+  return quotaSet(ino, bytes, inodes, &out);
 }
 
 int Volumes::get(const std::string& name, VolumeInfo& out) {

@@ -38,7 +38,8 @@ class Volumes {
   static bool validName(const std::string& name);
 
   // errno-style results. create: EEXIST when the volume exists with another capacity.
-  int create(const std::string& name, uint64_t bytes, VolumeInfo& out);
+  // `inodes` 0: no inode limit.
+  int create(const std::string& name, uint64_t bytes, VolumeInfo& out, uint64_t inodes = 0);
   // Removes the volume and everything in it, or moves it into /volumes/.trash when `toTrash`.
   // A missing volume is not an error.
   int remove(const std::string& name, bool toTrash);

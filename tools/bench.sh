@@ -4,8 +4,10 @@
 #   tools/bench.sh [--metas N] [--size-mib N] [--files N] [--moosefs]
 #
 # --moosefs runs the same workload on a local MooseFS cluster from Debian's packages (one
-# master, 3 chunk servers, goal 3, everything on 127.0.0.1 as for cairn) instead, for a
-# side-by-side comparison on the same machine.
+# master, 3 chunk servers, goal 3) instead, for a side-by-side comparison on the same machine.
+# MooseFS refuses loopback addresses for its servers, so they run in a network namespace of
+# their own (a veth pair, 10.231.99.0/24, torn down afterwards) and mfsmount reaches them
+# through it.
 #
 # Sequential write and read, with dd and with fio (1 MiB requests of incompressible data, through
 # the page cache, fsync at the end of the write; the read after dropping caches), metadata
@@ -38,8 +40,17 @@ moosefs_up() {
       moosefs-client </dev/null >/dev/null
     [ $created = 1 ] && rm -f $policy
   fi
-  local ml cs cl
-  ml=$(free_port); cs=$(free_port); cl=$(free_port)
+  local ml=9419 cs=9420 cl=9421 ip=10.231.99.2
+  NS=cairn-bench-mfs$$
+  ip netns add "$NS"
+  ip link add "${NS:0:10}h" type veth peer name "${NS:0:10}n"
+  ip link set "${NS:0:10}n" netns "$NS"
+  ip addr add 10.231.99.1/24 dev "${NS:0:10}h"
+  ip link set "${NS:0:10}h" up
+  ip netns exec "$NS" ip addr add $ip/24 dev "${NS:0:10}n"
+  ip netns exec "$NS" ip link set "${NS:0:10}n" up
+  ip netns exec "$NS" ip link set lo up
+  in_ns() { nsenter --net="/run/netns/$NS" "$@"; }
   mkdir -p "$T/mfs/master" "$M"
   cp /var/lib/mfs/metadata.mfs.empty "$T/mfs/master/metadata.mfs"
   echo "* / rw,alldirs,maproot=0" > "$T/mfs/exports.cfg"
@@ -48,14 +59,14 @@ WORKING_USER = root
 WORKING_GROUP = root
 DATA_PATH = $T/mfs/master
 EXPORTS_FILENAME = $T/mfs/exports.cfg
-MATOML_LISTEN_HOST = 127.0.0.1
+MATOML_LISTEN_HOST = $ip
 MATOML_LISTEN_PORT = $ml
-MATOCS_LISTEN_HOST = 127.0.0.1
+MATOCS_LISTEN_HOST = $ip
 MATOCS_LISTEN_PORT = $cs
-MATOCL_LISTEN_HOST = 127.0.0.1
+MATOCL_LISTEN_HOST = $ip
 MATOCL_LISTEN_PORT = $cl
 CFG
-  mfsmaster -c "$T/mfs/master.cfg" start >/dev/null 2>&1
+  in_ns mfsmaster -c "$T/mfs/master.cfg" start >/dev/null
   for i in 0 1 2; do
     mkdir -p "$T/mfs/cs$i/hdd"
     echo "$T/mfs/cs$i/hdd" > "$T/mfs/cs$i/hdd.cfg"
@@ -65,29 +76,34 @@ WORKING_GROUP = root
 DATA_PATH = $T/mfs/cs$i
 HDD_CONF_FILENAME = $T/mfs/cs$i/hdd.cfg
 HDD_LEAVE_SPACE_DEFAULT = 64MiB
-MASTER_HOST = 127.0.0.1
+MASTER_HOST = $ip
 MASTER_PORT = $cs
-BIND_HOST = 127.0.0.1
-CSSERV_LISTEN_HOST = 127.0.0.1
-CSSERV_LISTEN_PORT = $(free_port)
+BIND_HOST = $ip
+CSSERV_LISTEN_HOST = $ip
+CSSERV_LISTEN_PORT = $((9422 + i))
 CFG
-    mfschunkserver -c "$T/mfs/cs$i/cs.cfg" start >/dev/null 2>&1
+    in_ns mfschunkserver -c "$T/mfs/cs$i/cs.cfg" start >/dev/null
   done
-  mfsmount "$M" -H 127.0.0.1 -P "$cl" >/dev/null 2>&1
+  mfsmount "$M" -H $ip -P "$cl" >/dev/null
   mfssetgoal -r 3 "$M" >/dev/null
   # Wait until the three chunk servers have registered (a write needs them for goal 3).
   for _ in $(seq 1 60); do
-    [ "$(mfscli -H 127.0.0.1 -P "$ml" -SCS -s, 2>/dev/null | grep -c 127.0.0.1)" -ge 3 ] && break
+    [ "$(mfscli -H $ip -P "$cl" -SCS -s, 2>/dev/null | grep -c "$ip")" -ge 3 ] && break
     sleep 1
   done
 }
 
 moosefs_down() {
   umount -l "$M" 2>/dev/null || true
-  for i in 0 1 2; do mfschunkserver -c "$T/mfs/cs$i/cs.cfg" stop >/dev/null 2>&1 || true; done
-  mfsmaster -c "$T/mfs/master.cfg" stop >/dev/null 2>&1 || true
+  for i in 0 1 2; do
+    nsenter --net="/run/netns/$NS" mfschunkserver -c "$T/mfs/cs$i/cs.cfg" stop >/dev/null 2>&1 || true
+  done
+  nsenter --net="/run/netns/$NS" mfsmaster -c "$T/mfs/master.cfg" stop >/dev/null 2>&1 || true
+  ip link del "${NS:0:10}h" 2>/dev/null || true
+  ip netns del "$NS" 2>/dev/null || true
 }
 
+NS=""
 if [ "$MOOSEFS" = 1 ]; then
   trap 'moosefs_down; rm -rf "$T"' EXIT
   moosefs_up

@@ -529,12 +529,17 @@ Status ControllerService::CreateVolume(grpc::ServerContext*, const v1::CreateVol
     if (req->has_volume_content_source())
       return invalid("creating a volume from a snapshot or a volume is not supported");
     bool trash = false;
+    uint64_t inodes = 0;
     for (auto& [k, v] : req->parameters()) {
       if (k == "onDelete") {
         if (v != "delete" && v != "trash") return invalid("onDelete must be delete or trash");
         trash = v == "trash";
+      } else if (k == "inodeLimit") {
+        if (v.empty() || v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos)
+          return invalid("inodeLimit must be a number");
+        inodes = std::stoull(v);
       } else if (k.rfind("csi.storage.k8s.io/", 0) != 0) {
-        return invalid("unknown parameter " + k + " (known: onDelete)");
+        return invalid("unknown parameter " + k + " (known: onDelete, inodeLimit)");
       }
     }
     int64_t required = req->capacity_range().required_bytes();
@@ -544,10 +549,10 @@ Status ControllerService::CreateVolume(grpc::ServerContext*, const v1::CreateVol
     uint64_t bytes = required > 0 ? uint64_t(required) : limit > 0 ? uint64_t(limit) : DEFAULT_BYTES;
     std::lock_guard<std::mutex> lock(mutex_);
     VolumeInfo v;
-    int e = meta_.volumes().create(name, bytes, v);
+    int e = meta_.volumes().create(name, bytes, v, inodes);
     if (e == EEXIST)
       return Status(StatusCode::ALREADY_EXISTS,
-                    "volume " + name + " exists with another capacity");
+                    "volume " + name + " exists with another capacity or inode limit");
     if (e != 0) return fromErrno(e, "creating volume " + name);
     if (trash) {
       auto m = newMetaRequest();

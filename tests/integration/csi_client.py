@@ -363,6 +363,29 @@ delete("../../etc")  # no such volume can exist: nothing happens
 assert os.path.isdir("/etc")
 ok("DeleteVolume: data removed (idempotent), onDelete=trash keeps it in /volumes/.trash")
 
+# An inode limit from the StorageClass: stats report inodes used against it, creation past it
+# fails with EDQUOT.
+create("pvc-3", 10 * MiB, params={"inodeLimit": "5"})
+expect_code(grpc.StatusCode.ALREADY_EXISTS, lambda: create("pvc-3", 10 * MiB), "same name, other inode limit")
+expect_code(grpc.StatusCode.INVALID_ARGUMENT, lambda: create("pvc-4", MiB, params={"inodeLimit": "-1"}),
+            "bad inodeLimit")
+t3 = target("pod-i")
+publish("pvc-3", t3)
+made = 0
+try:
+    for k in range(10):
+        open(os.path.join(t3, "f%d" % k), "w").close()
+        made += 1
+    fail("more files than the inode limit")
+except OSError as e:
+    assert e.errno == errno.EDQUOT, e
+assert made == 5, made
+usage, _ = stats("pvc-3", t3)
+inodes = usage[csi.VolumeUsage.INODES]
+assert inodes.total == 5 and inodes.used == 5 and inodes.available == 0, inodes
+unpublish("pvc-3", t3)
+ok("inodeLimit: 5 files, the 6th fails with EDQUOT; stats report 5 of 5 inodes used")
+
 # Meta unreachable: Probe says not ready.
 subprocess.check_call(["bash", "-c", E["STOP_META"]])
 wait_for(lambda: probe() is False, 30, "probe not ready with meta down")
