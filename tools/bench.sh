@@ -6,7 +6,7 @@
 # --moosefs runs the same workload on a local MooseFS cluster from Debian's packages (one
 # master, 3 chunk servers, goal 3) instead, for a side-by-side comparison on the same machine.
 # MooseFS refuses loopback addresses for its servers, so they run in a network namespace of
-# their own (a veth pair, 10.231.99.0/24, torn down afterwards) and mfsmount reaches them
+# their own (a veth pair in a private /24, torn down afterwards) and mfsmount reaches them
 # through it.
 #
 # Sequential write and read, with dd and with fio (1 MiB requests of incompressible data, through
@@ -40,12 +40,13 @@ moosefs_up() {
       moosefs-client </dev/null >/dev/null
     [ $created = 1 ] && rm -f $policy
   fi
-  local ml=9419 cs=9420 cl=9421 ip=10.231.99.2
+  local net=10.231.99  # addresses used only inside the netns made here and on its veth
+  local ml=9419 cs=9420 cl=9421 ip=$net.2
   NS=cairn-bench-mfs$$
   ip netns add "$NS"
   ip link add "${NS:0:10}h" type veth peer name "${NS:0:10}n"
   ip link set "${NS:0:10}n" netns "$NS"
-  ip addr add 10.231.99.1/24 dev "${NS:0:10}h"
+  ip addr add $net.1/24 dev "${NS:0:10}h"
   ip link set "${NS:0:10}h" up
   ip netns exec "$NS" ip addr add $ip/24 dev "${NS:0:10}n"
   ip netns exec "$NS" ip link set "${NS:0:10}n" up

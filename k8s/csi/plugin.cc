@@ -673,18 +673,29 @@ Status ControllerService::ControllerGetCapabilities(grpc::ServerContext*,
 
 // ---- node ----
 
+namespace {
+// The checks every call on a published target starts with.
+std::optional<Status> checkIdAndPath(const std::string& id, const std::string& path,
+                                     const char* pathField, const std::string& kubeletDir) {
+  if (id.empty()) return invalid("volume_id is required");
+  if (path.empty()) return invalid(std::string(pathField) + " is required");
+  if (!validVolumeId(id)) return Status(StatusCode::NOT_FOUND, "no volume " + id);
+  if (!validTargetPath(path, kubeletDir))
+    return invalid(std::string(pathField) + " must be a normalised absolute path below " +
+                   kubeletDir);
+  return std::nullopt;
+}
+}  // namespace
+
 Status NodeService::NodePublishVolume(grpc::ServerContext*,
                                       const v1::NodePublishVolumeRequest* req,
                                       v1::NodePublishVolumeResponse*) {
   return guarded("NodePublishVolume", [&]() -> Status {
     const std::string& id = req->volume_id();
     const std::string& target = req->target_path();
-    if (id.empty()) return invalid("volume_id is required");
-    if (target.empty()) return invalid("target_path is required");
-    if (!req->has_volume_capability()) return invalid("volume_capability is required");
-    if (!validVolumeId(id)) return Status(StatusCode::NOT_FOUND, "no volume " + id);
-    if (!validTargetPath(target, config_.kubeletDir))
-      return invalid("target_path must be a normalised absolute path below " + config_.kubeletDir);
+    if (!id.empty() && !target.empty() && !req->has_volume_capability())
+      return invalid("volume_capability is required");
+    if (auto bad = checkIdAndPath(id, target, "target_path", config_.kubeletDir)) return *bad;
     auto& cap = req->volume_capability();
     if (capabilityIsBlock(cap)) return invalid("block volumes are not supported");
     if (!cap.has_mount()) return invalid("an access type (mount) is required");
@@ -707,13 +718,9 @@ Status NodeService::NodeUnpublishVolume(grpc::ServerContext*,
                                         const v1::NodeUnpublishVolumeRequest* req,
                                         v1::NodeUnpublishVolumeResponse*) {
   return guarded("NodeUnpublishVolume", [&]() -> Status {
-    const std::string& id = req->volume_id();
     const std::string& target = req->target_path();
-    if (id.empty()) return invalid("volume_id is required");
-    if (target.empty()) return invalid("target_path is required");
-    if (!validVolumeId(id)) return Status(StatusCode::NOT_FOUND, "no volume " + id);
-    if (!validTargetPath(target, config_.kubeletDir))
-      return invalid("target_path must be a normalised absolute path below " + config_.kubeletDir);
+    if (auto bad = checkIdAndPath(req->volume_id(), target, "target_path", config_.kubeletDir))
+      return *bad;
     std::string error;
     int e = mounts_.unpublish(target, error);
     if (e != 0) return fromErrno(e, error);
@@ -725,13 +732,9 @@ Status NodeService::NodeGetVolumeStats(grpc::ServerContext*,
                                        const v1::NodeGetVolumeStatsRequest* req,
                                        v1::NodeGetVolumeStatsResponse* out) {
   return guarded("NodeGetVolumeStats", [&]() -> Status {
-    const std::string& id = req->volume_id();
     const std::string& path = req->volume_path();
-    if (id.empty()) return invalid("volume_id is required");
-    if (path.empty()) return invalid("volume_path is required");
-    if (!validVolumeId(id)) return Status(StatusCode::NOT_FOUND, "no volume " + id);
-    if (!validTargetPath(path, config_.kubeletDir))
-      return invalid("volume_path must be a normalised absolute path below " + config_.kubeletDir);
+    if (auto bad = checkIdAndPath(req->volume_id(), path, "volume_path", config_.kubeletDir))
+      return *bad;
     struct statvfs st;
     int e = statvfsErr(path, &st);
     if (e == ENOENT) return Status(StatusCode::NOT_FOUND, "volume_path " + path + " does not exist");
