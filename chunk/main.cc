@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <ctime>
 #include <fstream>
 
 #include "chunk/service.h"
@@ -40,6 +41,10 @@ struct Heartbeat {
   std::string uuid, addr, host, zone, rack;
   uint32_t serverId = 0;
   uint64_t inventoryAfter = 0;  // where the next inventory page starts
+  struct {
+    uint64_t passChunks = 0, doneChunks = 0, corruptFound = 0;
+    int64_t lastPassEnd = 0;
+  } scrub;  // updated by the scrubber, reported with every beat
   static constexpr size_t INVENTORY_PAGE = 4096;
 
   kj::Promise<void> registerSelf() {
@@ -76,6 +81,11 @@ struct Heartbeat {
     auto inv = op.initInventory(ids.size());
     for (size_t i = 0; i < ids.size(); i++) inv.set(i, ids[i]);
     uint64_t next = ids.size() < INVENTORY_PAGE ? 0 : ids.back();
+    auto sp = op.initScrub();
+    sp.setPassChunks(scrub.passChunks);
+    sp.setDoneChunks(scrub.doneChunks);
+    sp.setLastPassEnd(scrub.lastPassEnd);
+    sp.setCorruptFound(scrub.corruptFound);
     return meta.call(kj::mv(req)).then([this, next](kj::Own<capnp::MallocMessageBuilder> reply) {
       auto r = reply->getRoot<proto::MetaReply>();
       if (r.getErr() == ENOENT) return registerSelf();
@@ -117,6 +127,10 @@ struct Scrubber {
   // One step verifies at most 256 blocks (1 MiB), so the event loop is never held long.
   kj::Promise<void> loop() {
     if (next >= queue.size()) {
+      if (!queue.empty() && hb.scrub.passChunks != 0) {
+        hb.scrub.lastPassEnd = time(nullptr);  // the pass that just ended
+        hb.scrub.passChunks = 0;
+      }
       auto now = io.provider->getTimer().now();
       KJ_IF_MAYBE(last, lastPass) {
         if (now - *last < passInterval) {
@@ -134,6 +148,8 @@ struct Scrubber {
         return io.provider->getTimer().afterDelay(1 * kj::SECONDS).then([this]() { return loop(); });
       }
       lastPass = now;
+      hb.scrub.passChunks = queue.size();
+      hb.scrub.doneChunks = 0;
     }
     uint64_t id = queue[next];
     uint64_t bytes = 0;
@@ -177,7 +193,9 @@ struct Scrubber {
                        spdlog::warn("scrub: report failed: {}", e.getDescription().cStr());
                      });
       }
+      if (bad) hb.scrub.corruptFound++;
       next++;
+      hb.scrub.doneChunks = next;
       block = 0;
       bad = false;
     }

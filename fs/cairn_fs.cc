@@ -9,6 +9,7 @@
 #include <chrono>
 #include <thread>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 namespace cairn::fs {
@@ -57,6 +58,12 @@ CairnFs::CairnFs(ClusterClient& client, uint64_t rootIno, uint64_t chunkSizeByte
 
 template <typename Fn>
 void CairnFs::guard(fuse_req_t req, const char* op, Fn&& fn) {
+  std::optional<ScopedLatency> latency;
+  if (options_.metrics) {
+    latency.emplace(options_.metrics->histogram("cairn_client_request_seconds",
+                                                "FUSE request latency by operation",
+                                                std::string("op=\"") + op + "\""));
+  }
   try {
     fn();
   } catch (kj::Exception& e) {
@@ -173,9 +180,11 @@ int CairnFs::chunkFor(OpenFile& f, uint64_t ino, uint64_t index, bool allocate, 
     auto it = f.chunks.find(index);
     if (it != f.chunks.end()) {
       out = it->second;
+      if (options_.metrics) options_.metrics->counter("cairn_client_chunk_cache_total", "Chunk location lookups by result", "result=\"hit\"").inc();
       return 0;
     }
   }
+  if (options_.metrics) options_.metrics->counter("cairn_client_chunk_cache_total", "Chunk location lookups by result", "result=\"miss\"").inc();
   ChunkLoc loc;
   int err = client_.getChunk(ino, index, allocate, loc);
   if (err != 0) return err;
@@ -317,6 +326,7 @@ void CairnFs::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
     std::vector<unsigned char> buf(n);
     int err = readRange(*f, cino, off, n, buf.data());
     if (err != 0) return (void)fuse_reply_err(req, err);
+    if (options_.metrics) options_.metrics->counter("cairn_client_read_bytes_total", "Bytes read by applications").inc(n);
     fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
   });
 }
@@ -392,6 +402,7 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
       if (end > f->size) f->size = end;
       f->dirty = true;
     }
+    if (options_.metrics) options_.metrics->counter("cairn_client_written_bytes_total", "Bytes written by applications").inc(size);
     fuse_reply_write(req, size);
   });
 }

@@ -17,10 +17,12 @@
 #include <unordered_map>
 
 #include "fs/client.h"
+#include "rpc/metrics.h"
 
 namespace cairn::fs {
 
 struct FsOptions {
+  Metrics* metrics = nullptr;  // per-operation counts and latency, bytes, chunk cache hits
   double attrTimeoutSec = 1.0;
   double entryTimeoutSec = 1.0;
   bool writebackCache = true;

@@ -46,6 +46,10 @@ Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request) {
   return loop_.run([this, &request]() { return meta_->call(kj::mv(request)); });
 }
 
+unsigned ClusterClient::serveMetrics(Metrics& metrics, const std::string& addr) {
+  return loop_.run([&]() { return metrics.serve(loop_.io(), addr); });
+}
+
 Peer& ClusterClient::chunkPeer(const std::string& addr) {
   auto& p = peers_[addr];
   if (!p) p = std::make_unique<Peer>(loop_.io(), *secret_, addr, proto::Role::CLIENT);

@@ -14,6 +14,7 @@
 
 #include "fs/crypto.h"
 #include "rpc/meta_client.h"
+#include "rpc/metrics.h"
 #include "rpc/runtime.h"
 
 namespace cairn::fs {
@@ -52,6 +53,8 @@ class ClusterClient {
   int truncateChunk(const ChunkLoc& loc, uint32_t keepBlocks);
 
   BlockCipher& cipher() { return cipher_; }
+  // Serves Prometheus /metrics on `addr` from the client's event loop; returns the port.
+  unsigned serveMetrics(Metrics& metrics, const std::string& addr);
 
  private:
   struct RawRead {

@@ -1,9 +1,9 @@
 // mount.cairn SOURCE MOUNTPOINT [-o OPTIONS] [-f]
 //
 // SOURCE is META_ADDRS:/sub/dir, e.g. 127.0.0.1:7000,127.0.0.1:7001:/volumes/v1. Options of
-// our own: secretfile=F, keyfile=K, log=FILE, loglevel=L, attr_timeout=S; the mount(8)
-// options rw, defaults, _netdev, auto, noauto, nofail, user, users and x-* are accepted and
-// ignored; everything else goes to FUSE (ro, allow_other, ...).
+// our own: secretfile=F, keyfile=K, log=FILE, loglevel=L, attr_timeout=S, metrics=HOST:PORT;
+// the mount(8) options rw, defaults, _netdev, auto, noauto, nofail, user, users and x-* are
+// accepted and ignored; everything else goes to FUSE (ro, allow_other, ...).
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <kj/debug.h>
@@ -34,7 +34,7 @@ constexpr char KEY_CHECK_TEXT[] = "cairn data key check v1";
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string source, mountpoint, secretFile, keyFile, logFile, logLevel = "info";
+  std::string source, mountpoint, secretFile, keyFile, logFile, logLevel = "info", metricsAddr;
   bool foreground = false;
   double attrTimeout = 1.0;
   std::vector<std::string> fuseOpts = {"default_permissions", "subtype=cairn"};
@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
         else if (k == "keyfile") keyFile = v;
         else if (k == "log") logFile = v;
         else if (k == "loglevel") logLevel = v;
+        else if (k == "metrics") metricsAddr = v;
         else if (k == "attr_timeout") attrTimeout = std::stod(v);
         else if (k == "rw" || k == "defaults" || k == "_netdev" || k == "auto" || k == "noauto" ||
                  k == "nofail" || k == "user" || k == "users" || k == "nouser" ||
@@ -135,6 +136,7 @@ int main(int argc, char** argv) {
       }
     }
     fs::BlockCipher cipher(keyBytes);
+    Metrics metrics;  // before the client: its event loop serves them until it stops
     fs::ClusterClient client(splitList(addrs), readWholeFile(secretFile), cipher);
 
     // The cluster's constants, and a check that our data key is the cluster's.
@@ -186,6 +188,10 @@ int main(int argc, char** argv) {
     }
 
     fs::FsOptions options;
+    if (!metricsAddr.empty()) {
+      options.metrics = &metrics;
+      spdlog::info("metrics on port {}", client.serveMetrics(metrics, metricsAddr));
+    }
     options.attrTimeoutSec = attrTimeout;
     options.entryTimeoutSec = attrTimeout;
     fs::CairnFs cfs(client, root, chunkSize, options);

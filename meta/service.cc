@@ -696,6 +696,10 @@ kj::Promise<MetaServer::Reply> MetaServer::heartbeat(proto::MetaRequest::Reader 
   l.capacityBytes = hb.getCapacityBytes();
   l.usedBytes = hb.getUsedBytes();
   l.chunks = hb.getChunks();
+  l.scrubPass = hb.getScrub().getPassChunks();
+  l.scrubDone = hb.getScrub().getDoneChunks();
+  l.scrubLastEnd = hb.getScrub().getLastPassEnd();
+  l.scrubCorrupt = hb.getScrub().getCorruptFound();
   l.lastBeat = std::chrono::steady_clock::now();
   l.seen = true;
   if (hasGarbage) {
@@ -836,6 +840,11 @@ MetaServer::Reply MetaServer::status() {
       out[i].setCapacityBytes(it->second.capacityBytes);
       out[i].setUsedBytes(it->second.usedBytes);
       out[i].setChunks(it->second.chunks);
+      auto sp = out[i].initScrub();
+      sp.setPassChunks(it->second.scrubPass);
+      sp.setDoneChunks(it->second.scrubDone);
+      sp.setLastPassEnd(it->second.scrubLastEnd);
+      sp.setCorruptFound(it->second.scrubCorrupt);
     }
     i++;
   }

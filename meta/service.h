@@ -59,6 +59,8 @@ class MetaServer final : public raft::Application {
     uint64_t capacityBytes = 0;
     uint64_t usedBytes = 0;
     uint64_t chunks = 0;
+    uint64_t scrubPass = 0, scrubDone = 0, scrubCorrupt = 0;
+    int64_t scrubLastEnd = 0;
     std::chrono::steady_clock::time_point lastBeat{};
     bool seen = false;
   };

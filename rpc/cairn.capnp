@@ -76,6 +76,15 @@ struct ServerInfo {
   rack @8 :Text;
   draining @9 :Bool;
   replicas @10 :UInt64;  # replicas the chunk table places on this server
+  scrub @11 :ScrubProgress;
+}
+
+# A chunk server's background verification: the current pass and the last complete one.
+struct ScrubProgress {
+  passChunks @0 :UInt64;      # copies in the current pass
+  doneChunks @1 :UInt64;      # of which verified
+  lastPassEnd @2 :Int64;      # unix seconds when the last complete pass ended (0: none yet)
+  corruptFound @3 :UInt64;    # damaged copies found since the server started
 }
 
 struct SetAttr {
@@ -216,6 +225,7 @@ struct MetaRequest {
     # successive heartbeats walk the whole store so meta can find orphaned copies.
     inventoryAfter @4 :UInt64;
     inventory @5 :List(UInt64);
+    scrub @6 :ScrubProgress;
   }
 }
 

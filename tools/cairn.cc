@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <iostream>
 #include <sstream>
 #include <sys/stat.h>
@@ -246,7 +247,10 @@ int statusCmd(Tool& tool, bool json) {
         << ",\"draining\":" << (s.getDraining() ? "true" : "false")
         << ",\"replicas\":" << s.getReplicas()
         << ",\"capacity_bytes\":" << s.getCapacityBytes() << ",\"used_bytes\":" << s.getUsedBytes()
-        << ",\"chunks\":" << s.getChunks() << "}";
+        << ",\"chunks\":" << s.getChunks() << ",\"scrub\":{\"pass_chunks\":"
+        << s.getScrub().getPassChunks() << ",\"done_chunks\":" << s.getScrub().getDoneChunks()
+        << ",\"last_pass_end\":" << s.getScrub().getLastPassEnd()
+        << ",\"corrupt_found\":" << s.getScrub().getCorruptFound() << "}}";
       first = false;
     }
     o << "],\"chunks\":{\"total\":" << st.getChunksTotal()
@@ -288,6 +292,22 @@ int statusCmd(Tool& tool, bool json) {
            (unsigned long long)st.getChunksTotal(), (unsigned long long)st.getUnderReplicated(),
            (unsigned long long)st.getOverReplicated(), (unsigned long long)st.getLost(),
            st.getReplicas(), (unsigned long long)st.getGarbagePending());
+    printf("scrub:");
+    for (auto sv : st.getServers()) {
+      auto sc = sv.getScrub();
+      std::string last = "no full pass yet";
+      if (sc.getLastPassEnd() > 0) {
+        long ago = long(time(nullptr) - sc.getLastPassEnd());
+        last = "last full pass " + std::to_string(ago < 0 ? 0 : ago) + " s ago";
+      }
+      std::string now = sc.getPassChunks() > 0
+                            ? std::to_string(sc.getDoneChunks()) + "/" +
+                                  std::to_string(sc.getPassChunks()) + " copies verified, "
+                            : "";
+      printf(" [%u] %s%s%s", sv.getId(), now.c_str(), last.c_str(),
+             sc.getCorruptFound() ? (", " + std::to_string(sc.getCorruptFound()) + " damaged").c_str() : "");
+    }
+    printf("\n");
     printf("repair: %u running, %llu queued; %llu chunks (%s) repaired by this leader, %s/s over "
            "the last minute\n",
            st.getRepairsRunning(), (unsigned long long)st.getRepairQueue(),

@@ -57,6 +57,7 @@ write_env() {
     echo "CAIRN_CHUNKS=$CAIRN_CHUNKS"
     echo "CAIRN_REPLICAS=$CAIRN_REPLICAS"
     for v in $(compgen -v | grep -E '^(META|CHUNK)[0-9]+_(PORT|METRICS)$'); do echo "$v=${!v}"; done
+    echo "MOUNT_METRICS=${MOUNT_METRICS:-}"
     echo "export CAIRN_META CAIRN_SECRET_FILE CAIRN_KEY_FILE CAIRN_MOUNT"
   } > "$ENV.tmp"
   mv "$ENV.tmp" "$ENV"
@@ -95,7 +96,7 @@ command_of() {
         "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" ;;
     mount)
       echo "$BIN/mount.cairn $CAIRN_META:/ $CAIRN_MOUNT -f" \
-        "-o secretfile=$DIR/secret,keyfile=$DIR/key,log=$DIR/logs/mount.log" ;;
+        "-o secretfile=$DIR/secret,keyfile=$DIR/key,log=$DIR/logs/mount.log${MOUNT_METRICS:+,metrics=127.0.0.1:$MOUNT_METRICS}" ;;
     *) die "unknown process name $name (meta0.., chunk0.., mount)" ;;
   esac
 }
@@ -171,6 +172,7 @@ case "$cmd" in
         declare "CHUNK${i}_PORT=$(free_port)" "CHUNK${i}_METRICS=$(free_port)"
         CAIRN_CHUNK_DIRS+="${CAIRN_CHUNK_DIRS:+ }$DIR/chunk$i/data"
       done
+      MOUNT_METRICS="$(free_port)"
     elif [ -n "$MNT" ]; then
       mkdir -p "$MNT"
       CAIRN_MOUNT="$(cd "$MNT" && pwd)"

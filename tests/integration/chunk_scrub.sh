@@ -71,6 +71,20 @@ do
   sleep 2
 done
 grep -q "scrub: chunk" "$CL/logs/$victim.log" || fail "the scrubber did not report the damage"
+# cairn status shows each server's scrub progress: the damage found, and full passes done.
+end=$((SECONDS + 60))
+until (cairn status --json || true) | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+s = {x['host']: x['scrub'] for x in d['chunk_servers']}
+assert s['$victim']['corrupt_found'] >= 1, s
+holding = [x['host'] for x in d['chunk_servers'] if x['replicas'] > 0]
+assert holding and all(s[h]['last_pass_end'] > 0 for h in holding), s
+"; do
+  [ $SECONDS -lt $end ] || { cairn status; fail "scrub progress not shown in cairn status"; }
+  sleep 1
+done
+cairn status | grep "^scrub:" || true
 check "scrubber found the damaged copies; each chunk repaired to 3 good replicas"
 for i in 1 2 3; do cmp "$L/f$i" "$M/f$i" || fail "f$i differs after repair"; done
 

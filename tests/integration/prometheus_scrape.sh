@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Debian's real Prometheus server scrapes a local cluster (3 meta servers, 3 chunk servers); its
-# HTTP API must show every target up and the metrics the dashboard uses with live values. The
-# shipped Kubernetes scrape configuration and alert rules must pass promtool.
+# Debian's real Prometheus server scrapes a local cluster (3 meta servers, 3 chunk servers and
+# the client); its HTTP API must show every target up and the metrics the dashboard uses with
+# live values. The shipped Kubernetes scrape configuration and alert rules must pass promtool.
 source "$(dirname "$0")/lib.sh"
 command -v prometheus > /dev/null || fail "prometheus is not installed (tools/deps.sh installs it)"
 promtool check config "$ROOT/k8s/monitoring/prometheus.yml" > "$L/promtool.out" 2>&1 ||
@@ -13,7 +13,7 @@ check "the Kubernetes scrape configuration and alert rules pass promtool"
 cluster_up --metas 3 --chunks 3 --replicas 3
 
 targets=""
-for v in $(compgen -v | grep -E '^(META|CHUNK)[0-9]+_METRICS$'); do
+for v in $(compgen -v | grep -E '^((META|CHUNK)[0-9]+_|MOUNT_)METRICS$'); do
   targets+="${targets:+, }'127.0.0.1:${!v}'"
 done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -52,7 +52,7 @@ def value(expr):
     return float(res[0]["value"][1]) if res else None
 deadline = time.time() + 90
 want = {
-    "targets up": ("count(up == 1)", lambda v: v == 6),
+    "targets up (3 meta, 3 chunk, 1 client)": ("count(up == 1)", lambda v: v == 7),
     "one meta leader": ("sum(cairn_raft_is_leader)", lambda v: v == 1),
     "raft term": ("min(cairn_raft_term)", lambda v: v >= 1),
     "commands applied": ("max(cairn_meta_commands_total)", lambda v: v > 50),
@@ -65,6 +65,10 @@ want = {
     "chunk request latency histogram": ("sum(cairn_chunk_request_seconds_count)", lambda v: v > 0),
     "repair queue gauge": ("max(cairn_meta_repair_queue)", lambda v: v == 0),
     "scrubber progress": ("sum(cairn_chunk_scrubbed_bytes_total)", lambda v: v > 0),
+    "client request latency histogram": ("sum(cairn_client_request_seconds_count)", lambda v: v > 50),
+    "client bytes written": ("sum(cairn_client_written_bytes_total)", lambda v: v >= 20 * 2**20),
+    "client chunk cache hit rate": ('sum(cairn_client_chunk_cache_total{result="hit"}) / '
+                                    'sum(cairn_client_chunk_cache_total)', lambda v: 0 < v <= 1),
 }
 while True:
     try:
