@@ -202,6 +202,15 @@ void ChunkFile::truncate(uint32_t keep) {
 
 void ChunkFile::sync() { KJ_SYSCALL(fdatasync(fd_), path_); }
 
+uint32_t ChunkFile::blockLimit() const {
+  struct stat st;
+  KJ_SYSCALL(fstat(fd_, &st));
+  uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size <= dataOffset()) return 0;
+  uint64_t blocks = (size - dataOffset() + BLOCK_BYTES - 1) / BLOCK_BYTES;
+  return static_cast<uint32_t>(std::min<uint64_t>(blocks, maxBlocks_));
+}
+
 uint64_t ChunkFile::allocatedBytes() const {
   struct stat st;
   KJ_SYSCALL(fstat(fd_, &st));

@@ -53,6 +53,9 @@ class ChunkFile {
   uint64_t id() const { return id_; }
   uint64_t version() const { return version_; }
   uint32_t maxBlocks() const { return maxBlocks_; }
+  // Blocks below this may be present: the file ends after the last block ever written, so a
+  // scan can stop there instead of at maxBlocks().
+  uint32_t blockLimit() const;
 
   void setVersion(uint64_t version);
   // Blocks must each carry AUX_BYTES of aux and BLOCK_BYTES of data with a matching crc.

@@ -61,6 +61,21 @@ TEST(ChunkFile, ReopenKeepsIdVersionAndData) {
   EXPECT_EQ(out.data[100], 'z');
 }
 
+TEST(ChunkFile, BlockLimitEndsAfterTheLastWrittenBlock) {
+  // The scrubber stops at blockLimit(): no block at or past it can be present.
+  TempDir dir;
+  auto f = ChunkFile::create(dir.path + "/c", 9, 1, 64);
+  EXPECT_EQ(f.blockLimit(), 0u);
+  f.write(5, {makeBlock('a')});
+  EXPECT_EQ(f.blockLimit(), 6u);
+  f.write(1, {makeBlock('b')});
+  EXPECT_EQ(f.blockLimit(), 6u);
+  BlockData out;
+  for (uint32_t i = f.blockLimit(); i < f.maxBlocks(); i++) EXPECT_EQ(f.read(i, out), ReadStatus::ABSENT);
+  f.write(63, {makeBlock('c')});
+  EXPECT_EQ(f.blockLimit(), 64u);
+}
+
 TEST(ChunkFile, FlippedByteOnDiskReadsCorrupt) {
   TempDir dir;
   std::string path = dir.path + "/c";
