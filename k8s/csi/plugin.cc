@@ -333,7 +333,7 @@ bool NodeMounts::ensure() {
     return false;
   }
   spdlog::info("node mount {} is back; binding every published volume again", config_.nodeMount);
-  rebindAll();
+  rebind(/*brokenOnly=*/false);
   return true;
 }
 
@@ -347,20 +347,7 @@ void NodeMounts::startWatcher() {
       // The node mount may have been mounted again by someone else (the mount container):
       // targets still bound to the old one fail with ENOTCONN; bind them again.
       std::lock_guard<std::mutex> lock(mutex_);
-      std::error_code ec;
-      for (auto& e : std::filesystem::directory_iterator(config_.stateDir, ec)) {
-        if (e.path().extension() != ".rec") continue;
-        std::ifstream in(e.path());
-        std::string id, target;
-        unsigned long flags = 0;
-        if (!std::getline(in, id) || !std::getline(in, target) || !(in >> flags)) continue;
-        if (isMountPoint(target) && statvfsErr(target, nullptr) == 0) continue;
-        spdlog::warn("published target {} of volume {} is broken: binding it again", target, id);
-        detachAll(target);
-        std::string error;
-        if (bind(volumePath(id), target, flags, error) != 0)
-          spdlog::error("binding {} again: {}", target, error);
-      }
+      rebind(/*brokenOnly=*/true);
     }
   });
 }
@@ -403,7 +390,8 @@ void NodeMounts::forget(const std::string& target) {
   std::filesystem::remove(recordPath(target), ec);
 }
 
-void NodeMounts::rebindAll() {
+void NodeMounts::rebind(bool brokenOnly) {
+  // One pass over the records of published targets (validated again: they are files on disk).
   std::error_code ec;
   for (auto& e : std::filesystem::directory_iterator(config_.stateDir, ec)) {
     if (e.path().extension() != ".rec") continue;
@@ -412,6 +400,10 @@ void NodeMounts::rebindAll() {
     unsigned long flags = 0;
     if (!std::getline(in, id) || !std::getline(in, target) || !(in >> flags)) continue;
     if (!validVolumeId(id) || !validTargetPath(target, config_.kubeletDir)) continue;
+    if (brokenOnly) {
+      if (isMountPoint(target) && statvfsErr(target, nullptr) == 0) continue;
+      spdlog::warn("published target {} of volume {} is broken: binding it again", target, id);
+    }
     detachAll(target);
     std::string error;
     if (bind(volumePath(id), target, flags, error) != 0) {

@@ -83,7 +83,9 @@ class NodeMounts {
   void record(const std::string& id, const std::string& target, unsigned long flags);
   void forget(const std::string& target);
   std::string recordPath(const std::string& target) const;
-  void rebindAll();
+  // Binds recorded targets to the node mount again: every one, or only those that are broken
+  // (not mounted, or failing with ENOTCONN). Called with mutex_ held.
+  void rebind(bool brokenOnly);
 
   const Config& config_;
   std::mutex mutex_;  // serialises publish, unpublish and recovery
