@@ -210,16 +210,16 @@ int CairnFs::readFresh(OpenFile& f, uint64_t ino, ChunkLoc& loc, uint32_t first,
   bool refreshed = false;
   // ESTALE: our location is old (a replica failed, or a repair is fencing writers): ask meta
   // again until the new chain is committed (bounded: about 20 s). EIO from every replica of a
-  // cached location: the replicas may have moved (repairs while we held the file open), so ask
-  // meta once for the current chain before giving up.
+  // cached location: the replicas may have moved (repairs while we held the file open) or
+  // restarted, so ask meta once for the current chain and read once more before giving up.
   for (int retry = 0; (err == ESTALE || (err == EIO && !refreshed)) && retry < 200; retry++) {
     if (err == ESTALE && retry > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (err == EIO) refreshed = true;
-    ChunkLoc old = loc;
     forgetChunk(f, loc.index);
     int e = chunkFor(f, ino, loc.index, false, loc);
     if (e != 0) return e == ENOENT ? err : e;
-    if (err == EIO && loc.version == old.version && loc.addrs == old.addrs) return EIO;
+    // Read again even when the chain is the same: a replica that restarted fails once on its
+    // old connection, which that failure reset.
     err = client_.readBlocks(ino, loc, chunkBlocks_, first, count, out);
   }
   return err;
