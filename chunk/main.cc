@@ -235,6 +235,9 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", metricsAddr, "address for Prometheus /metrics, host:port");
   app.add_option("--log-level", logLevel, "trace, debug, info, warn, error");
   app.add_option("--log-file", logFile, "log to this file instead of stderr");
+  uint64_t capacity = 0;
+  app.add_option("--capacity", capacity,
+                 "bytes this server offers, at most its disks' size (default: all of it)");
   CLI11_PARSE(app, argc, argv);
 
   KjToSpdlog kjLogs;
@@ -257,6 +260,7 @@ int main(int argc, char** argv) {
                chunkSize);
 
     chunk::ChunkStore store(dirs, static_cast<uint32_t>(chunkSize / chunk::BLOCK_BYTES));
+    store.limitCapacity(capacity);
     Metrics metrics;
     metrics.gauge("cairn_chunk_chunks", "Chunks stored", [&store]() {
       return static_cast<double>(store.list().size());

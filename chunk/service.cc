@@ -282,6 +282,49 @@ kj::Promise<void> ChunkServiceImpl::list(ListContext context) {
   return kj::READY_NOW;
 }
 
+kj::Promise<void> ChunkServiceImpl::listPage(ListPageContext context) {
+  auto p = context.getParams();
+  auto page = store_.pageAfter(p.getAfter(), std::min<uint32_t>(p.getMax(), 65536));
+  auto out = context.getResults().initChunks(page.size());
+  for (size_t i = 0; i < page.size(); i++) {
+    out[i].setId(page[i].first);
+    out[i].setVersion(page[i].second);
+  }
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> ChunkServiceImpl::verify(VerifyContext context) {
+  auto p = context.getParams();
+  auto results = context.getResults();
+  auto* f = store_.find(p.getId());
+  if (f == nullptr) {
+    results.setErr(ENOENT);
+    return kj::READY_NOW;
+  }
+  results.setVersion(f->version());
+  uint32_t limit = f->blockLimit();
+  uint32_t first = p.getFirstBlock();
+  uint32_t end = first + std::min<uint32_t>(std::min<uint32_t>(p.getCount(), 256),
+                                            limit > first ? limit - first : 0);
+  std::vector<uint32_t> bad;
+  uint32_t checked = 0;
+  BlockData b;
+  for (uint32_t block = first; block < end; block++) {
+    auto st = f->read(block, b);
+    if (st == ReadStatus::ABSENT) continue;
+    checked++;
+    if (st == ReadStatus::CORRUPT) {
+      spdlog::error("verify: chunk {:016x} block {}: checksum mismatch", p.getId(), block);
+      bad.push_back(block);
+    }
+  }
+  results.setChecked(checked);
+  auto out = results.initBad(bad.size());
+  for (size_t i = 0; i < bad.size(); i++) out.set(i, bad[i]);
+  results.setNext(end < limit ? end : 0);
+  return kj::READY_NOW;
+}
+
 kj::Promise<void> ChunkServiceImpl::setVersion(SetVersionContext context) {
   auto ref = context.getParams().getChunk();
   auto* f = store_.find(ref.getId());

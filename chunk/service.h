@@ -23,6 +23,8 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
   kj::Promise<void> remove(RemoveContext context) override;
   kj::Promise<void> list(ListContext context) override;
   kj::Promise<void> setVersion(SetVersionContext context) override;
+  kj::Promise<void> listPage(ListPageContext context) override;
+  kj::Promise<void> verify(VerifyContext context) override;
   kj::Promise<void> replicate(ReplicateContext context) override;
 
  private:

@@ -114,6 +114,28 @@ std::vector<uint64_t> ChunkStore::idsAfter(uint64_t after, size_t max) const {
   return out;
 }
 
+std::vector<std::pair<uint64_t, uint64_t>> ChunkStore::pageAfter(uint64_t after, size_t max) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (auto it = index_.upper_bound(after); it != index_.end() && out.size() < max;) {
+    auto path = pathOf(it->second.dir, it->first);
+    if (::access(path.c_str(), F_OK) != 0 && errno == ENOENT) {
+      // Removed behind our back (by hand, or a disk problem): an open descriptor may still read
+      // it, but it is gone, and saying otherwise would hide the loss from fsck.
+      spdlog::error("chunk {:016x}: its file {} is gone from disk; forgetting the copy",
+                    it->first, path);
+      if (auto o = openIndex_.find(it->first); o != openIndex_.end()) {
+        open_.erase(o->second);
+        openIndex_.erase(o);
+      }
+      it = index_.erase(it);
+      continue;
+    }
+    out.emplace_back(it->first, it->second.version);
+    ++it;
+  }
+  return out;
+}
+
 std::vector<std::pair<uint64_t, uint64_t>> ChunkStore::list() const {
   std::vector<std::pair<uint64_t, uint64_t>> out;
   for (auto& [id, e] : index_) out.emplace_back(id, e.version);
@@ -135,6 +157,7 @@ StoreUsage ChunkStore::usage() {
     if (stat(pathOf(e.dir, id).c_str(), &st) == 0) u.usedBytes += uint64_t(st.st_blocks) * 512;
   }
   u.chunks = index_.size();
+  if (capacityLimit_ != 0) u.capacityBytes = std::min(u.capacityBytes, capacityLimit_);
   return u;
 }
 

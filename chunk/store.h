@@ -34,9 +34,15 @@ class ChunkStore {
   std::vector<std::pair<uint64_t, uint64_t>> list() const;  // (id, version)
   // Up to `max` chunk ids above `after`, ascending.
   std::vector<uint64_t> idsAfter(uint64_t after, size_t max) const;
+  // Up to `max` (id, version) above `after`, ascending. Copies whose file has vanished from
+  // disk are forgotten (and logged) instead of listed.
+  std::vector<std::pair<uint64_t, uint64_t>> pageAfter(uint64_t after, size_t max);
   void noteVersion(uint64_t id, uint64_t version) { index_[id].version = version; }
 
   StoreUsage usage();
+  // Reports at most this much capacity (0: the file systems' size), e.g. to give a server only
+  // part of a shared disk.
+  void limitCapacity(uint64_t bytes) { capacityLimit_ = bytes; }
   const std::vector<std::string>& dirs() const { return dirs_; }
 
  private:
@@ -49,6 +55,7 @@ class ChunkStore {
 
   std::vector<std::string> dirs_;
   uint32_t maxBlocks_;
+  uint64_t capacityLimit_ = 0;
   std::map<uint64_t, Entry> index_;
   // Open files, most recently used first; bounded by MAX_OPEN.
   static constexpr size_t MAX_OPEN = 256;

@@ -87,10 +87,20 @@ int main(int argc, char** argv) {
                             format);
     raft::RaftNode node(io, secret, options, server, metrics);
     server.attach(node);
-    capnp::Capability::Client service = kj::heap<meta::MetaServiceImpl>(server, metrics);
+    capnp::Capability::Client client =
+        kj::heap<meta::MetaServiceImpl>(server, metrics, proto::Role::CLIENT);
+    capnp::Capability::Client chunkServer =
+        kj::heap<meta::MetaServiceImpl>(server, metrics, proto::Role::SERVER);
+    capnp::Capability::Client admin =
+        kj::heap<meta::MetaServiceImpl>(server, metrics, proto::Role::ADMIN);
     capnp::Capability::Client peer = kj::heap<meta::MetaPeerImpl>(node);
-    RpcListener listener(io, secret, [service, peer](proto::Role role) mutable {
-      return role == proto::Role::PEER ? peer : service;
+    RpcListener listener(io, secret, [=](proto::Role role) mutable -> capnp::Capability::Client {
+      switch (role) {
+        case proto::Role::PEER: return peer;
+        case proto::Role::SERVER: return chunkServer;
+        case proto::Role::ADMIN: return admin;
+        default: return client;
+      }
     });
     uint port = listener.listen(listen).wait(io.waitScope);
     node.start();

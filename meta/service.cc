@@ -5,7 +5,13 @@
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <thread>
 #include <cerrno>
 #include <set>
 
@@ -56,6 +62,11 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::QUOTA_SET: return "quota_set";
     case W::QUOTA_GET: return "quota_get";
     case W::STATFS_AT: return "statfs_at";
+    case W::META_DUMP: return "meta_dump";
+    case W::FSCK_FIX: return "fsck_fix";
+    case W::REBALANCE: return "rebalance";
+    case W::REBALANCE_PLAN: return "rebalance_plan";
+    case W::REPAIR_PAUSE: return "repair_pause";
   }
   return "unknown";
 }
@@ -72,6 +83,13 @@ MetaServer::MetaServer(Store& store, Metrics& metrics, ServerTimeouts timeouts, 
       applied_(metrics.counter("cairn_meta_commands_total", "Commands applied")),
       applyLatency_(metrics.histogram("cairn_meta_apply_seconds",
                                       "Time to apply one batch of committed commands")) {
+  // Copies made for a cairn fsck that this process did not finish serving.
+  if (DIR* d = ::opendir(store_.dir().c_str())) {
+    while (auto* e = ::readdir(d))
+      if (std::string_view(e->d_name).starts_with("fsck-dump-"))
+        ::unlink((store_.dir() + "/" + e->d_name).c_str());
+    ::closedir(d);
+  }
   metrics.gauge("cairn_meta_chunk_servers_online", "Chunk servers heard from recently", [this]() {
     double n = 0;
     for (auto& [id, l] : live_) n += std::string(stateOf(id)) == "online" ? 1 : 0;
@@ -117,6 +135,10 @@ kj::Promise<MetaServer::Reply> MetaServer::handle(proto::MetaRequest::Reader req
   using W = proto::MetaRequest::Op::Which;
   auto which = request.getOp().which();
   if (which == W::META_STATUS) return metaStatus();
+  if (which == W::META_DUMP) {
+    auto d = request.getOp().getMetaDump();
+    return dump(d.getToken(), d.getOffset());
+  }
   if (!node_->isLeader()) return notLeader();
   {
     Txn t(store_.env(), false);
@@ -185,6 +207,75 @@ kj::Promise<MetaServer::Reply> MetaServer::handle(proto::MetaRequest::Reader req
         return readOnly(copy->getRoot<proto::MetaRequest>());
       });
   }
+}
+
+kj::Promise<MetaServer::Reply> MetaServer::dump(uint64_t token, uint64_t offset) {
+  constexpr uint64_t PIECE = 4 << 20;
+  auto now = std::chrono::steady_clock::now();
+  for (auto it = dumps_.begin(); it != dumps_.end();) {
+    if (now - it->second.lastUse > std::chrono::minutes(10)) {
+      ::unlink(it->second.path.c_str());
+      it = dumps_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  auto piece = [this, PIECE](uint64_t token, uint64_t offset) -> Reply {
+    auto it = dumps_.find(token);
+    if (it == dumps_.end()) return errorReply(ENOENT);
+    auto& d = it->second;
+    d.lastUse = std::chrono::steady_clock::now();
+    auto reply = kj::heap<capnp::MallocMessageBuilder>();
+    auto out = reply->initRoot<proto::MetaReply>().initDump();
+    out.setToken(token);
+    out.setTotalBytes(d.size);
+    uint64_t n = offset < d.size ? std::min(PIECE, d.size - offset) : 0;
+    auto data = out.initData(n);
+    int fd = ::open(d.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errorReply(EIO);
+    ssize_t got = n == 0 ? 0 : ::pread(fd, data.begin(), n, static_cast<off_t>(offset));
+    ::close(fd);
+    if (got != static_cast<ssize_t>(n)) return errorReply(EIO);
+    if (offset + n >= d.size) {
+      ::unlink(d.path.c_str());
+      dumps_.erase(it);
+    }
+    return reply;
+  };
+  if (token != 0) return piece(token, offset);
+  if (dumps_.size() >= 4) return errorReply(EBUSY);
+  randombytes_buf(&token, sizeof(token));
+  token |= 1;
+  std::string path = store_.dir() + "/fsck-dump-" + std::to_string(token) + ".mdb";
+  auto paf = kj::newPromiseAndFulfiller<int>();
+  auto fulfiller = std::make_shared<kj::Own<kj::PromiseFulfiller<int>>>(kj::mv(paf.fulfiller));
+  const kj::Executor& loop = kj::getCurrentThreadExecutor();
+  MDB_env* env = store_.env();
+  std::thread([env, path, fulfiller, &loop]() {
+    int err = 0;
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      err = errno;
+    } else {
+      err = mdb_env_copyfd2(env, fd, MDB_CP_COMPACT);
+      ::close(fd);
+    }
+    loop.executeSync([fulfiller, err]() {
+      auto f = kj::mv(*fulfiller);  // fulfilled and destroyed on the event loop's thread
+      f->fulfill(int(err));
+    });
+  }).detach();
+  return paf.promise.then([this, token, path, piece](int err) {
+    struct stat st;
+    if (err != 0 || ::stat(path.c_str(), &st) != 0) {
+      spdlog::error("fsck dump: copying the store to {} failed: {}", path, mdb_strerror(err));
+      ::unlink(path.c_str());
+      return errorReply(EIO);
+    }
+    spdlog::info("fsck dump: a copy of the store ({} bytes) for cairn fsck", st.st_size);
+    dumps_[token] = Dump{path, uint64_t(st.st_size), std::chrono::steady_clock::now()};
+    return piece(token, 0);
+  });
 }
 
 kj::Promise<MetaServer::Reply> MetaServer::afterRead(kj::Function<Reply()> read) {
@@ -453,6 +544,10 @@ void MetaServer::planRepairs() {
     }
   }
   repairQueue_ = todo.size();
+  {
+    Txn t(store_.env(), false);
+    if (sm_.repairsPaused(t)) return;
+  }
   // Fewest good copies first; trims (which lose nothing if late) last.
   std::stable_sort(todo.begin(), todo.end(), [](const RepairPlan& a, const RepairPlan& b) {
     if (a.copy != b.copy) return a.copy;
@@ -862,6 +957,7 @@ MetaServer::Reply MetaServer::status() {
   uint64_t recent = 0;
   for (auto& e : recentRepairs_) recent += e.second;
   st.setRepairBytesPerSec(recent / 60);
+  st.setRepairsPaused(sm_.repairsPaused(t));
   return reply;
 }
 
@@ -891,9 +987,44 @@ MetaServer::Reply MetaServer::metaStatus() {
   return reply;
 }
 
+bool MetaServiceImpl::allowed(proto::Role role, proto::MetaRequest::Op::Which op) {
+  using W = proto::MetaRequest::Op::Which;
+  using R = proto::Role;
+  switch (op) {
+    case W::META_ADD:
+    case W::META_REMOVE:
+    case W::META_TRANSFER:
+    case W::SERVER_DRAIN:
+    case W::SET_REPLICAS:
+    case W::META_DUMP:
+    case W::FSCK_FIX:
+    case W::REBALANCE:
+    case W::REBALANCE_PLAN:
+    case W::REPAIR_PAUSE:
+    case W::CHUNK_ORPHANS:
+      return role == R::ADMIN;
+    case W::REGISTER_SERVER:
+    case W::HEARTBEAT:
+      return role == R::SERVER;
+    case W::FORMAT:
+    case W::CHUNK_REPAIR:
+      return false;  // only meta's leader proposes these, straight into its log
+    default:
+      return true;
+  }
+}
+
 kj::Promise<void> MetaServiceImpl::call(CallContext context) {
   auto request = context.getParams().getRequest();
   const char* name = opName(request.getOp().which());
+  if (!allowed(role_, request.getOp().which())) {
+    spdlog::warn("refused {} from a connection authenticated as role {}", name,
+                 static_cast<int>(role_));
+    capnp::MallocMessageBuilder reply;
+    reply.initRoot<proto::MetaReply>().setErr(EPERM);
+    context.getResults().setReply(reply.getRoot<proto::MetaReply>().asReader());
+    return kj::READY_NOW;
+  }
   auto& latency = metrics_.histogram("cairn_meta_request_seconds", "Meta request latency",
                                      std::string("op=\"") + name + "\"");
   auto timer = kj::heap<ScopedLatency>(latency);

@@ -80,6 +80,15 @@ class MetaServer final : public raft::Application {
   static Reply errorReply(int err);
   kj::Promise<Reply> heartbeat(proto::MetaRequest::Reader request);
   kj::Promise<Reply> metaAdd(proto::MetaRequest::Reader request);
+  // cairn fsck reads a consistent copy of the store in pieces: the copy is written by a thread
+  // (the event loop keeps serving) and removed after its last piece or 10 idle minutes.
+  kj::Promise<Reply> dump(uint64_t token, uint64_t offset);
+  struct Dump {
+    std::string path;
+    uint64_t size = 0;
+    std::chrono::steady_clock::time_point lastUse;
+  };
+  std::map<uint64_t, Dump> dumps_;
   // Picks `replicas` online servers on distinct hosts, spread over zones, then racks, that
   // `existing` replicas do not use already; weighted by free space; never on `avoidHosts`.
   std::vector<uint32_t> place(Txn& t, uint32_t replicas,
@@ -142,14 +151,21 @@ class MetaServer final : public raft::Application {
   Histogram& applyLatency_;
 };
 
+// One instance per authenticated role: what a connection may call depends on the role it proved
+// (cluster administration only as ADMIN, chunk server bookkeeping only as SERVER, requests meta
+// makes of itself never from outside). Refused requests get EPERM.
 class MetaServiceImpl final : public proto::Meta::Server {
  public:
-  MetaServiceImpl(MetaServer& server, Metrics& metrics) : server_(server), metrics_(metrics) {}
+  MetaServiceImpl(MetaServer& server, Metrics& metrics, proto::Role role)
+      : server_(server), metrics_(metrics), role_(role) {}
   kj::Promise<void> call(CallContext context) override;
+  // Whether `role` may send this request.
+  static bool allowed(proto::Role role, proto::MetaRequest::Op::Which op);
 
  private:
   MetaServer& server_;
   Metrics& metrics_;
+  proto::Role role_;
 };
 
 class MetaPeerImpl final : public proto::MetaPeer::Server {

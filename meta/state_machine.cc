@@ -96,6 +96,9 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::CHUNK_ORPHANS:
     case W::SET_REPLICAS:
     case W::QUOTA_SET:
+    case W::FSCK_FIX:
+    case W::REBALANCE:
+    case W::REPAIR_PAUSE:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -250,6 +253,15 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
     }
     case W::QUOTA_SET:
       err = quotaSet(t, op.getQuotaSet(), reply);
+      break;
+    case W::FSCK_FIX:
+      err = fsckFix(t, now, op.getFsckFix());
+      break;
+    case W::REBALANCE:
+      err = rebalanceSet(t, now, op.getRebalance());
+      break;
+    case W::REPAIR_PAUSE:
+      store_.putCounter(t, "repair_paused", op.getRepairPause() ? 1 : 0);
       break;
     case W::SET_REPLICAS:
       if (op.getSetReplicas() < 1 || op.getSetReplicas() > 8) {
@@ -638,6 +650,145 @@ void StateMachine::fillQuota(uint64_t ino, const QuotaRecord& q, proto::QuotaInf
   out.setUsedInodes(q.usedInodes);
 }
 
+int StateMachine::fsckFix(Txn& t, int64_t now, proto::MetaRequest::FsckFixOp::Reader op) {
+  // Each repair is checked again against the current state: cairn fsck found it in a copy of
+  // the store that may be older than this command, so anything that changed since wins.
+  using K = proto::MetaRequest::FsckFixKind;
+  switch (op.getKind()) {
+    case K::DROP_ENTRY: {
+      std::string_view name(op.getName().cStr(), op.getName().size());
+      auto d = store_.getDentry(t, op.getParent(), name);
+      if (!d) return ENOENT;
+      if (store_.getInode(t, d->ino)) return ESTALE;  // its inode exists: not dangling
+      removeDentry(t, op.getParent(), name, *d);
+      if (auto parent = store_.getInode(t, op.getParent())) {
+        parent->mtimeNs = parent->ctimeNs = now;
+        store_.putInode(t, op.getParent(), *parent);
+      }
+      return 0;
+    }
+    case K::SET_NLINK: {
+      auto r = store_.getInode(t, op.getIno());
+      if (!r) return ENOENT;
+      if (r->nlink != op.getExpect() || op.getValue() == 0 || op.getValue() > 65000)
+        return ESTALE;
+      r->nlink = static_cast<uint32_t>(op.getValue());
+      r->ctimeNs = now;
+      store_.putInode(t, op.getIno(), *r);
+      return 0;
+    }
+    case K::SET_PARENT: {
+      auto r = store_.getInode(t, op.getIno());
+      if (!r || !isDir(r->mode)) return ENOENT;
+      if (r->parent != op.getExpect()) return ESTALE;
+      auto p = store_.getInode(t, op.getValue());
+      if (!p || !isDir(p->mode)) return EINVAL;
+      r->parent = op.getValue();
+      store_.putInode(t, op.getIno(), *r);
+      return 0;
+    }
+    case K::SET_INODE_COUNT: {
+      if (store_.getCounter(t, "inodes") != op.getExpect()) return ESTALE;
+      // Counted again here: inodes made or removed since the copy count too.
+      uint64_t n = 0;
+      for (Cursor c(t, store_.inodes, "", ""); c.valid(); c.next()) n++;
+      store_.putCounter(t, "inodes", n);
+      return 0;
+    }
+    case K::RELINK: {
+      uint64_t ino = op.getIno();
+      auto r = store_.getInode(t, ino);
+      if (!r || ino == ROOT_INO) return ENOENT;
+      auto root = store_.getInode(t, ROOT_INO);
+      if (!root) return ENOENT;
+      uint64_t lf;
+      if (auto d = store_.getDentry(t, ROOT_INO, LOST_FOUND)) {
+        lf = d->ino;
+      } else {
+        // /lost+found, as e2fsck makes it: a directory only root can enter.
+        lf = store_.getCounter(t, "next_ino");
+        store_.putCounter(t, "next_ino", lf + 1);
+        store_.putCounter(t, "inodes", store_.getCounter(t, "inodes") + 1);
+        InodeRecord dir;
+        dir.mode = S_IFDIR | 0700;
+        dir.nlink = 2;
+        dir.parent = ROOT_INO;
+        dir.nextCookie = FIRST_COOKIE;
+        dir.realm = childRealm(t, ROOT_INO, *root);
+        dir.atimeNs = dir.mtimeNs = dir.ctimeNs = now;
+        root->nlink++;
+        addDentry(t, ROOT_INO, *root, LOST_FOUND, lf, dir.mode);
+        root->mtimeNs = root->ctimeNs = now;
+        store_.putInode(t, ROOT_INO, *root);
+        store_.putInode(t, lf, dir);
+      }
+      auto dir = store_.getInode(t, lf);
+      if (!dir || !isDir(dir->mode) || lf == ino) return ENOTDIR;
+      std::string name = "#" + std::to_string(ino);
+      if (store_.getDentry(t, lf, name)) return EEXIST;
+      if (isDir(r->mode)) {
+        r->parent = lf;
+        dir->nlink++;
+      } else if (r->nlink == 0) {
+        r->nlink = 1;
+      }
+      r->ctimeNs = now;
+      addDentry(t, lf, *dir, name, ino, r->mode);
+      dir->mtimeNs = dir->ctimeNs = now;
+      store_.putInode(t, lf, *dir);
+      store_.putInode(t, ino, *r);
+      return 0;
+    }
+    case K::DROP_CHUNK: {
+      auto c = store_.getChunk(t, op.getIno(), op.getIndex());
+      if (!c || c->id != op.getId()) return ENOENT;
+      auto r = store_.getInode(t, op.getIno());
+      uint64_t cs = chunkSize(t);
+      if (r && cs != 0 && op.getIndex() < (r->size + cs - 1) / cs) return ESTALE;  // in the file
+      t.del(store_.chunks, be64(op.getIno()) + be64(op.getIndex()));
+      auto owner = t.get(store_.owners, be64(c->id));
+      if (owner && readBe64(*owner) == op.getIno() && readBe64(*owner, 8) == op.getIndex())
+        t.del(store_.owners, be64(c->id));
+      addGarbage(t, c->id, c->servers);
+      return 0;
+    }
+  }
+  return EINVAL;
+}
+
+bool StateMachine::repairsPaused(Txn& t) { return store_.getCounter(t, "repair_paused") != 0; }
+
+StateMachine::Rebalance StateMachine::rebalance(Txn& t) {
+  Rebalance r;
+  r.active = store_.getCounter(t, "rebalance_active") != 0;
+  r.autoOnJoin = store_.getCounter(t, "rebalance_auto") != 0;
+  r.tolerance = double(store_.getCounter(t, "rebalance_tolerance_ppm", 50000)) / 1e6;
+  r.startedNs = static_cast<int64_t>(store_.getCounter(t, "rebalance_started"));
+  return r;
+}
+
+int StateMachine::rebalanceSet(Txn& t, int64_t now, proto::MetaRequest::RebalanceOp::Reader op) {
+  double tol = op.getTolerance();
+  bool validTol = tol > 0.0 && tol < 1.0;
+  if (op.getSetAuto()) {
+    // Only the automatic setting (and the tolerance it will use) changes.
+    store_.putCounter(t, "rebalance_auto", op.getAuto() ? 1 : 0);
+    if (validTol) store_.putCounter(t, "rebalance_tolerance_ppm", static_cast<uint64_t>(tol * 1e6));
+    return 0;
+  }
+  if (!op.getActive()) {
+    store_.putCounter(t, "rebalance_active", 0);
+    return 0;
+  }
+  if (!validTol) return EINVAL;
+  store_.putCounter(t, "rebalance_tolerance_ppm", static_cast<uint64_t>(tol * 1e6));
+  if (store_.getCounter(t, "rebalance_active") == 0) {
+    store_.putCounter(t, "rebalance_active", 1);
+    store_.putCounter(t, "rebalance_started", uint64_t(now));
+  }
+  return 0;
+}
+
 void StateMachine::addGarbage(Txn& t, uint64_t chunkId, const std::vector<uint32_t>& servers) {
   if (servers.empty()) return;
   GarbageRecord g;
@@ -950,6 +1101,11 @@ int StateMachine::registerServer(Txn& t, proto::MetaRequest::RegisterOp::Reader 
   if (found == 0) {
     found = static_cast<uint32_t>(store_.getCounter(t, "next_server"));
     store_.putCounter(t, "next_server", found + 1);
+    // A new, empty server: with automatic rebalancing on, data starts moving to it.
+    if (store_.getCounter(t, "rebalance_auto") != 0 && store_.getCounter(t, "rebalance_active") == 0) {
+      store_.putCounter(t, "rebalance_active", 1);
+      store_.putCounter(t, "rebalance_started", uint64_t(applyNow_));
+    }
   }
   store_.putServer(t, found, rec);
   reply.setServerId(found);

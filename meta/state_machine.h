@@ -47,6 +47,19 @@ class StateMachine {
 
   Store& store() { return store_; }
 
+  // The replicated rebalance setting (see RebalanceOp).
+  struct Rebalance {
+    bool active = false;
+    bool autoOnJoin = false;
+    double tolerance = 0.05;
+    int64_t startedNs = 0;
+  };
+  Rebalance rebalance(Txn& t);
+  // Operators pause chunk repairs and rebalance moves (cairn repair pause), e.g. during
+  // maintenance; detection, status and garbage collection go on.
+  bool repairsPaused(Txn& t);
+  static constexpr const char* LOST_FOUND = "lost+found";
+
  private:
   void applyOp(Txn& t, int64_t now, proto::Command::Reader cmd, proto::MetaReply::Builder reply);
   int mknod(Txn& t, int64_t now, proto::MetaRequest::MknodOp::Reader op, const std::string& target,
@@ -82,6 +95,8 @@ class StateMachine {
   int charge(Txn& t, uint64_t realm, int64_t bytes, int64_t inodes);
   int quotaSet(Txn& t, proto::MetaRequest::QuotaSetOp::Reader op, proto::MetaReply::Builder reply);
   void fillQuota(uint64_t ino, const QuotaRecord& q, proto::QuotaInfo::Builder out);
+  int fsckFix(Txn& t, int64_t now, proto::MetaRequest::FsckFixOp::Reader op);
+  int rebalanceSet(Txn& t, int64_t now, proto::MetaRequest::RebalanceOp::Reader op);
 
   Store& store_;
   int64_t applyNow_ = 0;  // the time of the command being applied

@@ -207,11 +207,15 @@ void Store::putInode(Txn& t, uint64_t ino, const InodeRecord& r) {
 std::optional<DentryRecord> Store::getDentry(Txn& t, uint64_t parent, std::string_view name) {
   auto v = t.get(dentries, be64(parent) + std::string(name));
   if (!v) return std::nullopt;
+  return decodeDentry(*v);
+}
+
+DentryRecord Store::decodeDentry(std::string_view v) {
   size_t at = 0;
   DentryRecord d;
-  d.ino = getU64(*v, at);
-  d.mode = getU32(*v, at);
-  d.cookie = getU64(*v, at);
+  d.ino = getU64(v, at);
+  d.mode = getU32(v, at);
+  d.cookie = getU64(v, at);
   return d;
 }
 

@@ -138,6 +138,7 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   MDB_env* env() { return env_; }
+  const std::string& dir() const { return dir_; }
 
   MDB_dbi inodes, dentries, cookies, symlinks, xattrs, chunks, servers, garbage, replies,
       replytime, log, counters, members, owners, quotas;
@@ -156,6 +157,7 @@ class Store {
   uint64_t getCounter(Txn& t, std::string_view name, uint64_t dflt = 0);
   void putCounter(Txn& t, std::string_view name, uint64_t v);
 
+  static DentryRecord decodeDentry(std::string_view v);
   static std::string encodeChunk(const ChunkRecord& r);
   static ChunkRecord decodeChunk(std::string_view v);
   static std::string encodeServers(const std::vector<uint32_t>& ids);

@@ -148,6 +148,43 @@ struct MetaRequest {
     quotaSet @37 :QuotaSetOp;          # set, change or (both limits 0) remove a directory quota
     quotaGet @38 :UInt64;              # a directory's quota and usage (ENODATA: none)
     statfsAt @39 :UInt64;              # statfs seen from an inode: its quota, if any, is the size
+    metaDump @40 :MetaDumpOp;          # a consistent copy of this meta server's store (fsck)
+    fsckFix @41 :FsckFixOp;            # one repair found by cairn fsck, rechecked at apply
+    rebalance @42 :RebalanceOp;        # start, stop or configure rebalancing (admin)
+    rebalancePlan @43 :Float64;        # the moves a rebalance with this tolerance would make
+    repairPause @44 :Bool;             # pause (true) or resume chunk repairs and moves (admin)
+  }
+
+  struct MetaDumpOp {
+    token @0 :UInt64;       # 0: make a new copy (answered with its token); else continue it
+    offset @1 :UInt64;      # the reply carries up to 4 MiB from here
+  }
+
+  enum FsckFixKind {
+    dropEntry @0;      # an entry whose inode does not exist: remove it (and its readdir cookie)
+    setNlink @1;       # an inode's link count: set `value` when it is still `expect`
+    relink @2;         # an inode no entry refers to: link it into /lost+found as #INO
+    dropChunk @3;      # a chunk past the end of its file: drop it (its copies become garbage)
+    setParent @4;      # a directory's parent pointer: set `value` when it is still `expect`
+    setInodeCount @5;  # the inode counter (statfs): set `value` when it is still `expect`
+  }
+
+  struct FsckFixOp {
+    kind @0 :FsckFixKind;
+    parent @1 :UInt64;
+    name @2 :Text;
+    ino @3 :UInt64;
+    expect @4 :UInt64;
+    value @5 :UInt64;
+    index @6 :UInt64;
+    id @7 :UInt64;
+  }
+
+  struct RebalanceOp {
+    active @0 :Bool;          # run (true) or stop (false) a rebalance now
+    tolerance @1 :Float64;    # used fraction of every server within this of the mean (0.05: 5 points)
+    setAuto @2 :Bool;         # instead of the above, change only the automatic setting (and the
+    auto @3 :Bool;            # tolerance it uses): start a rebalance whenever a new server joins
   }
 
   struct ChunkCorruptOp {
@@ -270,6 +307,11 @@ struct ClusterStatus {
   repairBytesPerSec @10 :UInt64;  # over the last minute
   garbagePending @11 :UInt64;   # copies waiting for deletion (grace period or a server's return)
   overReplicated @12 :UInt64;
+  rebalance @13 :RebalanceStatus;
+  corruptFound @14 :UInt64;     # damaged copies the chunk servers' scrubbers found
+  metaMembers @15 :UInt32;      # meta servers in the Raft configuration
+  metaHealthy @16 :UInt32;      # of which replicating (the leader and followers caught up)
+  repairsPaused @17 :Bool;      # an operator paused repairs (cairn repair pause)
 }
 
 struct QuotaInfo {
@@ -278,6 +320,33 @@ struct QuotaInfo {
   limitInodes @2 :UInt64;
   usedBytes @3 :UInt64;
   usedInodes @4 :UInt64;
+}
+
+struct DumpPiece {
+  token @0 :UInt64;
+  totalBytes @1 :UInt64;
+  data @2 :Data;
+}
+
+# One replica move of a rebalance: a copy of `chunk` goes from server `from` to server `to`.
+struct Move {
+  chunk @0 :UInt64;
+  ino @1 :UInt64;
+  index @2 :UInt64;
+  from @3 :UInt32;
+  to @4 :UInt32;
+  bytes @5 :UInt64;
+}
+
+struct RebalanceStatus {
+  active @0 :Bool;
+  auto @1 :Bool;
+  tolerance @2 :Float64;
+  movesDone @3 :UInt64;       # since this rebalance started (this leader)
+  bytesMoved @4 :UInt64;
+  movesRunning @5 :UInt32;
+  spread @6 :Float64;         # largest distance of a server's used fraction from the mean
+  startedNs @7 :Int64;
 }
 
 struct ClusterInfo {
@@ -305,6 +374,8 @@ struct MetaReply {
     info @12 :ClusterInfo;
     metaStatus @15 :MetaNodeStatus;
     quota @16 :QuotaInfo;
+    dump @17 :DumpPiece;
+    moves @18 :List(Move);
   }
   leader @13 :Text;       # set with err = EAGAIN when this server is not the leader
   garbage @14 :List(UInt64);  # heartbeat reply: chunks this server must delete
@@ -397,4 +468,12 @@ interface Chunk {
   replicate @7 (chunk :ChunkRef, target :Text, rateBytesPerSec :UInt64) -> (err :Int32, bytes :UInt64);
   # Copies every present block of this replica to `target` (server to server, never through
   # clients), at most at the given rate, then has the target sync it.
+
+  listPage @8 (after :UInt64, max :UInt32) -> (chunks :List(ChunkRef));
+  # Up to `max` (at most 65536) copies with ids above `after`, ascending.
+
+  verify @9 (id :UInt64, firstBlock :UInt32, count :UInt32)
+      -> (err :Int32, version :UInt64, checked :UInt32, bad :List(UInt32), next :UInt32);
+  # Verifies the checksums of blocks firstBlock.. (at most `count`, at most 256) of this copy.
+  # `next` is where to continue (0: the copy is done); ENOENT when this server has no copy.
 }

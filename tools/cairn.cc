@@ -31,137 +31,13 @@
 #include "rpc/meta_client.h"
 #include "rpc/runtime.h"
 #include "rpc/volumes.h"
+#include "tools/fsck.h"
+#include "tools/tool.h"
 
 using namespace cairn;
+using namespace cairn::tool;
 
 namespace {
-
-// Length of the valid UTF-8 sequence starting at s[i], or 0 when it is not valid.
-size_t utf8SequenceAt(const std::string& s, size_t i) {
-  auto c = static_cast<unsigned char>(s[i]);
-  size_t n = c < 0x80 ? 1 : c < 0xc2 ? 0 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : c < 0xf5 ? 4 : 0;
-  if (n == 0 || i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; k++)
-    if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return 0;
-  if (n > 1) {
-    // No overlong forms, no surrogates, nothing above U+10FFFF (RFC 3629 section 4).
-    auto c1 = static_cast<unsigned char>(s[i + 1]);
-    if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90) ||
-        (c == 0xf4 && c1 >= 0x90))
-      return 0;
-  }
-  return n;
-}
-
-// A JSON string literal. File names are bytes, not necessarily UTF-8: a byte that does not start
-// a valid UTF-8 sequence becomes U+FFFD so the output always parses.
-std::string jsonString(const std::string& s) {
-  std::string out = "\"";
-  for (size_t i = 0; i < s.size(); i++) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x80) {
-      size_t n = utf8SequenceAt(s, i);
-      if (n == 0) {
-        out += "\\ufffd";
-      } else {
-        out.append(s, i, n);
-        i += n - 1;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  return out + "\"";
-}
-
-std::string human(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    u++;
-  }
-  char buf[32];
-  snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
-
-struct Tool {
-  kj::AsyncIoContext& io;
-  ClusterSecret secret;
-  std::vector<std::string> addrs;
-  std::unique_ptr<MetaClient> meta;
-  uint64_t clientId;
-
-  Tool(kj::AsyncIoContext& io, const std::string& secretFile, const std::string& metaAddrs)
-      : io(io), secret(ClusterSecret::fromFile(secretFile)), addrs(splitList(metaAddrs)) {
-    randombytes_buf(&clientId, sizeof(clientId));
-    clientId |= 1;
-    meta = std::make_unique<MetaClient>(io, secret, addrs, proto::Role::ADMIN, clientId,
-                                        10 * kj::SECONDS);
-  }
-
-  kj::Own<capnp::MallocMessageBuilder> call(kj::Own<capnp::MallocMessageBuilder> req) {
-    return meta->call(kj::mv(req)).wait(io.waitScope);
-  }
-
-  // Asks one meta server about itself (not redirected to the leader).
-  kj::Maybe<kj::Own<capnp::MallocMessageBuilder>> metaStatusOf(const std::string& addr) {
-    MetaClient one(io, secret, {addr}, proto::Role::ADMIN, clientId, 2 * kj::SECONDS);
-    auto req = newMetaRequest();
-    req->getRoot<proto::MetaRequest>().getOp().setMetaStatus();
-    try {
-      return one.call(kj::mv(req)).wait(io.waitScope);
-    } catch (kj::Exception& e) {
-      std::string d = e.getDescription().cStr();
-      if (d.find("authentication failed") != std::string::npos) throw;
-      return nullptr;
-    }
-  }
-};
-
-int fail(const std::string& msg, int code) {
-  fprintf(stderr, "cairn: %s\n", msg.c_str());
-  return code;
-}
-
-// Splits an absolute cluster path ("/a/b/c") into its names. "/" alone is the root (no names).
-// Refuses relative paths, empty components ("//", a trailing "/"), "." and "..", and names over
-// 255 bytes, all of which would otherwise name something other than what the user typed.
-int splitClusterPath(const std::string& path, std::vector<std::string>& parts) {
-  if (path.empty() || path[0] != '/')
-    return fail(path + ": the path must be absolute (from the cluster's root, e.g. /dir/file)", 2);
-  if (path.size() > 4096) return fail("the path is longer than 4096 bytes", 2);
-  if (path == "/") return 0;
-  size_t at = 1;
-  while (true) {
-    size_t slash = path.find('/', at);
-    std::string part = path.substr(at, slash == std::string::npos ? std::string::npos : slash - at);
-    if (part.empty()) return fail(path + ": the path has an empty component", 2);
-    if (part == "." || part == "..")
-      return fail(path + ": '.' and '..' are not allowed in the path", 2);
-    if (part.size() > 255) return fail(path + ": a name is longer than 255 bytes", 2);
-    if (part.find('\0') != std::string::npos) return fail("the path contains a NUL byte", 2);
-    parts.push_back(part);
-    if (slash == std::string::npos) return 0;
-    at = slash + 1;
-  }
-}
-
 int statusCmd(Tool& tool, bool json) {
   // Every meta server's own view first (those that answer), then the cluster from the leader.
   std::vector<std::string> metaAddrs = tool.addrs;
@@ -221,6 +97,7 @@ int statusCmd(Tool& tool, bool json) {
       why.push_back(std::to_string(st.getServers().size() - online) + " chunk servers not online");
     if (metasUp < metas.size())
       why.push_back(std::to_string(metas.size() - metasUp) + " meta servers unreachable");
+    if (st.getRepairsPaused()) why.push_back("repairs paused by an operator (cairn repair resume)");
     if (!why.empty()) verdict = "degraded";
   }
   if (json) {
@@ -260,7 +137,8 @@ int statusCmd(Tool& tool, bool json) {
       << "},\"repair\":{\"running\":" << st.getRepairsRunning()
       << ",\"queue\":" << st.getRepairQueue() << ",\"repaired_chunks\":" << st.getRepairedChunks()
       << ",\"repaired_bytes\":" << st.getRepairedBytes()
-      << ",\"bytes_per_sec\":" << st.getRepairBytesPerSec() << "},\"replicas\":" << st.getReplicas() << ",\"verdict\":" << jsonString(verdict)
+      << ",\"bytes_per_sec\":" << st.getRepairBytesPerSec()
+      << ",\"paused\":" << (st.getRepairsPaused() ? "true" : "false") << "},\"replicas\":" << st.getReplicas() << ",\"verdict\":" << jsonString(verdict)
       << ",\"reasons\":[";
     for (size_t i = 0; i < why.size(); i++) o << (i ? "," : "") << jsonString(why[i]);
     o << "]}";
@@ -522,6 +400,7 @@ int simpleMetaOp(Tool& tool, const char* what, kj::Function<void(proto::MetaRequ
   return 0;
 }
 
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -604,6 +483,20 @@ int main(int argc, char** argv) {
   volResize->add_option("name", volName, "volume name")->required();
   volResize->add_option("--size", sizeText, "new capacity, e.g. 20G")->required();
   volResize->add_flag("--json", json, "machine-readable output");
+  auto* repairCmd = app.add_subcommand("repair", "chunk repairs and rebalance moves");
+  repairCmd->require_subcommand(1);
+  repairCmd->fallthrough();
+  auto* repairPause = repairCmd->add_subcommand(
+      "pause", "stop starting repairs and moves (maintenance); detection goes on");
+  auto* repairResume = repairCmd->add_subcommand("resume", "start repairs again");
+  auto* fsckC = app.add_subcommand("fsck", "check the namespace, the chunk table and every copy");
+  FsckArgs fsck;
+  bool quiet = false;
+  fsckC->add_flag("--repair", fsck.repair, "fix what is safe to fix, printing each fix");
+  fsckC->add_flag("--verify-data", fsck.verifyData, "read every block of every copy (checksums)");
+  fsckC->add_flag("--json", fsck.json, "machine-readable output");
+  fsckC->add_flag("--quiet", quiet, "no progress on stderr");
+  fsckC->add_option("--wait", fsck.waitSec, "with --repair: seconds to wait for chunk repairs");
   CLI11_PARSE(app, argc, argv);
 
   if (metaAddrs.empty()) return fail("no meta address: give --meta or set CAIRN_META", 2);
@@ -618,6 +511,15 @@ int main(int argc, char** argv) {
     if (*status) return statusCmd(tool, json);
     if (*fileinfo) return fileinfoCmd(tool, path, json);
     if (*metaStatus) return metaStatusCmd(tool, json);
+    if (*repairPause || *repairResume) {
+      bool pause = bool(*repairPause);
+      return simpleMetaOp(tool, pause ? "repair pause" : "repair resume",
+                          [pause](proto::MetaRequest::Op::Builder op) { op.setRepairPause(pause); });
+    }
+    if (*fsckC) {
+      fsck.progress = !quiet;
+      return fsckCmd(tool, fsck);
+    }
     Volumes volumes([&tool](kj::Own<capnp::MallocMessageBuilder> m) { return tool.call(kj::mv(m)); });
     uint64_t bytes = 0;
     if ((*quotaSetC || *volCreate || *volResize) && !parseSize(sizeText, bytes))
