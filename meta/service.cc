@@ -121,7 +121,13 @@ MetaServer::Reply MetaServer::notLeader() {
 
 const char* MetaServer::stateOf(uint32_t id) const {
   auto it = live_.find(id);
-  if (it == live_.end() || !it->second.seen) return "dead";
+  if (it == live_.end() || !it->second.seen) {
+    // Not heard from since this server became leader: only silence for a whole dead-after
+    // period makes it dead, or a new leader would start repairs (and end a rebalance) before
+    // the first heartbeats arrive.
+    return std::chrono::steady_clock::now() - leaderSince_ < timeouts_.deadAfter ? "suspect"
+                                                                                 : "dead";
+  }
   auto age = std::chrono::steady_clock::now() - it->second.lastBeat;
   if (age < timeouts_.suspectAfter) {
     auto s = servers_.find(id);
@@ -157,6 +163,10 @@ kj::Promise<MetaServer::Reply> MetaServer::handle(proto::MetaRequest::Reader req
     }
     case W::META_ADD:
       return metaAdd(request);
+    case W::REBALANCE_PLAN: {
+      double tolerance = request.getOp().getRebalancePlan();
+      return afterRead([this, tolerance]() { return rebalancePlanReply(tolerance); });
+    }
     case W::META_REMOVE: {
       uint64_t id = request.getOp().getMetaRemove();
       if (id == node_->id() && node_->core().voters().size() > 1) {
@@ -390,6 +400,7 @@ void MetaServer::roleChanged(bool leader) {
     repairQueue_ = 0;  // only the leader plans repairs
     return;
   }
+  leaderSince_ = std::chrono::steady_clock::now();
   bool formatted;
   {
     Txn t(store_.env(), false);
@@ -449,6 +460,17 @@ void MetaServer::startRepairs(kj::AsyncIoContext& io, const ClusterSecret& secre
                  [this]() { return double(repairQueue_); });
   repairedBytes_ = &metrics_.counter("cairn_meta_repaired_bytes_total",
                                      "Bytes copied between chunk servers by repairs");
+  rebalanceMovesTotal_ = &metrics_.counter("cairn_meta_rebalance_moves_total",
+                                            "Replicas moved by rebalancing");
+  rebalanceBytesTotal_ = &metrics_.counter("cairn_meta_rebalance_bytes_total",
+                                           "Bytes copied between chunk servers by rebalancing");
+  metrics_.gauge("cairn_meta_rebalance_active", "1 while a rebalance runs", [this]() {
+    Txn t(store_.env(), false);
+    return sm_.rebalance(t).active ? 1.0 : 0.0;
+  });
+  metrics_.gauge("cairn_meta_rebalance_spread",
+                 "Largest distance of a chunk server's used fraction from the mean (leader)",
+                 [this]() { return rebalanceSpread_; });
   repairTasks_->add(repairLoop());
 }
 
@@ -548,6 +570,11 @@ void MetaServer::planRepairs() {
     Txn t(store_.env(), false);
     if (sm_.repairsPaused(t)) return;
   }
+  struct PlanRebalanceAfter {
+    MetaServer* self;
+    uint32_t replicas;
+    ~PlanRebalanceAfter() { self->planRebalance(replicas); }
+  } planRebalanceAfter{this, replicas};
   // Fewest good copies first; trims (which lose nothing if late) last.
   std::stable_sort(todo.begin(), todo.end(), [](const RepairPlan& a, const RepairPlan& b) {
     if (a.copy != b.copy) return a.copy;
@@ -593,7 +620,18 @@ kj::Promise<void> MetaServer::repair(RepairPlan plan) {
         avoid.insert(r->host);
       }
     }
-    if (plan.copy) {
+    if (plan.target != 0) {
+      // A rebalance move: its target, if it may still take the copy.
+      auto r = store_.getServer(t, plan.target);
+      bool hostFree = r && !avoid.count(r->host);
+      for (auto& [s, ids] : handedOut_)
+        if (s == plan.target && ids.count(plan.rec.id)) hostFree = false;
+      if (auto g = t.get(store_.garbage, be64(plan.rec.id)))
+        if (contains(Store::decodeGarbage(*g).servers, plan.target)) hostFree = false;
+      if (!hostFree || std::string(stateOf(plan.target)) != "online") return kj::READY_NOW;
+      target = plan.target;
+      addrs[target] = r->addr;
+    } else if (plan.copy) {
       // Never place the new copy on a server that still has to delete an old copy of this
       // chunk (its pending garbage deletion would remove the new copy).
       if (auto g = t.get(store_.garbage, be64(plan.rec.id))) {
@@ -697,7 +735,12 @@ kj::Promise<void> MetaServer::repair(RepairPlan plan) {
         return commit(servers).then([this, o, plan, target](Reply reply) {
           int err = reply->getRoot<proto::MetaReply>().getErr();
           if (err == 0 && o.copyErr == 0) {
-            if (target != 0) {
+            if (plan.target != 0) {
+              rebalanceMoves_++;
+              rebalanceBytes_ += o.bytes;
+              rebalanceMovesTotal_->inc();
+              rebalanceBytesTotal_->inc(o.bytes);
+            } else if (target != 0) {
               repairedChunks_->inc();
               repairedCount_++;
               repairedBytes_->inc(o.bytes);
@@ -958,6 +1001,17 @@ MetaServer::Reply MetaServer::status() {
   for (auto& e : recentRepairs_) recent += e.second;
   st.setRepairBytesPerSec(recent / 60);
   st.setRepairsPaused(sm_.repairsPaused(t));
+  fillRebalance(t, st.initRebalance());
+  {
+    auto loads = serverLoads(t, nullptr);
+    uint64_t corrupt = 0;
+    for (auto& [id, l] : live_) corrupt += l.scrubCorrupt;
+    st.setCorruptFound(corrupt);
+    for (auto s : st.getServers())
+      for (auto& l : loads)
+        if (l.id == s.getId()) s.setAssignedBytes(l.assignedBytes);
+  }
+  st.setMetaMembers(static_cast<uint32_t>(node_->core().voters().size()));
   return reply;
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "meta/raft/node.h"
+#include "meta/rebalance.h"
 #include "meta/state_machine.h"
 #include "rpc/metrics.h"
 #include "rpc/net.h"
@@ -102,7 +103,20 @@ class MetaServer final : public raft::Application {
     std::vector<uint32_t> keep;   // good copies that stay
     std::vector<uint32_t> extra;  // live copies to drop (draining, surplus)
     bool copy = false;
+    uint32_t target = 0;  // a rebalance move: copy to this server (else placement chooses)
   };
+  // Rebalancing (meta/rebalancer.cc).
+  std::vector<rebalance::ServerLoad> serverLoads(Txn& t, std::vector<rebalance::ChunkView>* chunks);
+  void planRebalance(uint32_t replicas);
+  Reply rebalancePlanReply(double tolerance);
+  void fillRebalance(Txn& t, proto::RebalanceStatus::Builder out);
+  std::set<uint64_t> rebalancing_;  // chunk ids being moved by the rebalance (also in repairing_)
+  uint64_t rebalanceMoves_ = 0, rebalanceBytes_ = 0;  // since the running rebalance started
+  int64_t rebalanceStarted_ = 0;
+  double rebalanceSpread_ = 0;
+  Counter* rebalanceMovesTotal_ = nullptr;
+  Counter* rebalanceBytesTotal_ = nullptr;
+
   kj::Promise<void> repairLoop();
   void planRepairs();
   kj::Promise<void> repair(RepairPlan plan);
@@ -122,6 +136,7 @@ class MetaServer final : public raft::Application {
   Format format_;
   raft::RaftNode* node_ = nullptr;
   std::map<uint32_t, LiveServer> live_;
+  std::chrono::steady_clock::time_point leaderSince_{};  // when this server last became leader
   std::map<raft::Index, Pending> pending_;
   std::mt19937_64 rng_;
   kj::AsyncIoContext* io_ = nullptr;

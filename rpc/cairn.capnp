@@ -77,6 +77,7 @@ struct ServerInfo {
   draining @9 :Bool;
   replicas @10 :UInt64;  # replicas the chunk table places on this server
   scrub @11 :ScrubProgress;
+  assignedBytes @12 :UInt64;  # bytes of the chunks the table places here (what rebalance evens)
 }
 
 # A chunk server's background verification: the current pass and the last complete one.
@@ -310,8 +311,7 @@ struct ClusterStatus {
   rebalance @13 :RebalanceStatus;
   corruptFound @14 :UInt64;     # damaged copies the chunk servers' scrubbers found
   metaMembers @15 :UInt32;      # meta servers in the Raft configuration
-  metaHealthy @16 :UInt32;      # of which replicating (the leader and followers caught up)
-  repairsPaused @17 :Bool;      # an operator paused repairs (cairn repair pause)
+  repairsPaused @16 :Bool;      # an operator paused repairs (cairn repair pause)
 }
 
 struct QuotaInfo {

@@ -32,169 +32,14 @@
 #include "rpc/runtime.h"
 #include "rpc/volumes.h"
 #include "tools/fsck.h"
+#include "tools/rebalance.h"
+#include "tools/status.h"
 #include "tools/tool.h"
 
 using namespace cairn;
 using namespace cairn::tool;
 
 namespace {
-int statusCmd(Tool& tool, bool json) {
-  // Every meta server's own view first (those that answer), then the cluster from the leader.
-  std::vector<std::string> metaAddrs = tool.addrs;
-  struct MetaView {
-    std::string addr;
-    bool up = false;
-    uint64_t id = 0, term = 0, commit = 0, applied = 0, lastIndex = 0;
-    std::string role = "unreachable";
-  };
-  std::vector<MetaView> metas;
-  uint64_t leaderLast = 0;
-  for (auto& a : metaAddrs) {
-    MetaView v;
-    v.addr = a;
-    KJ_IF_MAYBE(r, tool.metaStatusOf(a)) {
-      auto s = (*r)->getRoot<proto::MetaReply>().getMetaStatus();
-      v.up = true;
-      v.id = s.getId();
-      v.role = s.getRole().cStr();
-      v.term = s.getTerm();
-      v.commit = s.getCommit();
-      v.applied = s.getApplied();
-      v.lastIndex = s.getLastIndex();
-      if (v.role == "leader") leaderLast = v.commit;
-    }
-    metas.push_back(v);
-  }
-  bool anyUp = std::any_of(metas.begin(), metas.end(), [](const MetaView& m) { return m.up; });
-  if (!anyUp) {
-    // Without any meta server the cluster cannot answer; say so now rather than retry for long.
-    std::string all;
-    for (auto& a : metaAddrs) all += (all.empty() ? "" : ",") + a;
-    return fail("no meta server answered (" + all + "): the cluster is unavailable", 2);
-  }
-  auto req = newMetaRequest();
-  req->getRoot<proto::MetaRequest>().getOp().setStatus();
-  auto reply = tool.call(kj::mv(req));
-  auto r = reply->getRoot<proto::MetaReply>();
-  if (r.getErr() != 0) return fail(std::string("status: ") + strerror(r.getErr()), 2);
-  auto st = r.getStatus();
-  size_t online = 0;
-  for (auto s : st.getServers()) {
-    std::string state = s.getState().cStr();
-    online += state == "online" || state == "draining" ? 1 : 0;
-  }
-  size_t metasUp = 0;
-  for (auto& m : metas) metasUp += m.up ? 1 : 0;
-  std::string verdict = "healthy";
-  std::vector<std::string> why;
-  if (st.getLost() > 0) {
-    verdict = "unavailable";
-    why.push_back(std::to_string(st.getLost()) + " chunks have no live replica");
-  } else {
-    if (st.getUnderReplicated() > 0)
-      why.push_back(std::to_string(st.getUnderReplicated()) + " chunks under-replicated");
-    if (online < st.getServers().size())
-      why.push_back(std::to_string(st.getServers().size() - online) + " chunk servers not online");
-    if (metasUp < metas.size())
-      why.push_back(std::to_string(metas.size() - metasUp) + " meta servers unreachable");
-    if (st.getRepairsPaused()) why.push_back("repairs paused by an operator (cairn repair resume)");
-    if (!why.empty()) verdict = "degraded";
-  }
-  if (json) {
-    std::ostringstream o;
-    // Shape: {"meta":[{"id","addr","role",...}],"chunk_servers":[...],"chunks":{...},
-    // "replicas":R,"verdict":V,"reasons":[...]}; scripts rely on these keys.
-    o << "{\"meta\":[";
-    for (size_t i = 0; i < metas.size(); i++) {
-      auto& m = metas[i];
-      uint64_t lag = m.up && leaderLast > m.applied ? leaderLast - m.applied : 0;
-      o << (i ? "," : "") << "{\"id\":" << m.id << ",\"addr\":" << jsonString(m.addr)
-        << ",\"role\":" << jsonString(m.role) << ",\"term\":" << m.term
-        << ",\"commit\":" << m.commit << ",\"applied\":" << m.applied << ",\"lag\":" << lag
-        << "}";
-    }
-    o << "],\"chunk_servers\":[";
-    bool first = true;
-    for (auto s : st.getServers()) {
-      o << (first ? "" : ",") << "{\"id\":" << s.getId() << ",\"addr\":"
-        << jsonString(s.getAddr().cStr()) << ",\"host\":" << jsonString(s.getHost().cStr())
-        << ",\"zone\":" << jsonString(s.getZone().cStr())
-        << ",\"rack\":" << jsonString(s.getRack().cStr())
-        << ",\"state\":" << jsonString(s.getState().cStr())
-        << ",\"draining\":" << (s.getDraining() ? "true" : "false")
-        << ",\"replicas\":" << s.getReplicas()
-        << ",\"capacity_bytes\":" << s.getCapacityBytes() << ",\"used_bytes\":" << s.getUsedBytes()
-        << ",\"chunks\":" << s.getChunks() << ",\"scrub\":{\"pass_chunks\":"
-        << s.getScrub().getPassChunks() << ",\"done_chunks\":" << s.getScrub().getDoneChunks()
-        << ",\"last_pass_end\":" << s.getScrub().getLastPassEnd()
-        << ",\"corrupt_found\":" << s.getScrub().getCorruptFound() << "}}";
-      first = false;
-    }
-    o << "],\"chunks\":{\"total\":" << st.getChunksTotal()
-      << ",\"under_replicated\":" << st.getUnderReplicated() << ",\"lost\":" << st.getLost()
-      << ",\"over_replicated\":" << st.getOverReplicated()
-      << ",\"garbage_pending\":" << st.getGarbagePending()
-      << "},\"repair\":{\"running\":" << st.getRepairsRunning()
-      << ",\"queue\":" << st.getRepairQueue() << ",\"repaired_chunks\":" << st.getRepairedChunks()
-      << ",\"repaired_bytes\":" << st.getRepairedBytes()
-      << ",\"bytes_per_sec\":" << st.getRepairBytesPerSec()
-      << ",\"paused\":" << (st.getRepairsPaused() ? "true" : "false") << "},\"replicas\":" << st.getReplicas() << ",\"verdict\":" << jsonString(verdict)
-      << ",\"reasons\":[";
-    for (size_t i = 0; i < why.size(); i++) o << (i ? "," : "") << jsonString(why[i]);
-    o << "]}";
-    std::cout << o.str() << std::endl;
-  } else {
-    printf("cluster: %s%s\n", verdict.c_str(), why.empty() ? "" : ":");
-    for (auto& w : why) printf("  - %s\n", w.c_str());
-    printf("\nmeta servers\n  %-4s %-22s %-13s %8s %10s %10s %8s\n", "ID", "ADDRESS", "ROLE",
-           "TERM", "COMMIT", "APPLIED", "LAG");
-    for (auto& m : metas) {
-      uint64_t lag = m.up && leaderLast > m.applied ? leaderLast - m.applied : 0;
-      printf("  %-4llu %-22s %-13s %8llu %10llu %10llu %8llu\n", (unsigned long long)m.id,
-             m.addr.c_str(), m.role.c_str(), (unsigned long long)m.term,
-             (unsigned long long)m.commit, (unsigned long long)m.applied,
-             (unsigned long long)lag);
-    }
-    printf("\nchunk servers\n  %-4s %-22s %-18s %-9s %12s %12s %8s\n", "ID", "ADDRESS",
-           "ZONE/RACK/HOST", "STATE", "CAPACITY", "USED", "REPLICAS");
-    for (auto s : st.getServers()) {
-      std::string where = std::string(s.getZone().cStr()) + "/" + s.getRack().cStr() + "/" +
-                          s.getHost().cStr();
-      printf("  %-4u %-22s %-18s %-9s %12s %12s %8llu%s\n", s.getId(), s.getAddr().cStr(),
-             where.c_str(), s.getState().cStr(), human(s.getCapacityBytes()).c_str(),
-             human(s.getUsedBytes()).c_str(), (unsigned long long)s.getReplicas(),
-             s.getDraining() && s.getReplicas() == 0 ? "  (drained: can be removed)" : "");
-    }
-    printf("\nchunks: %llu total, %llu under-replicated, %llu over-replicated, %llu lost "
-           "(replicas %u); %llu copies awaiting deletion\n",
-           (unsigned long long)st.getChunksTotal(), (unsigned long long)st.getUnderReplicated(),
-           (unsigned long long)st.getOverReplicated(), (unsigned long long)st.getLost(),
-           st.getReplicas(), (unsigned long long)st.getGarbagePending());
-    printf("scrub:");
-    for (auto sv : st.getServers()) {
-      auto sc = sv.getScrub();
-      std::string last = "no full pass yet";
-      if (sc.getLastPassEnd() > 0) {
-        long ago = long(time(nullptr) - sc.getLastPassEnd());
-        last = "last full pass " + std::to_string(ago < 0 ? 0 : ago) + " s ago";
-      }
-      std::string now = sc.getPassChunks() > 0
-                            ? std::to_string(sc.getDoneChunks()) + "/" +
-                                  std::to_string(sc.getPassChunks()) + " copies verified, "
-                            : "";
-      printf(" [%u] %s%s%s", sv.getId(), now.c_str(), last.c_str(),
-             sc.getCorruptFound() ? (", " + std::to_string(sc.getCorruptFound()) + " damaged").c_str() : "");
-    }
-    printf("\n");
-    printf("repair: %u running, %llu queued; %llu chunks (%s) repaired by this leader, %s/s over "
-           "the last minute\n",
-           st.getRepairsRunning(), (unsigned long long)st.getRepairQueue(),
-           (unsigned long long)st.getRepairedChunks(), human(st.getRepairedBytes()).c_str(),
-           human(st.getRepairBytesPerSec()).c_str());
-  }
-  return verdict == "healthy" ? 0 : 1;
-}
-
 int fileinfoCmd(Tool& tool, const std::string& path, bool json) {
   std::vector<std::string> parts;
   if (int code = splitClusterPath(path, parts); code != 0) return code;
@@ -497,6 +342,20 @@ int main(int argc, char** argv) {
   fsckC->add_flag("--json", fsck.json, "machine-readable output");
   fsckC->add_flag("--quiet", quiet, "no progress on stderr");
   fsckC->add_option("--wait", fsck.waitSec, "with --repair: seconds to wait for chunk repairs");
+  auto* rebalanceC = app.add_subcommand("rebalance", "even out the chunk servers' used space");
+  RebalanceArgs rebalance;
+  rebalanceC->add_flag("--dry-run", rebalance.dryRun, "print the moves, change nothing");
+  rebalanceC->add_option("--tolerance", rebalance.tolerance,
+                         "used fraction of every server within this of the mean (default 0.05)")
+      ->check(CLI::Range(0.001, 0.5));
+  rebalanceC->add_flag("--stop", rebalance.stop, "stop a running rebalance");
+  rebalanceC->add_flag("--no-wait", rebalance.noWait, "start it and return (it runs in meta)");
+  rebalanceC->add_option("--auto", rebalance.autoMode,
+                         "on|off: start a rebalance whenever a chunk server joins")
+      ->check(CLI::IsMember({"on", "off"}));
+  rebalanceC->add_option("--timeout", rebalance.timeoutSec,
+                         "give up waiting after this many seconds");
+  rebalanceC->add_flag("--json", rebalance.json, "machine-readable output (--dry-run)");
   CLI11_PARSE(app, argc, argv);
 
   if (metaAddrs.empty()) return fail("no meta address: give --meta or set CAIRN_META", 2);
@@ -516,6 +375,7 @@ int main(int argc, char** argv) {
       return simpleMetaOp(tool, pause ? "repair pause" : "repair resume",
                           [pause](proto::MetaRequest::Op::Builder op) { op.setRepairPause(pause); });
     }
+    if (*rebalanceC) return rebalanceCmd(tool, rebalance);
     if (*fsckC) {
       fsck.progress = !quiet;
       return fsckCmd(tool, fsck);

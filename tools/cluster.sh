@@ -6,11 +6,13 @@
 #   tools/cluster.sh kill --dir DIR NAME      (NAME: meta0.., chunk0.., mount)
 #   tools/cluster.sh start --dir DIR NAME
 #   tools/cluster.sh status --dir DIR
+#   tools/cluster.sh add-chunk --dir DIR      (one more, empty chunk server)
 #
 # `up` on an existing DIR brings the same cluster back (same ports, same data).
 # DIR/cluster.env (shell syntax) describes the cluster for scripts. Environment: CAIRN_ZONES and
 # CAIRN_RACKS (comma-separated labels, one per chunk server), CAIRN_GC_GRACE_MS (default 5000),
-# CAIRN_SCRUB_INTERVAL_S (default 10).
+# CAIRN_SCRUB_INTERVAL_S (default 10), CAIRN_CHUNK_CAPACITY (bytes each chunk server offers;
+# default: its disk).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,9 +20,9 @@ BIN="${CAIRN_BIN:-$ROOT/build/bin}"
 
 die() { echo "cluster.sh: $*" >&2; exit 2; }
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 cmd="${1:-}"; shift || true
-case "$cmd" in up|down|kill|start|status) ;; *) usage ;; esac
+case "$cmd" in up|down|kill|start|status|add-chunk) ;; *) usage ;; esac
 DIR="" MNT="" METAS="" CHUNKS="" REPLICAS="" NAME=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -58,6 +60,7 @@ write_env() {
     echo "CAIRN_REPLICAS=$CAIRN_REPLICAS"
     for v in $(compgen -v | grep -E '^(META|CHUNK)[0-9]+_(PORT|METRICS)$'); do echo "$v=${!v}"; done
     echo "MOUNT_METRICS=${MOUNT_METRICS:-}"
+    [ -n "${CAIRN_CHUNK_CAPACITY:-}" ] && echo "CAIRN_CHUNK_CAPACITY=$CAIRN_CHUNK_CAPACITY"
     echo "export CAIRN_META CAIRN_SECRET_FILE CAIRN_KEY_FILE CAIRN_MOUNT"
   } > "$ENV.tmp"
   mv "$ENV.tmp" "$ENV"
@@ -93,6 +96,7 @@ command_of() {
       echo "$BIN/cairn-chunk --listen 127.0.0.1:${!port} --meta $CAIRN_META" \
         "--secret-file $DIR/secret --data $DIR/$name/data --host $name$labels" \
         "--scrub-interval-s ${CAIRN_SCRUB_INTERVAL_S:-10}" \
+        "${CAIRN_CHUNK_CAPACITY:+--capacity $CAIRN_CHUNK_CAPACITY}" \
         "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" ;;
     mount)
       echo "$BIN/mount.cairn $CAIRN_META:/ $CAIRN_MOUNT -f" \
@@ -232,6 +236,17 @@ case "$cmd" in
     known_name "$NAME" || die "no process $NAME in this cluster (names: $(names | tr '\n' ' ')mount)"
     start_one "$NAME"
     if [ "$NAME" = mount ]; then wait_until 30 "the mount" mount_ready || exit 1; fi
+    ;;
+  add-chunk)
+    [ -f "$ENV" ] || die "no cluster in $DIR"
+    i=$CAIRN_CHUNKS
+    declare "CHUNK${i}_PORT=$(free_port)" "CHUNK${i}_METRICS=$(free_port)"
+    CAIRN_CHUNK_DIRS+="${CAIRN_CHUNK_DIRS:+ }$DIR/chunk$i/data"
+    CAIRN_CHUNKS=$((CAIRN_CHUNKS + 1))
+    write_env
+    start_one "chunk$i"
+    wait_until 60 "chunk$i to be online" chunks_online || exit 1
+    echo "chunk$i online"
     ;;
   status)
     [ -f "$ENV" ] || die "no cluster in $DIR"
