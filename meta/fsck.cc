@@ -232,6 +232,7 @@ void Checker::checkTree(Txn& t) {
   constexpr size_t MAX_KNOWN = 1u << 20;
   constexpr size_t MAX_DEPTH = 4096;
   std::unordered_set<uint64_t> reaches;
+  std::unordered_set<uint64_t> inCycle;  // reported already (bounded by the damage found)
   uint64_t total = tableEntries(t, store_.inodes), n = 0;
   std::vector<uint64_t> walk;
   for (Cursor c(t, store_.inodes, "", ""); c.valid(); c.next()) {
@@ -240,7 +241,7 @@ void Checker::checkTree(Txn& t) {
     InodeRecord r;
     memcpy(&r, c.value().data(), sizeof(r));
     uint64_t ino = readBe64(c.key());
-    if (!isDir(r.mode) || ino == ROOT_INO || reaches.count(ino)) continue;
+    if (!isDir(r.mode) || ino == ROOT_INO || reaches.count(ino) || inCycle.count(ino)) continue;
     walk.clear();
     uint64_t cur = ino;
     bool ok = false, cycle = false;
@@ -249,6 +250,7 @@ void Checker::checkTree(Txn& t) {
         ok = true;
         break;
       }
+      if (inCycle.count(cur)) break;  // leads into a cycle reported already
       if (std::find(walk.begin(), walk.end(), cur) != walk.end() || walk.size() > MAX_DEPTH) {
         cycle = true;
         break;
@@ -259,6 +261,7 @@ void Checker::checkTree(Txn& t) {
       cur = rec->parent;
     }
     if (cycle) {
+      if (inCycle.size() < MAX_KNOWN) inCycle.insert(walk.begin(), walk.end());
       report({.kind = "directory-cycle",
               .detail = "its parents lead back to itself, never to the root", .ino = ino});
     }
