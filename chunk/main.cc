@@ -265,6 +265,10 @@ int main(int argc, char** argv) {
     metrics.gauge("cairn_chunk_chunks", "Chunks stored", [&store]() {
       return static_cast<double>(store.list().size());
     });
+    metrics.gauge("cairn_chunk_capacity_bytes", "Bytes this server offers (its disks or --capacity)",
+                  [&store]() { return static_cast<double>(store.usage().capacityBytes); });
+    metrics.gauge("cairn_chunk_used_bytes", "Bytes its chunk files take on disk",
+                  [&store]() { return static_cast<double>(store.usage().usedBytes); });
     capnp::Capability::Client service = kj::heap<chunk::ChunkServiceImpl>(io, secret, store, metrics);
     RpcListener listener(io, secret, [service](proto::Role) mutable { return service; });
     uint port = listener.listen(listen).wait(io.waitScope);

@@ -24,14 +24,6 @@ constexpr unsigned RENAME_EXCHANGE_FLAG = 2;
 constexpr unsigned XATTR_CREATE_FLAG = 1;
 constexpr unsigned XATTR_REPLACE_FLAG = 2;
 
-std::string encodeDentry(const DentryRecord& d) {
-  std::string s(20, '\0');
-  memcpy(s.data(), &d.ino, 8);
-  memcpy(s.data() + 8, &d.mode, 4);
-  memcpy(s.data() + 12, &d.cookie, 8);
-  return s;
-}
-
 bool isDir(uint32_t mode) { return S_ISDIR(mode); }
 
 }  // namespace
@@ -452,7 +444,7 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
 void StateMachine::addDentry(Txn& t, uint64_t parent, InodeRecord& parentRec,
                              std::string_view name, uint64_t ino, uint32_t mode) {
   DentryRecord d{ino, mode & S_IFMT, parentRec.nextCookie++};
-  t.put(store_.dentries, be64(parent) + std::string(name), encodeDentry(d));
+  t.put(store_.dentries, be64(parent) + std::string(name), Store::encodeDentry(d));
   t.put(store_.cookies, be64(parent) + be64(d.cookie), name);
 }
 
@@ -903,9 +895,9 @@ int StateMachine::rename(Txn& t, int64_t now, proto::MetaRequest::RenameOp::Read
     // Swap the targets of the two names; each name keeps its cookie.
     DentryRecord a = *src, b = *dst;
     t.put(store_.dentries, be64(srcParentIno) + std::string(name),
-          encodeDentry(DentryRecord{b.ino, b.mode, a.cookie}));
+          Store::encodeDentry(DentryRecord{b.ino, b.mode, a.cookie}));
     t.put(store_.dentries, be64(dstParentIno) + std::string(newName),
-          encodeDentry(DentryRecord{a.ino, a.mode, b.cookie}));
+          Store::encodeDentry(DentryRecord{a.ino, a.mode, b.cookie}));
     if (!sameParent) {
       if (srcIsDir) {
         auto r = store_.getInode(t, a.ino);

@@ -210,6 +210,14 @@ std::optional<DentryRecord> Store::getDentry(Txn& t, uint64_t parent, std::strin
   return decodeDentry(*v);
 }
 
+std::string Store::encodeDentry(const DentryRecord& d) {
+  std::string s(20, '\0');
+  memcpy(s.data(), &d.ino, 8);
+  memcpy(s.data() + 8, &d.mode, 4);
+  memcpy(s.data() + 12, &d.cookie, 8);
+  return s;
+}
+
 DentryRecord Store::decodeDentry(std::string_view v) {
   size_t at = 0;
   DentryRecord d;

@@ -157,6 +157,7 @@ class Store {
   uint64_t getCounter(Txn& t, std::string_view name, uint64_t dflt = 0);
   void putCounter(Txn& t, std::string_view name, uint64_t v);
 
+  static std::string encodeDentry(const DentryRecord& d);
   static DentryRecord decodeDentry(std::string_view v);
   static std::string encodeChunk(const ChunkRecord& r);
   static ChunkRecord decodeChunk(std::string_view v);

@@ -67,6 +67,11 @@ want = {
     "scrubber progress": ("sum(cairn_chunk_scrubbed_bytes_total)", lambda v: v > 0),
     "client request latency histogram": ("sum(cairn_client_request_seconds_count)", lambda v: v > 50),
     "client bytes written": ("sum(cairn_client_written_bytes_total)", lambda v: v >= 20 * 2**20),
+    "chunk server capacity and usage": ("min(cairn_chunk_used_bytes / cairn_chunk_capacity_bytes)",
+                                        lambda v: 0 < v < 1),
+    "rebalance spread (leader)": ("max(cairn_meta_rebalance_spread * on(instance) cairn_raft_is_leader)",
+                                  lambda v: 0 <= v < 0.5),
+    "rebalance bytes counter": ("sum(cairn_meta_rebalance_bytes_total)", lambda v: v == 0),
     "client chunk cache hit rate": ('sum(cairn_client_chunk_cache_total{result="hit"}) / '
                                     'sum(cairn_client_chunk_cache_total)', lambda v: 0 < v <= 1),
 }
