@@ -1,6 +1,12 @@
 #include "rpc/metrics.h"
 
 #include <kj/debug.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
 #include <chrono>
 #include <sstream>
@@ -13,55 +19,60 @@ int64_t monoNs() {
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
-std::string series(const std::string& name, const std::string& labels) {
-  return labels.empty() ? name : name + "{" + labels + "}";
+
+// `op="lookup",errno="5"` -> {{"op","lookup"},{"errno","5"}}. Values are ours (operation names,
+// numbers): no escapes inside them.
+prometheus::Labels parseLabels(const std::string& text) {
+  prometheus::Labels out;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t eq = text.find('=', at);
+    KJ_REQUIRE(eq != std::string::npos && eq + 1 < text.size() && text[eq + 1] == '"',
+               "bad metric labels", text);
+    size_t end = text.find('"', eq + 2);
+    KJ_REQUIRE(end != std::string::npos, "bad metric labels", text);
+    out[text.substr(at, eq - at)] = text.substr(eq + 2, end - eq - 2);
+    at = end + 1;
+    if (at < text.size() && text[at] == ',') at++;
+  }
+  return out;
 }
 }  // namespace
 
-void Histogram::observe(double seconds) {
-  size_t i = 0;
-  while (i < BOUNDS.size() && seconds > BOUNDS[i]) i++;
-  buckets_[i].fetch_add(1, std::memory_order_relaxed);
-  count_.fetch_add(1, std::memory_order_relaxed);
-  sumNanos_.fetch_add(static_cast<uint64_t>(seconds * 1e9), std::memory_order_relaxed);
-}
+void Counter::inc(uint64_t n) { c_.Increment(static_cast<double>(n)); }
+uint64_t Counter::value() const { return static_cast<uint64_t>(c_.Value()); }
 
-std::string Histogram::render(const std::string& name, const std::string& labels) const {
-  std::ostringstream out;
-  uint64_t cumulative = 0;
-  std::string sep = labels.empty() ? "" : labels + ",";
-  for (size_t i = 0; i < BOUNDS.size(); i++) {
-    cumulative += buckets_[i].load(std::memory_order_relaxed);
-    out << name << "_bucket{" << sep << "le=\"" << BOUNDS[i] << "\"} " << cumulative << "\n";
-  }
-  cumulative += buckets_[BOUNDS.size()].load(std::memory_order_relaxed);
-  out << name << "_bucket{" << sep << "le=\"+Inf\"} " << cumulative << "\n";
-  out << series(name + "_sum", labels) << " "
-      << static_cast<double>(sumNanos_.load(std::memory_order_relaxed)) / 1e9 << "\n";
-  out << series(name + "_count", labels) << " " << count_.load(std::memory_order_relaxed)
-      << "\n";
-  return out.str();
-}
+void Histogram::observe(double seconds) { h_.Observe(seconds); }
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {}
+Metrics::~Metrics() = default;
 
 Counter& Metrics::counter(const std::string& name, const std::string& help,
                           const std::string& labels) {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto& f = families_[name];
-  f.help = help;
-  f.type = "counter";
-  auto& c = f.counters[labels];
-  if (!c) c = std::make_unique<Counter>();
+  auto& c = counters_[name + "{" + labels + "}"];
+  if (!c) {
+    auto& f = families_[name];
+    if (!f) f = &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_);
+    c = std::make_unique<Counter>(
+        static_cast<prometheus::Family<prometheus::Counter>*>(f)->Add(parseLabels(labels)));
+  }
   return *c;
 }
 
 Histogram& Metrics::histogram(const std::string& name, const std::string& help,
                               const std::string& labels) {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto& f = families_[name];
-  f.help = help;
-  f.type = "histogram";
-  auto& h = f.histograms[labels];
-  if (!h) h = std::make_unique<Histogram>();
+  auto& h = histograms_[name + "{" + labels + "}"];
+  if (!h) {
+    auto& f = families_[name];
+    if (!f) f = &prometheus::BuildHistogram().Name(name).Help(help).Register(*registry_);
+    prometheus::Histogram::BucketBoundaries bounds(Histogram::BOUNDS.begin(),
+                                                   Histogram::BOUNDS.end());
+    h = std::make_unique<Histogram>(
+        static_cast<prometheus::Family<prometheus::Histogram>*>(f)->Add(parseLabels(labels),
+                                                                        bounds));
+  }
   return *h;
 }
 
@@ -69,21 +80,21 @@ void Metrics::gauge(const std::string& name, const std::string& help, std::funct
                     const std::string& labels) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto& f = families_[name];
-  f.help = help;
-  f.type = "gauge";
-  f.gauges[labels] = std::move(read);
+  if (!f) f = &prometheus::BuildGauge().Name(name).Help(help).Register(*registry_);
+  auto& g = static_cast<prometheus::Family<prometheus::Gauge>*>(f)->Add(parseLabels(labels));
+  for (auto& [existing, fn] : gauges_) {
+    if (existing == &g) {
+      fn = std::move(read);
+      return;
+    }
+  }
+  gauges_.emplace_back(&g, std::move(read));
 }
 
 std::string Metrics::render() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  std::ostringstream out;
-  for (auto& [name, f] : families_) {
-    out << "# HELP " << name << " " << f.help << "\n# TYPE " << name << " " << f.type << "\n";
-    for (auto& [labels, c] : f.counters) out << series(name, labels) << " " << c->value() << "\n";
-    for (auto& [labels, h] : f.histograms) out << h->render(name, labels);
-    for (auto& [labels, g] : f.gauges) out << series(name, labels) << " " << g() << "\n";
-  }
-  return out.str();
+  for (auto& [g, read] : gauges_) g->Set(read());
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
 }
 
 kj::Promise<uint> Metrics::serve(kj::AsyncIoContext& io, const std::string& addr) {
