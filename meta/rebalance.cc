@@ -19,9 +19,21 @@ double meanFraction(const std::vector<ServerLoad>& servers) {
 
 double spread(const std::vector<ServerLoad>& servers) {
   double mean = meanFraction(servers), worst = 0;
+  if (mean <= 0) return 0;
   for (auto& s : servers)
-    if (s.eligible) worst = std::max(worst, std::fabs(s.fraction() - mean));
-  return worst;
+    if (s.eligible && s.capacityBytes > 0) worst = std::max(worst, std::fabs(s.fraction() - mean));
+  return worst / mean;
+}
+
+bool balanced(const std::vector<ServerLoad>& servers, double tolerance, uint64_t chunkBytes) {
+  double mean = meanFraction(servers);
+  for (auto& s : servers) {
+    if (!s.eligible || s.capacityBytes == 0) continue;
+    double target = mean * double(s.capacityBytes);
+    double off = std::fabs(double(s.assignedBytes) - target);
+    if (off > tolerance * target && off >= double(chunkBytes)) return false;
+  }
+  return true;
 }
 
 namespace {
@@ -87,9 +99,10 @@ std::vector<Move> plan(std::vector<ServerLoad>& servers, const std::vector<Chunk
       return servers[a].fraction() > servers[b].fraction();
     });
     if (order.size() < 2) break;
+    const double allowed = tolerance * mean;  // the tolerance is relative to the mean
     double high = servers[order.front()].fraction() - mean;
     double low = mean - servers[order.back()].fraction();
-    if (high <= tolerance && low <= tolerance) break;
+    if (high <= allowed && low <= allowed) break;
     bool found = false;
     // Fullest givers first, emptiest receivers first; at least one of the pair out of tolerance.
     for (size_t gi = 0; gi < order.size() && !found; gi++) {
@@ -98,7 +111,7 @@ std::vector<Move> plan(std::vector<ServerLoad>& servers, const std::vector<Chunk
       for (size_t ri = order.size(); ri-- > 0 && !found;) {
         ServerLoad& taker = servers[order[ri]];
         if (taker.fraction() >= mean) break;
-        if (giver.fraction() - mean <= tolerance && mean - taker.fraction() <= tolerance) continue;
+        if (giver.fraction() - mean <= allowed && mean - taker.fraction() <= allowed) continue;
         auto& list = held[order[gi]];
         for (size_t k = 0; k < list.size(); k++) {
           size_t c = list[k];

@@ -41,11 +41,18 @@ struct Move {
 
 // The mean used fraction of the eligible servers (total assigned over total capacity).
 double meanFraction(const std::vector<ServerLoad>& servers);
-// The largest distance of an eligible server's used fraction from the mean.
+// The largest distance of an eligible server's used fraction from the mean, relative to the mean
+// (0.1: some server is 10% above or below it; 0 for an empty cluster).
 double spread(const std::vector<ServerLoad>& servers);
 
+// Whether every eligible server is within the tolerance, or closer to the mean than a chunk of
+// `chunkBytes` (the largest chunk): then no move can make it better, only different.
+bool balanced(const std::vector<ServerLoad>& servers, double tolerance, uint64_t chunkBytes);
+
 // Up to `maxMoves` moves, best first, that bring the servers towards the mean until each is
-// within `tolerance` of it. A move never puts two replicas of a chunk on one host and never
+// within `tolerance` of it, relative to the mean (0.05: every used fraction within 5% of the
+// mean fraction, e.g. 0.38 to 0.42 around 0.40). Relative, so that it means the same on nearly
+// empty clusters and on full ones, and on servers that share one large disk. A move never puts two replicas of a chunk on one host and never
 // spreads a chunk over fewer zones or racks than before; it only moves a chunk from a server
 // above the mean to one below it, and never so far that the receiver ends up fuller than the
 // giver. A chunk may appear in more than one move (apply them in order). `servers` is updated

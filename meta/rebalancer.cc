@@ -12,7 +12,9 @@
 namespace cairn::meta {
 
 std::vector<rebalance::ServerLoad> MetaServer::serverLoads(Txn& t,
-                                                           std::vector<rebalance::ChunkView>* out) {
+                                                           std::vector<rebalance::ChunkView>* out,
+                                                           uint64_t* maxChunkBytes) {
+  if (maxChunkBytes) *maxChunkBytes = 0;
   refreshServers(t);
   std::map<uint32_t, size_t> pos;
   std::vector<rebalance::ServerLoad> loads;
@@ -41,6 +43,7 @@ std::vector<rebalance::ServerLoad> MetaServer::serverLoads(Txn& t,
     // The bytes of the file inside this chunk: what its copies hold (holes aside).
     uint64_t start = index * cs;
     uint64_t bytes = fileSize > start ? std::min(cs, fileSize - start) : 0;
+    if (maxChunkBytes) *maxChunkBytes = std::max(*maxChunkBytes, bytes);
     auto rec = Store::decodeChunk(c.value());
     bool movable = !repairing_.count(rec.id);
     for (auto s : rec.servers) {
@@ -66,9 +69,12 @@ void MetaServer::planRebalance(uint32_t replicas) {
   size_t running = rebalancing_.size();
   if (repairQueue_ > 0 || repairing_.size() >= maxRepairs_) return;  // repairs come first
   std::vector<rebalance::ChunkView> chunks;
-  auto loads = serverLoads(t, &chunks);
+  uint64_t maxChunk = 0;
+  auto loads = serverLoads(t, &chunks, &maxChunk);
   rebalanceSpread_ = rebalance::spread(loads);
-  auto moves = rebalance::plan(loads, chunks, setting.tolerance, maxRepairs_ - repairing_.size());
+  std::vector<rebalance::Move> moves;
+  if (!rebalance::balanced(loads, setting.tolerance, maxChunk))
+    moves = rebalance::plan(loads, chunks, setting.tolerance, maxRepairs_ - repairing_.size());
   if (moves.empty()) {
     if (running > 0) return;  // the last moves are still committing
     for (auto& l : loads)
@@ -78,11 +84,11 @@ void MetaServer::planRebalance(uint32_t replicas) {
     auto sinceStart = std::chrono::nanoseconds(wallClockNs() - setting.startedNs);
     if (sinceStart < timeouts_.deadAfter) return;
     // Done: within tolerance, or nothing more can move within the placement rules.
-    if (rebalanceSpread_ <= setting.tolerance) {
-      spdlog::info("rebalance: done, every server within {:.1f} points of the mean ({} moves, {} "
+    if (rebalance::balanced(loads, setting.tolerance, maxChunk)) {
+      spdlog::info("rebalance: done, every server within {:.1f}% of the mean ({} moves, {} "
                    "bytes)", setting.tolerance * 100, rebalanceMoves_, rebalanceBytes_);
     } else {
-      spdlog::warn("rebalance: stopping at a spread of {:.1f} points: no move left that keeps "
+      spdlog::warn("rebalance: stopping with a server {:.1f}% from the mean: no move left that keeps "
                    "the placement rules", rebalanceSpread_ * 100);
     }
     capnp::MallocMessageBuilder req;
@@ -150,8 +156,11 @@ void MetaServer::fillRebalance(Txn& t, proto::RebalanceStatus::Builder out) {
   out.setMovesDone(rebalanceMoves_);
   out.setBytesMoved(rebalanceBytes_);
   out.setMovesRunning(static_cast<uint32_t>(rebalancing_.size()));
-  rebalanceSpread_ = rebalance::spread(serverLoads(t, nullptr));
+  uint64_t maxChunk = 0;
+  auto loads = serverLoads(t, nullptr, &maxChunk);
+  rebalanceSpread_ = rebalance::spread(loads);
   out.setSpread(rebalanceSpread_);
+  out.setBalanced(rebalance::balanced(loads, setting.tolerance, maxChunk));
 }
 
 }  // namespace cairn::meta

@@ -106,7 +106,9 @@ class MetaServer final : public raft::Application {
     uint32_t target = 0;  // a rebalance move: copy to this server (else placement chooses)
   };
   // Rebalancing (meta/rebalancer.cc).
-  std::vector<rebalance::ServerLoad> serverLoads(Txn& t, std::vector<rebalance::ChunkView>* chunks);
+  // The servers' loads from the chunk table; optionally every chunk, and the largest chunk.
+  std::vector<rebalance::ServerLoad> serverLoads(Txn& t, std::vector<rebalance::ChunkView>* chunks,
+                                                 uint64_t* maxChunkBytes = nullptr);
   void planRebalance(uint32_t replicas);
   Reply rebalancePlanReply(double tolerance);
   void fillRebalance(Txn& t, proto::RebalanceStatus::Builder out);

@@ -345,8 +345,10 @@ struct RebalanceStatus {
   movesDone @3 :UInt64;       # since this rebalance started (this leader)
   bytesMoved @4 :UInt64;
   movesRunning @5 :UInt32;
-  spread @6 :Float64;         # largest distance of a server's used fraction from the mean
+  spread @6 :Float64;         # largest distance of a server's used fraction from the mean,
+                              # relative to the mean (0.1: 10% above or below it)
   startedNs @7 :Int64;
+  balanced @8 :Bool;          # every server within the tolerance, or closer than one chunk
 }
 
 struct ClusterInfo {

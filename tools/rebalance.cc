@@ -28,6 +28,7 @@ struct Snapshot {
   uint64_t movesDone = 0, bytesMoved = 0;
   uint32_t running = 0;
   bool paused = false;
+  bool balanced = false;
 };
 
 Snapshot snapshot(Tool& tool) {
@@ -52,6 +53,7 @@ Snapshot snapshot(Tool& tool) {
   s.movesDone = rb.getMovesDone();
   s.bytesMoved = rb.getBytesMoved();
   s.running = rb.getMovesRunning();
+  s.balanced = rb.getBalanced();
   s.paused = st.getRepairsPaused();
   return s;
 }
@@ -104,7 +106,7 @@ int dryRun(Tool& tool, const RebalanceArgs& a) {
     std::cout << o.str() << std::endl;
     return 0;
   }
-  printf("plan: %zu moves, %s to copy (tolerance %.1f points of the mean)\n", size_t(moves.size()),
+  printf("plan: %zu moves, %s to copy (every server within %.1f%% of the mean)\n", size_t(moves.size()),
          human(bytes).c_str(), a.tolerance * 100);
   printf("  %-4s %-16s %-9s %12s %10s %10s\n", "ID", "HOST", "STATE", "CAPACITY", "USED NOW",
          "AFTER");
@@ -153,7 +155,7 @@ int rebalanceCmd(Tool& tool, const RebalanceArgs& a) {
   });
   if (err != 0) return fail(std::string("rebalance: ") + strerror(err), 2);
   Snapshot s = snapshot(tool);
-  printf("rebalance running in meta (tolerance %.1f points, spread now %.1f points)%s\n",
+  printf("rebalance running in meta (tolerance %.1f%%, the farthest server is %.1f%% from the mean)%s\n",
          s.tolerance * 100, s.spread * 100,
          s.paused ? "; repairs are paused: it waits for cairn repair resume" : "");
   if (a.noWait) {
@@ -178,18 +180,20 @@ int rebalanceCmd(Tool& tool, const RebalanceArgs& a) {
     usleep(1000 * 1000);
   }
   bar.finish();
-  printf("rebalance finished: %llu replicas moved (%s) in %.0f s; spread %.1f points "
-         "(tolerance %.1f)\n",
+  printf("rebalance finished: %llu replicas moved (%s) in %.0f s; the farthest server is %.1f%% from the mean "
+         "(tolerance %.1f%%)\n",
          (unsigned long long)s.movesDone, human(s.bytesMoved).c_str(), monotonicSeconds() - start,
          s.spread * 100, s.tolerance * 100);
   for (auto& [id, row] : s.servers)
     printf("  server %-4u %-16s %5.1f%% of %s\n", id, row.host.c_str(),
            fraction(row.assigned, row.capacity) * 100, human(row.capacity).c_str());
-  if (s.spread > s.tolerance + 1e-9) {
+  if (!s.balanced) {
     fprintf(stderr, "cairn: rebalance stopped outside the tolerance: no move left that keeps the "
                     "placement rules (or it was stopped)\n");
     return 1;
   }
+  if (s.spread > s.tolerance)
+    printf("(as even as the chunks allow: moving any one more would overshoot)\n");
   return 0;
 }
 

@@ -227,12 +227,12 @@ int statusCmd(Tool& tool, bool json) {
            capacity ? 100.0 * double(used) / double(capacity) : 0.0,
            (unsigned long long)st.getCorruptFound());
     if (rb.getActive()) {
-      printf("rebalance: running, %llu replicas moved (%s), %u moving, spread %.1f points of the "
-             "mean (tolerance %.1f)\n",
+      printf("rebalance: running, %llu replicas moved (%s), %u moving, farthest server %.1f%% from the "
+             "mean (tolerance %.1f%%)\n",
              (unsigned long long)rb.getMovesDone(), human(rb.getBytesMoved()).c_str(),
              rb.getMovesRunning(), rb.getSpread() * 100, rb.getTolerance() * 100);
     } else {
-      printf("rebalance: off (spread %.1f points of the mean; automatic on join: %s)\n",
+      printf("rebalance: off (farthest server %.1f%% from the mean; automatic on join: %s)\n",
              rb.getSpread() * 100, rb.getAuto() ? "on" : "off");
     }
   }
