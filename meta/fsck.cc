@@ -30,6 +30,29 @@ std::string hex(uint64_t v) {
 
 }  // namespace
 
+bool fixOp(const Finding& f, proto::MetaRequest::FsckFixOp::Builder out) {
+  using K = proto::MetaRequest::FsckFixKind;
+  static const std::pair<const char*, K> KINDS[] = {
+      {"dangling-entry", K::DROP_ENTRY},      {"orphan-inode", K::RELINK},
+      {"dir-parent-mismatch", K::SET_PARENT}, {"inode-count", K::SET_INODE_COUNT},
+      {"wrong-nlink", K::SET_NLINK},          {"chunk-past-eof", K::DROP_CHUNK},
+      {"chunk-without-file", K::DROP_CHUNK},
+  };
+  for (auto& [kind, fix] : KINDS) {
+    if (f.kind != kind) continue;
+    out.setKind(fix);
+    out.setParent(f.parent);
+    out.setName(f.name);
+    out.setIno(f.ino);
+    out.setExpect(f.expect);
+    out.setValue(f.value);
+    out.setIndex(f.index);
+    out.setId(f.chunk);
+    return true;
+  }
+  return false;
+}
+
 uint64_t tableEntries(Txn& t, MDB_dbi dbi) {
   MDB_stat st;
   if (mdb_stat(t.raw(), dbi, &st) != 0) return 0;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "meta/store.h"
+#include "rpc/cairn.capnp.h"
 
 namespace cairn::meta::fsck {
 
@@ -68,6 +69,10 @@ class Checker {
   uint64_t chunkSize_ = 0;
   std::unordered_map<uint64_t, std::string> dirPaths_;
 };
+
+// The repair of a namespace finding, as the command cairn fsck --repair sends (false: its kind
+// has no namespace repair). Meta checks the premise (`expect`) again when it applies it.
+bool fixOp(const Finding& f, proto::MetaRequest::FsckFixOp::Builder out);
 
 // Entries in a table (for progress totals).
 uint64_t tableEntries(Txn& t, MDB_dbi dbi);

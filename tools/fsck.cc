@@ -429,19 +429,9 @@ void Fsck::repair() {
       notFixed_++;
     }
   };
-  using K = proto::MetaRequest::FsckFixKind;
-  auto nsFix = [&](Finding& f, K kind, const std::string& what) {
-    fix(f, [&](proto::MetaRequest::Op::Builder op) {
-          auto x = op.initFsckFix();
-          x.setKind(kind);
-          x.setParent(f.parent);
-          x.setName(f.name);
-          x.setIno(f.ino);
-          x.setExpect(f.expect);
-          x.setValue(f.value);
-          x.setIndex(f.index);
-          x.setId(f.chunk);
-        }, what);
+  auto nsFix = [&](Finding& f, const std::string& what) {
+    fix(f, [&](proto::MetaRequest::Op::Builder op) { meta::fsck::fixOp(f, op.initFsckFix()); },
+        what);
   };
   // Entries first, then inodes (a relinked orphan's link count is set after), then chunks.
   // The inode counter before /lost+found may be made (which counts one more).
@@ -455,17 +445,17 @@ void Fsck::repair() {
       if (f.kind != kind || !f.fixable) continue;
       std::string k = f.kind;
       if (k == "dangling-entry") {
-        nsFix(f, K::DROP_ENTRY, "removed the entry");
+        nsFix(f, "removed the entry");
       } else if (k == "orphan-inode") {
-        nsFix(f, K::RELINK, "linked into /lost+found as #" + std::to_string(f.ino));
+        nsFix(f, "linked into /lost+found as #" + std::to_string(f.ino));
       } else if (k == "dir-parent-mismatch") {
-        nsFix(f, K::SET_PARENT, "parent set to " + std::to_string(f.value));
+        nsFix(f, "parent set to " + std::to_string(f.value));
       } else if (k == "inode-count") {
-        nsFix(f, K::SET_INODE_COUNT, "inode counter set to the number of inodes");
+        nsFix(f, "inode counter set to the number of inodes");
       } else if (k == "wrong-nlink") {
-        nsFix(f, K::SET_NLINK, "link count set to " + std::to_string(f.value));
+        nsFix(f, "link count set to " + std::to_string(f.value));
       } else if (k == "chunk-past-eof" || k == "chunk-without-file") {
-        nsFix(f, K::DROP_CHUNK, "dropped the chunk (its copies are deleted)");
+        nsFix(f, "dropped the chunk (its copies are deleted)");
       } else if (k == "chunk-extra") {
         fix(f, [&](proto::MetaRequest::Op::Builder op) {
               auto o = op.initChunkOrphans();

@@ -63,6 +63,27 @@ Tree build(Namespace& ns) {
   return t;
 }
 
+// Damage as a bug or a bad disk could make it: an entry whose inode is gone (/a/b/n3), an inode
+// without entry (/a/b/n4, returned), a wrong link count (/a/b/c/f2), a chunk past the end of
+// its file (/big). Bypasses the state machine.
+uint64_t damage(Namespace& ns, const Tree& tree) {
+  Txn t(ns.store().env(), true);
+  auto& s = ns.store();
+  auto d = s.getDentry(t, tree.b, "n3");
+  t.del(s.inodes, be64(d->ino));
+  auto e = s.getDentry(t, tree.b, "n4");
+  t.del(s.dentries, be64(tree.b) + std::string("n4"));
+  t.del(s.cookies, be64(tree.b) + be64(e->cookie));
+  auto f2 = s.getInode(t, tree.f2);
+  f2->nlink = 3;
+  s.putInode(t, tree.f2, *f2);
+  auto big = s.getInode(t, tree.big);
+  big->size = 100;
+  s.putInode(t, tree.big, *big);
+  t.commit();
+  return e->ino;
+}
+
 void registerServers(Namespace& ns) {
   for (int i = 1; i <= 2; i++) {
     ns.apply([&](Op op) {
@@ -93,27 +114,13 @@ TEST(FsckNamespace, EveryKindOfDamageIsFoundWithItsPath) {
   Namespace ns;
   registerServers(ns);
   auto tree = build(ns);
+  damage(ns, tree);
   {
+    // And a wrong link count on a directory.
     Txn t(ns.store().env(), true);
-    auto& s = ns.store();
-    // An entry whose inode is gone.
-    auto d = s.getDentry(t, tree.b, "n3");
-    t.del(s.inodes, be64(d->ino));
-    // An inode without an entry (its entry and readdir position removed).
-    auto e = s.getDentry(t, tree.b, "n4");
-    t.del(s.dentries, be64(tree.b) + std::string("n4"));
-    t.del(s.cookies, be64(tree.b) + be64(e->cookie));
-    // A wrong link count on a file and on a directory.
-    auto f2 = s.getInode(t, tree.f2);
-    f2->nlink = 3;
-    s.putInode(t, tree.f2, *f2);
-    auto c = s.getInode(t, tree.c);
+    auto c = ns.store().getInode(t, tree.c);
     c->nlink = 7;
-    s.putInode(t, tree.c, *c);
-    // A chunk past the end of its file.
-    auto big = s.getInode(t, tree.big);
-    big->size = 100;
-    s.putInode(t, tree.big, *big);
+    ns.store().putInode(t, tree.c, *c);
     t.commit();
   }
   auto whole = check(ns);
@@ -156,24 +163,7 @@ TEST(FsckNamespace, RepairsAppliedThroughTheStateMachineLeaveACleanStore) {
   Namespace ns;
   registerServers(ns);
   auto tree = build(ns);
-  uint64_t orphan;
-  {
-    Txn t(ns.store().env(), true);
-    auto& s = ns.store();
-    auto d = s.getDentry(t, tree.b, "n3");
-    t.del(s.inodes, be64(d->ino));
-    auto e = s.getDentry(t, tree.b, "n4");
-    orphan = e->ino;
-    t.del(s.dentries, be64(tree.b) + std::string("n4"));
-    t.del(s.cookies, be64(tree.b) + be64(e->cookie));
-    auto f2 = s.getInode(t, tree.f2);
-    f2->nlink = 3;
-    s.putInode(t, tree.f2, *f2);
-    auto big = s.getInode(t, tree.big);
-    big->size = 100;
-    s.putInode(t, tree.big, *big);
-    t.commit();
-  }
+  uint64_t orphan = damage(ns, tree);
   using K = proto::MetaRequest::FsckFixKind;
   auto found = check(ns);
   // A stale fix first: the link count it expects is not the one stored.
@@ -189,22 +179,7 @@ TEST(FsckNamespace, RepairsAppliedThroughTheStateMachineLeaveACleanStore) {
                            "chunk-past-eof"}) {
     for (auto& f : found.findings) {
       if (f.kind != kind) continue;
-      auto r = ns.apply([&](Op op) {
-        auto x = op.initFsckFix();
-        std::string k = f.kind;
-        x.setKind(k == "dangling-entry"  ? K::DROP_ENTRY
-                  : k == "inode-count"   ? K::SET_INODE_COUNT
-                  : k == "orphan-inode"  ? K::RELINK
-                  : k == "wrong-nlink"   ? K::SET_NLINK
-                                         : K::DROP_CHUNK);
-        x.setParent(f.parent);
-        x.setName(f.name);
-        x.setIno(f.ino);
-        x.setExpect(f.expect);
-        x.setValue(f.value);
-        x.setIndex(f.index);
-        x.setId(f.chunk);
-      });
+      auto r = ns.apply([&](Op op) { EXPECT_TRUE(fsck::fixOp(f, op.initFsckFix())); });
       EXPECT_EQ(r.err(), 0) << f.kind << " " << f.path;
     }
   }
