@@ -315,6 +315,10 @@ void CairnFs::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   guard(req, "read", [&]() {
     uint64_t cino = toCluster(ino);
     auto f = file(cino, true);
+    if (f->pendingBytes.load() > 0) {
+      std::unique_lock<std::shared_mutex> exclusive(f->mutex);
+      if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
+    }
     std::shared_lock<std::shared_mutex> lock(f->mutex);
     uint64_t fileSize;
     {
@@ -331,11 +335,111 @@ void CairnFs::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   });
 }
 
+int CairnFs::writeRange(OpenFile& f, uint64_t cino, const char* data, size_t size, uint64_t off,
+                        uint64_t fileSize) {
+  uint64_t pos = off;
+  uint64_t end = off + size;
+  std::vector<unsigned char> plain;
+  while (pos < end) {
+    uint64_t index = pos / chunkSize_;
+    uint64_t base = index * chunkSize_;
+    uint64_t chunkEnd = std::min(end, base + chunkSize_);
+    uint32_t first = static_cast<uint32_t>((pos - base) / BLOCK);
+    uint32_t last = static_cast<uint32_t>((chunkEnd - base - 1) / BLOCK);
+    uint32_t count = last - first + 1;
+    plain.assign(size_t(count) * BLOCK, 0);
+    ChunkLoc loc;
+    int err = chunkFor(f, cino, index, true, loc);
+    if (err != 0) return err;
+    // Partial head and tail blocks: merge with what is stored, unless the block lies wholly
+    // beyond the end of the file, where it is zeros.
+    uint64_t firstStart = base + uint64_t(first) * BLOCK;
+    uint64_t lastStart = base + uint64_t(last) * BLOCK;
+    if (pos != firstStart && firstStart < fileSize) {
+      err = readFresh(f, cino, loc, first, 1, plain.data());
+      if (err != 0) return err;
+    }
+    if (chunkEnd != lastStart + BLOCK && lastStart < fileSize &&
+        (last != first || pos == firstStart)) {
+      err = readFresh(f, cino, loc, last, 1, plain.data() + size_t(count - 1) * BLOCK);
+      if (err != 0) return err;
+    }
+    // Bytes past the end of the file inside a merged block read as zeros.
+    if (fileSize < lastStart + BLOCK && fileSize > firstStart) {
+      for (size_t i = fileSize - firstStart; i < plain.size(); i++) plain[i] = 0;
+    }
+    memcpy(plain.data() + (pos - firstStart), data + (pos - off), chunkEnd - pos);
+    err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, plain.data(), false);
+    for (int retry = 0; err == ESTALE && retry < 200; retry++) {
+      if (retry > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      forgetChunk(f, index);
+      err = chunkFor(f, cino, index, true, loc);
+      if (err == 0)
+        err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, plain.data(), false);
+    }
+    if (err != 0) return err;
+    rememberChunk(f, loc);  // the chain may have changed after a replica failure
+    {
+      std::lock_guard<std::mutex> s(f.state);
+      f.unsynced.insert(index);
+    }
+    pos = chunkEnd;
+  }
+  {
+    std::lock_guard<std::mutex> s(f.state);
+    if (end > f.size) f.size = end;
+    f.dirty = true;
+  }
+  return 0;
+}
+
+int CairnFs::flushPending(OpenFile& f, uint64_t cino) {
+  // Callers hold f.mutex exclusively.
+  if (f.pending.empty()) return 0;
+  std::string data;
+  data.swap(f.pending);
+  f.pendingBytes = 0;
+  int err = writeRange(f, cino, data.data(), data.size(), f.pendingOff, f.sizeBeforePending);
+  if (err != 0)
+    spdlog::error("write of {} buffered bytes at {} of inode {} failed: {}", data.size(),
+                  f.pendingOff, cino, strerror(err));
+  return err;
+}
+
 void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off) {
   guard(req, "write", [&]() {
     uint64_t cino = toCluster(ino);
     auto f = file(cino, true);
     uint64_t end = uint64_t(off) + size;
+    if (options_.metrics) options_.metrics->counter("cairn_client_written_bytes_total", "Bytes written by applications").inc(size);
+    if (size < WRITE_BEHIND_BYTES) {
+      // Small writes that follow each other are gathered (up to WRITE_BEHIND_BYTES) and written
+      // as one: the data is in this client's memory until then, as the durability rules say of
+      // write(); flush, fsync, close, reads and truncation write it out first.
+      std::unique_lock<std::shared_mutex> exclusive(f->mutex);
+      if (!f->pending.empty() && uint64_t(off) != f->pendingOff + f->pending.size()) {
+        if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
+      }
+      {
+        std::lock_guard<std::mutex> s(f->state);
+        if (f->pending.empty()) {
+          f->pendingOff = off;
+          f->sizeBeforePending = f->size;
+        }
+        if (end > f->size) f->size = end;
+        f->dirty = true;
+      }
+      f->pending.append(data, size);
+      f->pendingBytes = f->pending.size();
+      if (f->pending.size() >= WRITE_BEHIND_BYTES) {
+        if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
+      }
+      return (void)fuse_reply_write(req, size);
+    }
+    if (f->pendingBytes.load() > 0) {
+      std::unique_lock<std::shared_mutex> exclusive(f->mutex);
+      if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
+    }
     // Whole-block writes run in parallel; a partial block needs read-modify-write, alone.
     bool partial = (off % BLOCK) != 0 || (end % BLOCK) != 0;
     std::shared_lock<std::shared_mutex> shared(f->mutex, std::defer_lock);
@@ -350,59 +454,13 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
       std::lock_guard<std::mutex> s(f->state);
       fileSize = f->size;
     }
-    uint64_t pos = off;
-    std::vector<unsigned char> plain;
-    while (pos < end) {
-      uint64_t index = pos / chunkSize_;
-      uint64_t base = index * chunkSize_;
-      uint64_t chunkEnd = std::min(end, base + chunkSize_);
-      uint32_t first = static_cast<uint32_t>((pos - base) / BLOCK);
-      uint32_t last = static_cast<uint32_t>((chunkEnd - base - 1) / BLOCK);
-      uint32_t count = last - first + 1;
-      plain.assign(size_t(count) * BLOCK, 0);
-      ChunkLoc loc;
-      int err = chunkFor(*f, cino, index, true, loc);
-      if (err != 0) return (void)fuse_reply_err(req, err);
-      // Partial head and tail blocks: merge with what is stored, unless the block lies wholly
-      // beyond the end of the file, where it is zeros.
-      uint64_t firstStart = base + uint64_t(first) * BLOCK;
-      uint64_t lastStart = base + uint64_t(last) * BLOCK;
-      if (pos != firstStart && firstStart < fileSize) {
-        err = readFresh(*f, cino, loc, first, 1, plain.data());
-        if (err != 0) return (void)fuse_reply_err(req, err);
-      }
-      if (chunkEnd != lastStart + BLOCK && lastStart < fileSize &&
-          (last != first || pos == firstStart)) {
-        err = readFresh(*f, cino, loc, last, 1, plain.data() + size_t(count - 1) * BLOCK);
-        if (err != 0) return (void)fuse_reply_err(req, err);
-      }
-      // Bytes past the end of the file inside a merged block read as zeros.
-      if (fileSize < lastStart + BLOCK && fileSize > firstStart) {
-        for (size_t i = fileSize - firstStart; i < plain.size(); i++) plain[i] = 0;
-      }
-      memcpy(plain.data() + (pos - firstStart), data + (pos - off), chunkEnd - pos);
-      err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, plain.data(), false);
-      for (int retry = 0; err == ESTALE && retry < 200; retry++) {
-        if (retry > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        forgetChunk(*f, index);
-        err = chunkFor(*f, cino, index, true, loc);
-        if (err == 0)
-          err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, plain.data(), false);
-      }
-      if (err != 0) return (void)fuse_reply_err(req, err);
-      rememberChunk(*f, loc);  // the chain may have changed after a replica failure
-      {
-        std::lock_guard<std::mutex> s(f->state);
-        f->unsynced.insert(index);
-      }
-      pos = chunkEnd;
-    }
+    if (int err = writeRange(*f, cino, data, size, off, fileSize); err != 0)
+      return (void)fuse_reply_err(req, err);
     {
       std::lock_guard<std::mutex> s(f->state);
       if (end > f->size) f->size = end;
       f->dirty = true;
     }
-    if (options_.metrics) options_.metrics->counter("cairn_client_written_bytes_total", "Bytes written by applications").inc(size);
     fuse_reply_write(req, size);
   });
 }
@@ -445,7 +503,9 @@ void CairnFs::flush(fuse_req_t req, fuse_ino_t ino) {
     auto f = file(toCluster(ino), false);
     if (!f) return (void)fuse_reply_err(req, 0);
     std::unique_lock<std::shared_mutex> lock(f->mutex);
-    fuse_reply_err(req, commit(*f, toCluster(ino)));
+    int err = flushPending(*f, toCluster(ino));
+    int committed = commit(*f, toCluster(ino));
+    fuse_reply_err(req, err != 0 ? err : committed);
   });
 }
 
@@ -457,7 +517,9 @@ void CairnFs::release(fuse_req_t req, fuse_ino_t ino) {
     int err;
     {
       std::unique_lock<std::shared_mutex> lock(f->mutex);
-      err = commit(*f, cino);
+      err = flushPending(*f, cino);
+      int committed = commit(*f, cino);
+      if (err == 0) err = committed;
       std::lock_guard<std::mutex> s(f->state);
       f->refs--;
     }
@@ -479,6 +541,7 @@ void CairnFs::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
     auto f = file(cino, false);
     if (!f) return (void)fuse_reply_err(req, 0);
     std::unique_lock<std::shared_mutex> lock(f->mutex);
+    if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
     std::set<uint64_t> unsynced;
     {
       std::lock_guard<std::mutex> s(f->state);
@@ -568,8 +631,9 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
       uint64_t newSize = static_cast<uint64_t>(attr->st_size);
       f = file(cino, true);
       lock = std::unique_lock<std::shared_mutex>(f->mutex);
-      // Our own unflushed size first, so meta's view of the old size is right.
-      int err = commit(*f, cino);
+      // Our own buffered data and unflushed size first, so meta's view of the old size is right.
+      int err = flushPending(*f, cino);
+      if (err == 0) err = commit(*f, cino);
       if (err != 0) return (void)fuse_reply_err(req, err);
       auto g = request();
       opOf(g).setGetattr(cino);
@@ -821,6 +885,7 @@ void CairnFs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off
     uint64_t cino = toCluster(ino);
     auto f = file(cino, true);
     std::unique_lock<std::shared_mutex> lock(f->mutex);
+    if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
     uint64_t end = uint64_t(off) + uint64_t(len);
     {
       std::lock_guard<std::mutex> s(f->state);

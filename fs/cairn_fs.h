@@ -76,7 +76,14 @@ class CairnFs {
     bool dirty = false;       // size/mtime not yet committed to meta
     std::set<uint64_t> unsynced;             // chunks written since the last fsync
     std::map<uint64_t, ChunkLoc> chunks;     // index -> location
+    // Small consecutive writes not yet sent (write-behind), guarded by `mutex` held
+    // exclusively; `pendingBytes` mirrors pending.size() for a check without the lock.
+    std::string pending;
+    uint64_t pendingOff = 0;
+    uint64_t sizeBeforePending = 0;  // the file's size before the buffered writes (state)
+    std::atomic<size_t> pendingBytes{0};
   };
+  static constexpr size_t WRITE_BEHIND_BYTES = 1 << 20;
 
   uint64_t toCluster(fuse_ino_t ino) const { return ino == FUSE_ROOT_ID ? rootIno_ : ino; }
   fuse_ino_t toFuse(uint64_t ino) const { return ino == rootIno_ ? FUSE_ROOT_ID : ino; }
@@ -93,6 +100,13 @@ class CairnFs {
                 unsigned char* out);
   int readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsigned char* out);
   int commit(OpenFile& f, uint64_t ino);
+  // Writes [off, off + size) through the replica chains (read-modify-write of partial blocks).
+  // Callers hold f.mutex: exclusively when a block is partial.
+  // `fileSize`: the size of what is stored (blocks past it read as zeros, not from servers).
+  int writeRange(OpenFile& f, uint64_t cino, const char* data, size_t size, uint64_t off,
+                 uint64_t fileSize);
+  // Writes out the write-behind buffer. Callers hold f.mutex exclusively.
+  int flushPending(OpenFile& f, uint64_t cino);
   int truncateData(OpenFile& f, uint64_t ino, uint64_t newSize);
   // Runs fn, answering EIO (and logging) when the cluster cannot be reached.
   template <typename Fn>

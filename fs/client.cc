@@ -26,9 +26,9 @@ ClusterClient::ClusterClient(std::vector<std::string> metaAddrs, const std::stri
                              BlockCipher& cipher)
     : cipher_(cipher) {
   secret_ = kj::heap<ClusterSecret>(ClusterSecret::fromBytes(secretBytes));
-  uint64_t clientId;
-  randombytes_buf(&clientId, sizeof(clientId));
-  clientId |= 1;  // never 0 (0 means "no retry memory")
+  randombytes_buf(&clientId_, sizeof(clientId_));
+  clientId_ |= 1;  // never 0 (0 means "no retry memory")
+  uint64_t clientId = clientId_;
   loop_.run([&]() {
     meta_ = kj::heap<MetaClient>(loop_.io(), *secret_, metaAddrs, proto::Role::CLIENT, clientId,
                                  120 * kj::SECONDS);

@@ -53,6 +53,8 @@ class ClusterClient {
   int truncateChunk(const ChunkLoc& loc, uint32_t keepBlocks);
 
   BlockCipher& cipher() { return cipher_; }
+  // The id every request of this mount carries (its session with meta).
+  uint64_t clientId() const { return clientId_; }
   // Serves Prometheus /metrics on `addr` from the client's event loop; returns the port.
   unsigned serveMetrics(Metrics& metrics, const std::string& addr);
 
@@ -76,6 +78,7 @@ class ClusterClient {
   void noteReplica(const std::string& addr, bool reachable);
 
   BlockCipher& cipher_;
+  uint64_t clientId_ = 0;
   LoopThread loop_;
   kj::Own<ClusterSecret> secret_;
   kj::Own<MetaClient> meta_;                          // loop thread only

@@ -1,7 +1,9 @@
 // mount.cairn SOURCE MOUNTPOINT [-o OPTIONS] [-f]
 //
 // SOURCE is META_ADDRS:/sub/dir, e.g. 127.0.0.1:7000,127.0.0.1:7001:/volumes/v1. Options of
-// our own: secretfile=F, keyfile=K, log=FILE, loglevel=L, attr_timeout=S, metrics=HOST:PORT;
+// our own: secretfile=F, keyfile=K, log=FILE, loglevel=L, attr_timeout=S, metrics=HOST:PORT,
+// writeback_cache (the kernel's: faster small writes, but other clients' size changes do not
+// reach cached inodes);
 // the mount(8) options rw, defaults, _netdev, auto, noauto, nofail, user, users and x-* are
 // accepted and ignored; everything else goes to FUSE (ro, allow_other, ...).
 #define FUSE_USE_VERSION 312
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "fs/cairn_fs.h"
+#include "fs/invalidator.h"
 #include "rpc/runtime.h"
 
 using namespace cairn;
@@ -37,6 +40,10 @@ int main(int argc, char** argv) {
   std::string source, mountpoint, secretFile, keyFile, logFile, logLevel = "info", metricsAddr;
   bool foreground = false;
   double attrTimeout = 1.0;
+  // The kernel's writeback cache keeps a file's size and mtime to itself: sizes that other
+  // clients change would never reach this mount's cached inodes. Off by default (coherence);
+  // -o writeback_cache turns it on for files only this mount writes.
+  bool writebackCache = false;
   std::vector<std::string> fuseOpts = {"default_permissions", "subtype=cairn"};
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
@@ -52,6 +59,8 @@ int main(int argc, char** argv) {
         else if (k == "loglevel") logLevel = v;
         else if (k == "metrics") metricsAddr = v;
         else if (k == "attr_timeout") attrTimeout = std::stod(v);
+        else if (k == "writeback_cache") writebackCache = true;
+        else if (k == "no_writeback_cache") writebackCache = false;
         else if (k == "rw" || k == "defaults" || k == "_netdev" || k == "auto" || k == "noauto" ||
                  k == "nofail" || k == "user" || k == "users" || k == "nouser" ||
                  k.rfind("x-", 0) == 0 || k == "dev" || k == "suid" || k == "exec")
@@ -193,6 +202,7 @@ int main(int argc, char** argv) {
       spdlog::info("metrics on port {}", client.serveMetrics(metrics, metricsAddr));
     }
     options.attrTimeoutSec = attrTimeout;
+    options.writebackCache = writebackCache;
     options.entryTimeoutSec = attrTimeout;
     fs::CairnFs cfs(client, root, chunkSize, options);
 
@@ -230,11 +240,19 @@ int main(int argc, char** argv) {
       }
     }
     reportReady(0);
-    fuse_loop_config* cfg = fuse_loop_cfg_create();
-    fuse_loop_cfg_set_max_threads(cfg, 16);
-    fuse_loop_cfg_set_idle_threads(cfg, 8);
-    int rc = fuse_session_loop_mt(se, cfg);
-    fuse_loop_cfg_destroy(cfg);
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    int rc;
+    {
+      // Other clients' changes reach this mount's kernel caches while the session serves.
+      fs::Invalidator invalidator(client, se, root, host, mountpoint, options.metrics);
+      invalidator.start();
+      fuse_loop_config* cfg = fuse_loop_cfg_create();
+      fuse_loop_cfg_set_max_threads(cfg, 16);
+      fuse_loop_cfg_set_idle_threads(cfg, 8);
+      rc = fuse_session_loop_mt(se, cfg);
+      fuse_loop_cfg_destroy(cfg);
+    }
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);

@@ -67,6 +67,7 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::REBALANCE: return "rebalance";
     case W::REBALANCE_PLAN: return "rebalance_plan";
     case W::REPAIR_PAUSE: return "repair_pause";
+    case W::WATCH: return "watch";
   }
   return "unknown";
 }
@@ -163,6 +164,8 @@ kj::Promise<MetaServer::Reply> MetaServer::handle(proto::MetaRequest::Reader req
     }
     case W::META_ADD:
       return metaAdd(request);
+    case W::WATCH:
+      return watch(request);
     case W::REBALANCE_PLAN: {
       double tolerance = request.getOp().getRebalancePlan();
       return afterRead([this, tolerance]() { return rebalancePlanReply(tolerance); });
@@ -345,7 +348,10 @@ void MetaServer::apply(const std::vector<raft::Entry>& entries) {
         memcpy(words.begin(), e.data.data(), e.data.size());
         capnp::FlatArrayMessageReader msg(words, rpcReaderOptions());
         auto cmd = msg.getRoot<proto::Command>();
+        auto changes = ChangeFeed::changesOf(store_, t, cmd.getRequest());
         sm_.apply(t, cmd, *reply);
+        if (!changes.empty() && reply->getRoot<proto::MetaReply>().getErr() == 0)
+          feed_.append(kj::mv(changes));
         auto op = cmd.getRequest().getOp();
         if (op.isMetaAdd())
           newMembers.emplace_back(op.getMetaAdd().getId(), op.getMetaAdd().getAddr().cStr());
@@ -362,6 +368,7 @@ void MetaServer::apply(const std::vector<raft::Entry>& entries) {
     t.commit();
   }
   for (auto& [id, addr] : newMembers) node_->setMember(id, addr);
+  wakeWatchers();
   for (auto& [e, reply] : replies) {
     auto it = pending_.find(e->index);
     if (it == pending_.end()) continue;
@@ -394,6 +401,10 @@ void MetaServer::installSnapshot(const std::string& path) {
 void MetaServer::roleChanged(bool leader) {
   if (!leader) {
     failPending(EAGAIN);
+    for (auto& w : watchers_)
+      if (w.fulfiller->isWaiting()) w.fulfiller->fulfill(notLeader());
+    watchers_.clear();
+    sessions_.clear();
     live_.clear();
     handedOut_.clear();
     orphanSeen_.clear();
@@ -476,7 +487,10 @@ void MetaServer::startRepairs(kj::AsyncIoContext& io, const ClusterSecret& secre
 
 kj::Promise<void> MetaServer::repairLoop() {
   return io_->provider->getTimer().afterDelay(1 * kj::SECONDS).then([this]() {
-    if (node_->isLeader()) planRepairs();
+    if (node_->isLeader()) {
+      planRepairs();
+      expireSessions();
+    }
     return repairLoop();
   });
 }
@@ -1012,6 +1026,19 @@ MetaServer::Reply MetaServer::status() {
         if (l.id == s.getId()) s.setAssignedBytes(l.assignedBytes);
   }
   st.setMetaMembers(static_cast<uint32_t>(node_->core().voters().size()));
+  {
+    auto clients = st.initClients(static_cast<unsigned>(sessions_.size()));
+    size_t i = 0;
+    auto now = std::chrono::steady_clock::now();
+    for (auto& [id, session] : sessions_) {
+      clients[i].setId(id);
+      clients[i].setHost(session.host);
+      clients[i].setMount(session.mount);
+      clients[i].setIdleMs(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - session.lastSeen).count()));
+      i++;
+    }
+  }
   return reply;
 }
 

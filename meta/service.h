@@ -17,6 +17,7 @@
 #include <set>
 #include <vector>
 
+#include "meta/change_feed.h"
 #include "meta/raft/node.h"
 #include "meta/rebalance.h"
 #include "meta/state_machine.h"
@@ -105,6 +106,27 @@ class MetaServer final : public raft::Application {
     bool copy = false;
     uint32_t target = 0;  // a rebalance move: copy to this server (else placement chooses)
   };
+  // Coherence between clients (meta/watch.cc): the feed of changes mounts long-poll, the
+  // watches parked until something changes, and the sessions those watches keep alive.
+  kj::Promise<Reply> watch(proto::MetaRequest::Reader request);
+  Reply changesReply(const ChangeFeed::Page& page);
+  void wakeWatchers();
+  void expireSessions();
+  struct Watcher {
+    uint64_t epoch = 0, after = 0;
+    kj::Own<kj::PromiseFulfiller<Reply>> fulfiller;
+  };
+  struct Session {
+    std::string host, mount;
+    std::chrono::steady_clock::time_point lastSeen;
+  };
+  static uint64_t newEpoch();  // random, never 0
+  ChangeFeed feed_{newEpoch(), 65536};
+  std::vector<Watcher> watchers_;
+  std::map<uint64_t, Session> sessions_;  // client id -> session (leader only)
+  static constexpr size_t MAX_WATCHERS = 4096;
+  static constexpr std::chrono::seconds SESSION_TIMEOUT{30};
+
   // Rebalancing (meta/rebalancer.cc).
   // The servers' loads from the chunk table; optionally every chunk, and the largest chunk.
   std::vector<rebalance::ServerLoad> serverLoads(Txn& t, std::vector<rebalance::ChunkView>* chunks,

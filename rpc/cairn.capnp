@@ -154,6 +154,16 @@ struct MetaRequest {
     rebalance @42 :RebalanceOp;        # start, stop or configure rebalancing (admin)
     rebalancePlan @43 :Float64;        # the moves a rebalance with this tolerance would make
     repairPause @44 :Bool;             # pause (true) or resume chunk repairs and moves (admin)
+    watch @45 :WatchOp;                # a mount's long poll for other clients' changes; also
+                                       # renews its session with the leader
+  }
+
+  struct WatchOp {
+    epoch @0 :UInt64;     # of the feed the changes after `after` come from (0: start)
+    after @1 :UInt64;
+    waitMs @2 :UInt32;    # answer after at most this long when nothing changes (max 30000)
+    host @3 :Text;        # who holds the session (shown by cairn status)
+    mount @4 :Text;
   }
 
   struct MetaDumpOp {
@@ -312,6 +322,7 @@ struct ClusterStatus {
   corruptFound @14 :UInt64;     # damaged copies the chunk servers' scrubbers found
   metaMembers @15 :UInt32;      # meta servers in the Raft configuration
   repairsPaused @16 :Bool;      # an operator paused repairs (cairn repair pause)
+  clients @17 :List(ClientSession);  # mounts with a live session on this leader
 }
 
 struct QuotaInfo {
@@ -320,6 +331,29 @@ struct QuotaInfo {
   limitInodes @2 :UInt64;
   usedBytes @3 :UInt64;
   usedInodes @4 :UInt64;
+}
+
+# What clients must drop from their caches because another client changed it.
+struct Change {
+  origin @0 :UInt64;    # the client id that made the change (it needs no invalidation)
+  ino @1 :UInt64;       # name empty: this inode's attributes or data changed
+  parent @2 :UInt64;    # name set: the entry (parent, name) appeared, vanished or changed
+  name @3 :Text;
+}
+
+struct ChangePage {
+  epoch @0 :UInt64;     # the feed's identity: a new leader starts a new one
+  next @1 :UInt64;      # ask for the changes after this next time
+  lost @2 :Bool;        # changes were missed (new feed or overflow): caches may be stale for up
+                        # to the attribute timeout
+  changes @3 :List(Change);
+}
+
+struct ClientSession {
+  id @0 :UInt64;
+  host @1 :Text;
+  mount @2 :Text;
+  idleMs @3 :UInt64;    # since its last watch
 }
 
 struct DumpPiece {
@@ -378,6 +412,7 @@ struct MetaReply {
     quota @16 :QuotaInfo;
     dump @17 :DumpPiece;
     moves @18 :List(Move);
+    changes @19 :ChangePage;
   }
   leader @13 :Text;       # set with err = EAGAIN when this server is not the leader
   garbage @14 :List(UInt64);  # heartbeat reply: chunks this server must delete

@@ -167,7 +167,17 @@ int statusCmd(Tool& tool, bool json) {
       << ",\"bytes_moved\":" << rb.getBytesMoved() << ",\"moves_running\":" << rb.getMovesRunning()
       << "},\"capacity\":{\"total_bytes\":" << capacity << ",\"used_bytes\":" << used
       << "},\"corrupt_found\":" << st.getCorruptFound()
-      << ",\"meta_members\":" << st.getMetaMembers() << ",\"meta_answering\":" << metasUp << ",\"replicas\":" << st.getReplicas() << ",\"verdict\":" << jsonString(verdict)
+      << ",\"meta_members\":" << st.getMetaMembers() << ",\"meta_answering\":" << metasUp
+      << ",\"clients\":[";
+    for (size_t i = 0; i < st.getClients().size(); i++) {
+      auto c = st.getClients()[i];
+      char id[20];
+      snprintf(id, sizeof(id), "%016llx", (unsigned long long)c.getId());
+      o << (i ? "," : "") << "{\"id\":" << jsonString(id) << ",\"host\":"
+        << jsonString(c.getHost().cStr()) << ",\"mount\":" << jsonString(c.getMount().cStr())
+        << ",\"idle_ms\":" << c.getIdleMs() << "}";
+    }
+    o << "],\"replicas\":" << st.getReplicas() << ",\"verdict\":" << jsonString(verdict)
       << ",\"reasons\":[";
     for (size_t i = 0; i < why.size(); i++) o << (i ? "," : "") << jsonString(why[i]);
     o << "]}";
@@ -226,6 +236,9 @@ int statusCmd(Tool& tool, bool json) {
            human(used).c_str(), human(capacity).c_str(),
            capacity ? 100.0 * double(used) / double(capacity) : 0.0,
            (unsigned long long)st.getCorruptFound());
+    printf("clients: %u mounts with a live session", st.getClients().size());
+    for (auto c : st.getClients()) printf(" [%s:%s]", c.getHost().cStr(), c.getMount().cStr());
+    printf("\n");
     if (rb.getActive()) {
       printf("rebalance: running, %llu replicas moved (%s), %u moving, farthest server %.1f%% from the "
              "mean (tolerance %.1f%%)\n",

@@ -1,0 +1,90 @@
+#include "fs/invalidator.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+
+namespace cairn::fs {
+
+namespace {
+constexpr uint32_t WAIT_MS = 5000;  // one poll; also how long stopping may take
+}
+
+Invalidator::Invalidator(ClusterClient& client, fuse_session* se, uint64_t rootIno,
+                         std::string host, std::string mount, Metrics* metrics)
+    : client_(client), se_(se), rootIno_(rootIno), host_(std::move(host)),
+      mount_(std::move(mount)) {
+  if (metrics) {
+    const char* name = "cairn_client_invalidations_total";
+    const char* help = "Kernel cache invalidations for changes made by other clients";
+    entries_ = &metrics->counter(name, help, "kind=\"entry\"");
+    inodes_ = &metrics->counter(name, help, "kind=\"inode\"");
+    lost_ = &metrics->counter(name, help, "kind=\"lost\"");
+  }
+}
+
+Invalidator::~Invalidator() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+void Invalidator::start() { thread_ = std::thread([this]() { run(); }); }
+
+void Invalidator::apply(proto::ChangePage::Reader page) {
+  uint64_t self = client_.clientId();
+  for (auto c : page.getChanges()) {
+    if (c.getOrigin() == self) continue;  // our own kernel saw it through our replies
+    if (c.getName().size() > 0) {
+      fuse_ino_t parent = c.getParent() == rootIno_ ? FUSE_ROOT_ID : c.getParent();
+      // -ENOENT: the kernel does not cache that entry; nothing to drop.
+      fuse_lowlevel_notify_inval_entry(se_, parent, c.getName().cStr(), c.getName().size());
+      if (entries_) entries_->inc();
+    } else {
+      fuse_ino_t ino = c.getIno() == rootIno_ ? FUSE_ROOT_ID : c.getIno();
+      fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);  // attributes and every cached page
+      if (inodes_) inodes_->inc();
+    }
+  }
+}
+
+void Invalidator::run() {
+  uint64_t epoch = 0, after = 0;
+  while (!stop_) {
+    auto start = std::chrono::steady_clock::now();
+    try {
+      auto req = newMetaRequest();
+      auto w = req->getRoot<proto::MetaRequest>().getOp().initWatch();
+      w.setEpoch(epoch);
+      w.setAfter(after);
+      w.setWaitMs(WAIT_MS);
+      w.setHost(host_);
+      w.setMount(mount_);
+      auto reply = client_.meta(kj::mv(req));
+      auto r = reply->getRoot<proto::MetaReply>();
+      if (r.getErr() != 0 || !r.isChanges()) {
+        usleep(500 * 1000);
+        continue;
+      }
+      auto page = r.getChanges();
+      if (page.getLost()) {
+        spdlog::info("coherence: changes of other clients were missed (new meta leader or too "
+                     "far behind): cached entries and attributes may be stale for up to their "
+                     "timeout");
+        if (lost_) lost_->inc();
+      }
+      if (!stop_) apply(page);
+      epoch = page.getEpoch();
+      after = page.getNext();
+      if (page.getChanges().size() == 0 &&
+          std::chrono::steady_clock::now() - start < std::chrono::milliseconds(50)) {
+        usleep(100 * 1000);  // answered at once with nothing: do not spin
+      }
+    } catch (kj::Exception& e) {
+      spdlog::warn("coherence: watching changes failed: {}", e.getDescription().cStr());
+      usleep(1000 * 1000);
+    }
+  }
+}
+
+}  // namespace cairn::fs

@@ -1,0 +1,44 @@
+// Keeps this mount's kernel caches coherent with other clients' changes: a thread long-polls
+// meta's change feed (which also keeps the mount's session alive) and turns each change made by
+// another client into a FUSE invalidation of the directory entry or the inode (attributes and
+// cached pages). Changes lost (a new meta leader, or this mount fell far behind) are bounded by
+// the attribute and entry timeouts.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include "fs/client.h"
+#include "rpc/metrics.h"
+
+namespace cairn::fs {
+
+class Invalidator {
+ public:
+  // `rootIno` is the cluster inode mounted as FUSE_ROOT_ID.
+  Invalidator(ClusterClient& client, fuse_session* se, uint64_t rootIno, std::string host,
+              std::string mount, Metrics* metrics);
+  ~Invalidator();  // stops the thread (within one poll, at most a few seconds)
+
+  void start();
+
+ private:
+  void run();
+  void apply(proto::ChangePage::Reader page);
+
+  ClusterClient& client_;
+  fuse_session* se_;
+  uint64_t rootIno_;
+  std::string host_, mount_;
+  Counter* entries_ = nullptr;
+  Counter* inodes_ = nullptr;
+  Counter* lost_ = nullptr;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace cairn::fs

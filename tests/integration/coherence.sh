@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Promise 8 between mounts: two more mounts of one cluster keep attributes and entries cached
+# for 60 s (attr_timeout=60), so only meta's pushed invalidations can make them see each other's
+# changes quickly. What one creates, writes and closes, renames, chmods, touches, removes, the
+# other sees within 3 s, content included (close-to-open). Each mount holds a session with the
+# leader, shown by cairn status; a mount killed with SIGKILL loses it after the session timeout.
+source "$(dirname "$0")/lib.sh"
+cluster_up --chunks 3 --replicas 3
+B="$T/b" C="$T/c"
+mkdir -p "$B" "$C"
+MB="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+MC="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+for m in B C; do
+  dir="${!m}"; port="M$m"
+  "$BIN/mount.cairn" "$CAIRN_META:/" "$dir" -f \
+    -o "secretfile=$CAIRN_SECRET_FILE,keyfile=$CAIRN_KEY_FILE,attr_timeout=60,log=$T/mount$m.log,metrics=127.0.0.1:${!port}" &
+  declare "PID_$m=$!"
+  EXTRA_MOUNTS+=("$dir")
+done
+EXTRA_PIDS+=("$PID_B" "$PID_C")
+end=$((SECONDS + 30))
+until mountpoint -q "$B" && mountpoint -q "$C"; do
+  [ $SECONDS -lt $end ] || fail "extra mounts did not come up"
+  sleep 0.2
+done
+
+within() {  # within SECONDS DESCRIPTION COMMAND...: COMMAND succeeds within the time
+  local limit="$1" what="$2"; shift 2
+  local end=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $end ] || fail "not seen within ${limit} s: $what"
+    sleep 0.1
+  done
+}
+same_content() { [ "$(cat "$1" 2>/dev/null)" = "$2" ]; }
+mode_is() { [ "$(stat -c %a "$1" 2>/dev/null)" = "$2" ]; }
+size_is() { [ "$(stat -c %s "$1" 2>/dev/null)" = "$2" ]; }
+mtime_is() { [ "$(stat -c %Y "$1" 2>/dev/null)" = "$2" ]; }
+absent() { ! stat "$1" >/dev/null 2>&1; }
+lists() { ls "$1" 2>/dev/null | grep -qx "$2"; }
+
+# Each check first makes the observer cache what is about to change.
+stat "$C/x" >/dev/null 2>&1 || true
+echo "first version" > "$B/x"
+within 3 "a file created on B appears on C" same_content "$C/x" "first version"
+stat "$C/x" > /dev/null
+echo "second, longer version" > "$B/x"
+within 3 "new size and content of a rewritten file" same_content "$C/x" "second, longer version"
+size_is "$C/x" 23 || fail "size on C: $(stat -c %s "$C/x")"
+check "create, rewrite and close on one mount: the other sees name, size and content"
+
+stat "$C/x" > /dev/null
+chmod 600 "$B/x"
+within 3 "chmod" mode_is "$C/x" 600
+touch -d "2001-02-03 04:05:06 UTC" "$B/x"
+within 3 "utimes" mtime_is "$C/x" "$(date -d "2001-02-03 04:05:06 UTC" +%s)"
+check "chmod and utimes show up on the other mount"
+
+stat "$C/x" "$C/y" >/dev/null 2>&1 || true
+mv "$B/x" "$B/y"
+within 3 "rename: old name gone" absent "$C/x"
+within 3 "rename: new name present" same_content "$C/y" "second, longer version"
+mkdir "$C/d"
+ls "$B/d" >/dev/null
+touch "$C/d/inside"
+within 3 "an entry made in a directory the other mount listed" lists "$B/d" inside
+rm "$B/y"
+within 3 "unlink" absent "$C/y"
+rm "$B/d/inside"; rmdir "$B/d"
+within 3 "rmdir" absent "$C/d"
+check "rename, mkdir, unlink and rmdir show up on the other mount"
+
+# Data written through mmap reaches the other mount after msync and close.
+head -c 65536 /dev/zero > "$B/m"
+cat "$C/m" > /dev/null
+python3 - "$B/m" <<'PY'
+import mmap, sys
+with open(sys.argv[1], "r+b") as f:
+    m = mmap.mmap(f.fileno(), 0)
+    m[100:111] = b"mapped data"
+    m.flush()
+    m.close()
+PY
+within 3 "mmap write after msync and close" python3 -c "import sys; d=open('$C/m','rb').read(); sys.exit(0 if d[100:111]==b'mapped data' else 1)"
+check "an mmap write reaches the other mount after msync and close"
+
+inval="$(curl -s "http://127.0.0.1:$MC/metrics" 2>/dev/null || python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$MC/metrics').read().decode())")"
+n="$(echo "$inval" | awk '/^cairn_client_invalidations_total\{kind="(entry|inode)"\}/ { s += $2 } END { print s + 0 }')"
+[ "$n" -gt 5 ] || fail "mount C applied no invalidations ($n)"
+check "mount C applied $n invalidations pushed by meta"
+
+clients() { (cairn status --json || true) | json "len(d['clients'])"; }
+[ "$(clients)" -ge 3 ] || fail "cairn status does not list three client sessions: $(clients)"
+kill -KILL "$PID_C"
+fusermount3 -uz "$C" 2>/dev/null || umount -l "$C" 2>/dev/null || true
+clients_are() { [ "$(clients)" = "$1" ]; }
+within 45 "the killed mount's session to expire" clients_are 2
+grep -q "session of client .* expired" "$CL/logs/meta0.log" || fail "no expiry logged"
+check "every mount holds a session; a killed mount's session expires"

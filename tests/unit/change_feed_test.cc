@@ -1,0 +1,96 @@
+// Tests of meta/change_feed: what each mutation makes stale, read from the state before it is
+// applied, and the ring clients long-poll: in order, resumable, loss reported on overflow and
+// when the feed is a different one (a new leader).
+#include "meta/change_feed.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/unit/namespace_fixture.h"
+
+namespace cairn::meta {
+namespace {
+
+using testing::Namespace;
+
+std::vector<Change> changesFor(Namespace& ns, const std::function<void(proto::MetaRequest::Op::Builder)>& fill,
+                               uint64_t client = 7) {
+  capnp::MallocMessageBuilder msg;
+  auto req = msg.initRoot<proto::MetaRequest>();
+  req.setClientId(client);
+  fill(req.getOp());
+  Txn t(ns.store().env(), false);
+  return ChangeFeed::changesOf(ns.store(), t, req.asReader());
+}
+
+bool hasEntry(const std::vector<Change>& cs, uint64_t parent, const std::string& name) {
+  for (auto& c : cs)
+    if (c.parent == parent && c.name == name) return true;
+  return false;
+}
+bool hasInode(const std::vector<Change>& cs, uint64_t ino) {
+  for (auto& c : cs)
+    if (c.name.empty() && c.ino == ino) return true;
+  return false;
+}
+
+TEST(ChangeFeed, RenameInvalidatesBothNamesTheirDirectoriesAndTheInodesTheyNamed) {
+  Namespace ns;
+  uint64_t a = ns.mkdir(ROOT_INO, "a").ino();
+  uint64_t b = ns.mkdir(ROOT_INO, "b").ino();
+  uint64_t x = ns.file(a, "x").ino();
+  uint64_t y = ns.file(b, "y").ino();
+  auto cs = changesFor(ns, [&](auto op) {
+    auto r = op.initRename();
+    r.setParent(a);
+    r.setName("x");
+    r.setNewParent(b);
+    r.setNewName("y");
+  });
+  EXPECT_TRUE(hasEntry(cs, a, "x"));
+  EXPECT_TRUE(hasEntry(cs, b, "y"));
+  EXPECT_TRUE(hasInode(cs, a));
+  EXPECT_TRUE(hasInode(cs, b));
+  EXPECT_TRUE(hasInode(cs, x));
+  EXPECT_TRUE(hasInode(cs, y)) << "the replaced file's link count changes";
+  for (auto& c : cs) EXPECT_EQ(c.origin, 7u);
+  EXPECT_EQ(cs.size(), 6u) << "one change per entry or inode";
+  auto w = changesFor(ns, [&](auto op) { op.initCommitWrite().setIno(x); });
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_TRUE(hasInode(w, x));
+  EXPECT_TRUE(changesFor(ns, [&](auto op) { op.setGetattr(x); }).empty()) << "reads change nothing";
+}
+
+TEST(ChangeFeed, PagesResumeInOrderAndReportLoss) {
+  ChangeFeed feed(42, 4);
+  auto page = feed.since(0, 0, 10);  // a new client starts at the end, nothing lost
+  EXPECT_FALSE(page.lost);
+  EXPECT_TRUE(page.changes.empty());
+  EXPECT_EQ(page.epoch, 42u);
+  uint64_t after = page.next;
+  feed.append({Change{1, 10, 0, ""}, Change{1, 0, 10, "n"}});
+  page = feed.since(42, after, 10);
+  ASSERT_EQ(page.changes.size(), 2u);
+  EXPECT_EQ(page.changes[0].ino, 10u);
+  EXPECT_EQ(page.changes[1].name, "n");
+  after = page.next;
+  EXPECT_TRUE(feed.since(42, after, 10).changes.empty());
+  // Five more into a ring of four: the client that stopped at `after` lost one.
+  for (uint64_t i = 0; i < 5; i++) feed.append({Change{1, 100 + i, 0, ""}});
+  page = feed.since(42, after, 10);
+  EXPECT_TRUE(page.lost);
+  ASSERT_EQ(page.changes.size(), 4u);
+  EXPECT_EQ(page.changes.front().ino, 101u);
+  EXPECT_EQ(page.changes.back().ino, 104u);
+  // At most `max` per page, and the next page goes on from there.
+  auto part = feed.since(42, page.next - 4, 2);
+  ASSERT_EQ(part.changes.size(), 2u);
+  EXPECT_EQ(feed.since(42, part.next, 10).changes.front().ino, 103u);
+  // Another feed's position (a client coming from another leader): loss, and the end.
+  page = feed.since(99, 3, 10);
+  EXPECT_TRUE(page.lost);
+  EXPECT_TRUE(page.changes.empty());
+  EXPECT_TRUE(feed.since(42, page.next, 10).changes.empty());
+}
+
+}  // namespace
+}  // namespace cairn::meta
