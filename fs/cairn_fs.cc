@@ -121,6 +121,19 @@ void CairnFs::replyAttr(fuse_req_t req, proto::Attr::Reader a) {
   fuse_reply_attr(req, &st, options_.attrTimeoutSec);
 }
 
+bool CairnFs::unchangedSinceCached(uint64_t cino, proto::Attr::Reader a) {
+  // Close-to-open with the page cache kept: meta's attributes (read at this open, so after
+  // every close that came before it) say whether the data changed since this mount last
+  // opened the file. Any write moves ctime, which no one can set: equal means unchanged.
+  CachedVersion now{a.getMtimeNs(), a.getCtimeNs(), a.getSize()};
+  std::lock_guard<std::mutex> lock(cachedMutex_);
+  auto it = cached_.find(cino);
+  bool same = it != cached_.end() && it->second == now;
+  if (it == cached_.end() && cached_.size() >= MAX_CACHED_VERSIONS) cached_.clear();
+  cached_[cino] = now;
+  return same;
+}
+
 std::shared_ptr<CairnFs::OpenFile> CairnFs::file(uint64_t ino, bool create) {
   std::lock_guard<std::mutex> lock(filesMutex_);
   auto it = files_.find(ino);
@@ -270,7 +283,7 @@ void CairnFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       if (!f->dirty || reply.getAttr().getSize() > f->size) f->size = reply.getAttr().getSize();
       if (f->refs == 1) f->chunks.clear();  // close-to-open: fresh locations
     }
-    fi->keep_cache = 0;
+    fi->keep_cache = unchangedSinceCached(cino, reply.getAttr()) ? 1 : 0;
     fi->direct_io = 0;
     fuse_reply_open(req, fi);
   });
@@ -625,16 +638,19 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
       a.setSetCtime(true);
       a.setCtimeNs(fromTimespec(attr->st_ctim));
     }
-    std::shared_ptr<OpenFile> f;
+    std::shared_ptr<OpenFile> f = file(cino, (toSet & FUSE_SET_ATTR_SIZE) != 0);
     std::unique_lock<std::shared_mutex> lock;
-    if (toSet & FUSE_SET_ATTR_SIZE) {
-      uint64_t newSize = static_cast<uint64_t>(attr->st_size);
-      f = file(cino, true);
+    if (f) {
+      // Our own buffered data and unflushed size and mtime first: meta's view of the old size
+      // must be right, and times set now must not be overwritten by a later commit.
       lock = std::unique_lock<std::shared_mutex>(f->mutex);
-      // Our own buffered data and unflushed size first, so meta's view of the old size is right.
       int err = flushPending(*f, cino);
       if (err == 0) err = commit(*f, cino);
       if (err != 0) return (void)fuse_reply_err(req, err);
+    }
+    if (toSet & FUSE_SET_ATTR_SIZE) {
+      uint64_t newSize = static_cast<uint64_t>(attr->st_size);
+      int err = 0;
       auto g = request();
       opOf(g).setGetattr(cino);
       auto gr = client_.meta(kj::mv(g));

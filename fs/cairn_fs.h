@@ -117,6 +117,17 @@ class CairnFs {
   uint64_t chunkSize_;
   uint64_t chunkBlocks_;
   FsOptions options_;
+  // Whether the file's data is as it was when this mount last opened it (then open keeps the
+  // kernel's cached pages); records the version seen now.
+  bool unchangedSinceCached(uint64_t cino, proto::Attr::Reader a);
+  struct CachedVersion {
+    int64_t mtimeNs = 0, ctimeNs = 0;
+    uint64_t size = 0;
+    bool operator==(const CachedVersion&) const = default;
+  };
+  static constexpr size_t MAX_CACHED_VERSIONS = 1 << 17;
+  std::mutex cachedMutex_;  // guards cached_; taken alone
+  std::unordered_map<uint64_t, CachedVersion> cached_;
   std::mutex filesMutex_;
   std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> files_;
 };

@@ -37,6 +37,7 @@ ClusterClient::ClusterClient(std::vector<std::string> metaAddrs, const std::stri
 
 ClusterClient::~ClusterClient() {
   loop_.run([this]() {
+    if (served_) served_->stopServing();  // its sockets belong to this loop
     peers_.clear();
     meta_ = nullptr;
   });
@@ -47,6 +48,7 @@ Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request) {
 }
 
 unsigned ClusterClient::serveMetrics(Metrics& metrics, const std::string& addr) {
+  served_ = &metrics;
   return loop_.run([&]() { return metrics.serve(loop_.io(), addr); });
 }
 

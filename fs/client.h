@@ -79,6 +79,7 @@ class ClusterClient {
 
   BlockCipher& cipher_;
   uint64_t clientId_ = 0;
+  Metrics* served_ = nullptr;  // served from loop_ (serveMetrics)
   LoopThread loop_;
   kj::Own<ClusterSecret> secret_;
   kj::Own<MetaClient> meta_;                          // loop thread only

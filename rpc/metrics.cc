@@ -108,6 +108,11 @@ kj::Promise<uint> Metrics::serve(kj::AsyncIoContext& io, const std::string& addr
   });
 }
 
+void Metrics::stopServing() {
+  tasks_ = nullptr;
+  receivers_.clear();
+}
+
 kj::Promise<void> Metrics::acceptLoop(kj::ConnectionReceiver& receiver) {
   return receiver.accept().then([this, &receiver](kj::Own<kj::AsyncIoStream> stream) {
     KJ_ASSERT_NONNULL(tasks_)->add(handle(kj::mv(stream)));

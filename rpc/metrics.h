@@ -66,6 +66,8 @@ class Metrics {
 
   // Serves GET /metrics on addr ("127.0.0.1:9100"); returns the bound port.
   kj::Promise<uint> serve(kj::AsyncIoContext& io, const std::string& addr);
+  // Closes every listening socket; call on the serving event loop's thread before it ends.
+  void stopServing();
 
  private:
   kj::Promise<void> acceptLoop(kj::ConnectionReceiver& receiver);

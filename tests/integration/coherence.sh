@@ -84,6 +84,21 @@ PY
 within 3 "mmap write after msync and close" python3 -c "import sys; d=open('$C/m','rb').read(); sys.exit(0 if d[100:111]==b'mapped data' else 1)"
 check "an mmap write reaches the other mount after msync and close"
 
+# Pages of an unchanged file stay cached across opens (keep_cache); a change by another mount
+# still shows at the next open.
+metric() {  # metric PORT NAME: the sum of a metric's series on a mount
+  python3 -c "import urllib.request,sys; t=urllib.request.urlopen('http://127.0.0.1:$1/metrics').read().decode(); print(int(sum(float(l.split()[-1]) for l in t.splitlines() if l.startswith('$2'))))"
+}
+head -c 2M /dev/urandom > "$L/k"; cp "$L/k" "$B/k"
+cmp "$L/k" "$C/k" || fail "k differs on C"
+before="$(metric "$MC" cairn_client_read_bytes_total)"
+cmp "$L/k" "$C/k" || fail "k differs on C (second read)"
+after="$(metric "$MC" cairn_client_read_bytes_total)"
+[ "$after" = "$before" ] || fail "an unchanged file was read again from the cluster ($before -> $after bytes)"
+printf 'changed' | dd of="$B/k" bs=1 seek=1000 conv=notrunc status=none
+within 3 "a change inside a file cached on C" python3 -c "import sys; sys.exit(0 if open('$C/k','rb').read()[1000:1007]==b'changed' else 1)"
+check "an unchanged file is read from the page cache at its next open; a changed one is not"
+
 inval="$(curl -s "http://127.0.0.1:$MC/metrics" 2>/dev/null || python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$MC/metrics').read().decode())")"
 n="$(echo "$inval" | awk '/^cairn_client_invalidations_total\{kind="(entry|inode)"\}/ { s += $2 } END { print s + 0 }')"
 [ "$n" -gt 5 ] || fail "mount C applied no invalidations ($n)"
