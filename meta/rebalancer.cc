@@ -147,7 +147,8 @@ MetaServer::Reply MetaServer::rebalancePlanReply(double tolerance) {
   return reply;
 }
 
-void MetaServer::fillRebalance(Txn& t, proto::RebalanceStatus::Builder out) {
+void MetaServer::fillRebalance(Txn& t, const std::vector<rebalance::ServerLoad>& loads,
+                               uint64_t maxChunk, proto::RebalanceStatus::Builder out) {
   auto setting = sm_.rebalance(t);
   out.setActive(setting.active);
   out.setAuto(setting.autoOnJoin);
@@ -156,8 +157,6 @@ void MetaServer::fillRebalance(Txn& t, proto::RebalanceStatus::Builder out) {
   out.setMovesDone(rebalanceMoves_);
   out.setBytesMoved(rebalanceBytes_);
   out.setMovesRunning(static_cast<uint32_t>(rebalancing_.size()));
-  uint64_t maxChunk = 0;
-  auto loads = serverLoads(t, nullptr, &maxChunk);
   rebalanceSpread_ = rebalance::spread(loads);
   out.setSpread(rebalanceSpread_);
   out.setBalanced(rebalance::balanced(loads, setting.tolerance, maxChunk));

@@ -1015,9 +1015,10 @@ MetaServer::Reply MetaServer::status() {
   for (auto& e : recentRepairs_) recent += e.second;
   st.setRepairBytesPerSec(recent / 60);
   st.setRepairsPaused(sm_.repairsPaused(t));
-  fillRebalance(t, st.initRebalance());
   {
-    auto loads = serverLoads(t, nullptr);
+    uint64_t maxChunk = 0;
+    auto loads = serverLoads(t, nullptr, &maxChunk);  // one more pass over the chunk table
+    fillRebalance(t, loads, maxChunk, st.initRebalance());
     uint64_t corrupt = 0;
     for (auto& [id, l] : live_) corrupt += l.scrubCorrupt;
     st.setCorruptFound(corrupt);

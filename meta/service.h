@@ -133,7 +133,8 @@ class MetaServer final : public raft::Application {
                                                  uint64_t* maxChunkBytes = nullptr);
   void planRebalance(uint32_t replicas);
   Reply rebalancePlanReply(double tolerance);
-  void fillRebalance(Txn& t, proto::RebalanceStatus::Builder out);
+  void fillRebalance(Txn& t, const std::vector<rebalance::ServerLoad>& loads, uint64_t maxChunk,
+                     proto::RebalanceStatus::Builder out);
   std::set<uint64_t> rebalancing_;  // chunk ids being moved by the rebalance (also in repairing_)
   uint64_t rebalanceMoves_ = 0, rebalanceBytes_ = 0;  // since the running rebalance started
   int64_t rebalanceStarted_ = 0;
