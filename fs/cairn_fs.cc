@@ -56,25 +56,6 @@ CairnFs::CairnFs(ClusterClient& client, uint64_t rootIno, uint64_t chunkSizeByte
       chunkBlocks_(chunkSizeBytes / BLOCK),
       options_(options) {}
 
-template <typename Fn>
-void CairnFs::guard(fuse_req_t req, const char* op, Fn&& fn) {
-  std::optional<ScopedLatency> latency;
-  if (options_.metrics) {
-    latency.emplace(options_.metrics->histogram("cairn_client_request_seconds",
-                                                "FUSE request latency by operation",
-                                                std::string("op=\"") + op + "\""));
-  }
-  try {
-    fn();
-  } catch (kj::Exception& e) {
-    spdlog::error("{}: {}", op, e.getDescription().cStr());
-    fuse_reply_err(req, EIO);
-  } catch (std::exception& e) {
-    spdlog::error("{}: {}", op, e.what());
-    fuse_reply_err(req, EIO);
-  }
-}
-
 void CairnFs::fillStat(proto::Attr::Reader a, struct stat& st) const {
   memset(&st, 0, sizeof(st));
   st.st_ino = toFuse(a.getIno());
@@ -511,8 +492,10 @@ int CairnFs::commit(OpenFile& f, uint64_t ino) {
   return 0;
 }
 
-void CairnFs::flush(fuse_req_t req, fuse_ino_t ino) {
+void CairnFs::flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guard(req, "flush", [&]() {
+    // A process closing any descriptor of a file loses its POSIX locks on it (fcntl(2)).
+    releaseLocks(toCluster(ino), fi->lock_owner, false);
     auto f = file(toCluster(ino), false);
     if (!f) return (void)fuse_reply_err(req, 0);
     std::unique_lock<std::shared_mutex> lock(f->mutex);
@@ -522,9 +505,10 @@ void CairnFs::flush(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
-void CairnFs::release(fuse_req_t req, fuse_ino_t ino) {
+void CairnFs::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guard(req, "release", [&]() {
     uint64_t cino = toCluster(ino);
+    if (fi->flock_release) releaseLocks(cino, fi->lock_owner, true);  // the last close
     auto f = file(cino, false);
     if (!f) return (void)fuse_reply_err(req, 0);
     int err;
@@ -949,8 +933,17 @@ const fuse_lowlevel_ops OPS = [] {
   o.write = [](fuse_req_t r, fuse_ino_t i, const char* b, size_t s, off_t o, fuse_file_info*) {
     self(r)->write(r, i, b, s, o);
   };
-  o.flush = [](fuse_req_t r, fuse_ino_t i, fuse_file_info*) { self(r)->flush(r, i); };
-  o.release = [](fuse_req_t r, fuse_ino_t i, fuse_file_info*) { self(r)->release(r, i); };
+  o.flush = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r)->flush(r, i, fi); };
+  o.release = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r)->release(r, i, fi); };
+  o.getlk = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi, struct flock* l) {
+    self(r)->getlk(r, i, fi, l);
+  };
+  o.setlk = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi, struct flock* l, int sleep) {
+    self(r)->setlk(r, i, fi, l, sleep);
+  };
+  o.flock = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi, int op) {
+    self(r)->flock(r, i, fi, op);
+  };
   o.fsync = [](fuse_req_t r, fuse_ino_t i, int d, fuse_file_info*) { self(r)->fsync(r, i, d); };
   o.opendir = [](fuse_req_t r, fuse_ino_t, fuse_file_info* fi) { fuse_reply_open(r, fi); };
   o.readdir = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info*) {

@@ -8,12 +8,16 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <spdlog/spdlog.h>
+
 #include <atomic>
+#include <optional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <shared_mutex>
+#include <tuple>
 #include <unordered_map>
 
 #include "fs/client.h"
@@ -51,8 +55,12 @@ class CairnFs {
   void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
   void write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off);
-  void flush(fuse_req_t req, fuse_ino_t ino);
-  void release(fuse_req_t req, fuse_ino_t ino);
+  void flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  // File locks, held by meta for every client (fs/locks.cc).
+  void getlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock);
+  void setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep);
+  void flock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op);
   void fsync(fuse_req_t req, fuse_ino_t ino, int datasync);
   void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
   void statfs(fuse_req_t req, fuse_ino_t ino);
@@ -117,6 +125,16 @@ class CairnFs {
   uint64_t chunkSize_;
   uint64_t chunkBlocks_;
   FsOptions options_;
+  // Sends one lock request; granted, or a conflict in `conflict` (may be null). With `wait`, asks
+  // again (backing off) until granted or the request is interrupted (EINTR).
+  int lockRequest(fuse_req_t req, uint64_t cino, uint64_t owner, uint32_t pid, int type,
+                  uint64_t start, uint64_t end, bool flock, bool wait, bool test,
+                  struct flock* conflict);
+  // Releases the locks of `owner` on `cino` if this mount holds any (at close).
+  void releaseLocks(uint64_t cino, uint64_t owner, bool flock);
+  std::mutex locksMutex_;  // guards heldLocks_; taken alone
+  std::set<std::tuple<uint64_t, uint64_t, bool>> heldLocks_;  // (ino, owner, flock) with locks
+
   // Whether the file's data is as it was when this mount last opened it (then open keeps the
   // kernel's cached pages); records the version seen now.
   bool unchangedSinceCached(uint64_t cino, proto::Attr::Reader a);
@@ -131,5 +149,26 @@ class CairnFs {
   std::mutex filesMutex_;
   std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> files_;
 };
+
+// Every operation runs inside guard: its latency is measured, and an exception (the cluster out
+// of reach) becomes EIO with a log line instead of a lost request.
+template <typename Fn>
+void CairnFs::guard(fuse_req_t req, const char* op, Fn&& fn) {
+  std::optional<ScopedLatency> latency;
+  if (options_.metrics) {
+    latency.emplace(options_.metrics->histogram("cairn_client_request_seconds",
+                                                "FUSE request latency by operation",
+                                                std::string("op=\"") + op + "\""));
+  }
+  try {
+    fn();
+  } catch (kj::Exception& e) {
+    spdlog::error("{}: {}", op, e.getDescription().cStr());
+    fuse_reply_err(req, EIO);
+  } catch (std::exception& e) {
+    spdlog::error("{}: {}", op, e.what());
+    fuse_reply_err(req, EIO);
+  }
+}
 
 }  // namespace cairn::fs

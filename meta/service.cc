@@ -68,6 +68,9 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::REBALANCE_PLAN: return "rebalance_plan";
     case W::REPAIR_PAUSE: return "repair_pause";
     case W::WATCH: return "watch";
+    case W::LOCK: return "lock";
+    case W::LOCK_TEST: return "lock_test";
+    case W::SESSION_END: return "session_end";
   }
   return "unknown";
 }
@@ -412,6 +415,17 @@ void MetaServer::roleChanged(bool leader) {
     return;
   }
   leaderSince_ = std::chrono::steady_clock::now();
+  {
+    // Clients holding locks get a whole session timeout to reach this leader; one that never
+    // does (it died meanwhile) loses its locks then.
+    Txn t(store_.env(), false);
+    for (auto client : sm_.lockHolders(t)) {
+      auto& s = sessions_[client];
+      s.host = "?";
+      s.mount = "(holds locks; not heard from by this leader yet)";
+      s.lastSeen = leaderSince_;
+    }
+  }
   bool formatted;
   {
     Txn t(store_.env(), false);
@@ -1090,6 +1104,7 @@ bool MetaServiceImpl::allowed(proto::Role role, proto::MetaRequest::Op::Which op
       return role == R::SERVER;
     case W::FORMAT:
     case W::CHUNK_REPAIR:
+    case W::SESSION_END:
       return false;  // only meta's leader proposes these, straight into its log
     default:
       return true;

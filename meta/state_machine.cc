@@ -91,6 +91,8 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::FSCK_FIX:
     case W::REBALANCE:
     case W::REPAIR_PAUSE:
+    case W::LOCK:
+    case W::SESSION_END:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -254,6 +256,12 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
       break;
     case W::REPAIR_PAUSE:
       store_.putCounter(t, "repair_paused", op.getRepairPause() ? 1 : 0);
+      break;
+    case W::LOCK:
+      err = lockSet(t, cmd.getRequest().getClientId(), op.getLock(), reply);
+      break;
+    case W::SESSION_END:
+      releaseLocksOf(t, op.getSessionEnd());
       break;
     case W::SET_REPLICAS:
       if (op.getSetReplicas() < 1 || op.getSetReplicas() > 8) {
@@ -803,6 +811,7 @@ void StateMachine::dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex) {
 }
 
 void StateMachine::dropInode(Txn& t, uint64_t ino, const InodeRecord& r) {
+  t.del(store_.locks, be64(ino));  // locks go with the file
   charge(t, r.realm, isDir(r.mode) ? 0 : -int64_t(r.size), -1);
   t.del(store_.quotas, be64(ino));  // a directory with a quota is empty when it goes
   dropChunksFrom(t, ino, 0);
@@ -1142,6 +1151,9 @@ void StateMachine::read(Txn& t, proto::MetaRequest::Reader req, proto::MetaReply
   using W = proto::MetaRequest::Op::Which;
   int err = 0;
   switch (op.which()) {
+    case W::LOCK_TEST:
+      err = lockTest(t, req.getClientId(), op.getLockTest(), reply);
+      break;
     case W::QUOTA_GET: {
       auto q = store_.getQuota(t, op.getQuotaGet());
       if (!q) {

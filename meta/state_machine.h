@@ -58,6 +58,10 @@ class StateMachine {
   // Operators pause chunk repairs and rebalance moves (cairn repair pause), e.g. during
   // maintenance; detection, status and garbage collection go on.
   bool repairsPaused(Txn& t);
+  // Every lock `client` holds is released (its session ended).
+  void releaseLocksOf(Txn& t, uint64_t client);
+  // The clients holding any lock (a new leader watches their sessions).
+  std::vector<uint64_t> lockHolders(Txn& t);
   static constexpr const char* LOST_FOUND = "lost+found";
 
  private:
@@ -96,6 +100,11 @@ class StateMachine {
   int quotaSet(Txn& t, proto::MetaRequest::QuotaSetOp::Reader op, proto::MetaReply::Builder reply);
   void fillQuota(uint64_t ino, const QuotaRecord& q, proto::QuotaInfo::Builder out);
   int fsckFix(Txn& t, int64_t now, proto::MetaRequest::FsckFixOp::Reader op);
+  // File locks (meta/lock_ops.cc).
+  int lockSet(Txn& t, uint64_t client, proto::MetaRequest::LockOp::Reader op,
+              proto::MetaReply::Builder reply);
+  int lockTest(Txn& t, uint64_t client, proto::MetaRequest::LockOp::Reader op,
+               proto::MetaReply::Builder reply);
   int rebalanceSet(Txn& t, int64_t now, proto::MetaRequest::RebalanceOp::Reader op);
 
   Store& store_;

@@ -158,7 +158,7 @@ void Store::copyTo(const std::string& path) {
 void Store::open() {
   const std::string& dir = dir_;
   check(mdb_env_create(&env_), "env_create");
-  check(mdb_env_set_maxdbs(env_, 16), "set_maxdbs");
+  check(mdb_env_set_maxdbs(env_, 24), "set_maxdbs");
   check(mdb_env_set_mapsize(env_, size_t(64) << 30), "set_mapsize");
   // One fsync per commit instead of two: a power loss may undo the last commits, never
   // corrupt; the Raft log (synced) replays them from the applied index.
@@ -184,6 +184,7 @@ void Store::open() {
   members = openDbi("members");
   owners = openDbi("owners");
   quotas = openDbi("quotas");
+  locks = openDbi("locks");
   t.commit();
 }
 

@@ -17,6 +17,7 @@
 //   members    meta server id           -> address
 //   owners     chunk id                 -> ino || index   (who refers to a chunk)
 //   quotas     directory ino            -> QuotaRecord    (limits and usage of its subtree)
+//   locks      ino                      -> lock records   (meta/locks.h; POSIX and flock locks)
 #pragma once
 
 #include <lmdb.h>
@@ -141,7 +142,7 @@ class Store {
   const std::string& dir() const { return dir_; }
 
   MDB_dbi inodes, dentries, cookies, symlinks, xattrs, chunks, servers, garbage, replies,
-      replytime, log, counters, members, owners, quotas;
+      replytime, log, counters, members, owners, quotas, locks;
 
   // Typed accessors.
   static std::optional<InodeRecord> getInode(Txn& t, MDB_dbi dbi, uint64_t ino);

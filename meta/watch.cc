@@ -81,8 +81,12 @@ void MetaServer::expireSessions() {
   auto now = std::chrono::steady_clock::now();
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     if (now - it->second.lastSeen > SESSION_TIMEOUT) {
-      spdlog::warn("session of client {:016x} ({}:{}) expired: silent for {} s", it->first,
-                   it->second.host, it->second.mount, SESSION_TIMEOUT.count());
+      spdlog::warn("session of client {:016x} ({}:{}) expired: silent for {} s; its locks are "
+                   "released", it->first, it->second.host, it->second.mount,
+                   SESSION_TIMEOUT.count());
+      capnp::MallocMessageBuilder req;
+      req.initRoot<proto::MetaRequest>().getOp().setSessionEnd(it->first);
+      repairTasks_->add(propose(req.getRoot<proto::MetaRequest>().asReader(), {}).ignoreResult());
       it = sessions_.erase(it);
     } else {
       ++it;

@@ -156,6 +156,10 @@ struct MetaRequest {
     repairPause @44 :Bool;             # pause (true) or resume chunk repairs and moves (admin)
     watch @45 :WatchOp;                # a mount's long poll for other clients' changes; also
                                        # renews its session with the leader
+    lock @46 :LockOp;                  # set or release a file lock (granted or the conflict)
+    lockTest @47 :LockOp;              # F_GETLK: the lock that would conflict, if any
+    sessionEnd @48 :UInt64;            # a client's session ended: its locks are released (meta
+                                       # proposes it when a session expires)
   }
 
   struct WatchOp {
@@ -164,6 +168,18 @@ struct MetaRequest {
     waitMs @2 :UInt32;    # answer after at most this long when nothing changes (max 30000)
     host @3 :Text;        # who holds the session (shown by cairn status)
     mount @4 :Text;
+  }
+
+  enum LockType { read @0; write @1; unlock @2; }
+
+  struct LockOp {
+    ino @0 :UInt64;
+    owner @1 :UInt64;     # the kernel's lock owner; the client is the request's clientId
+    pid @2 :UInt32;
+    type @3 :LockType;
+    start @4 :UInt64;
+    end @5 :UInt64;       # exclusive; 2^64-1: to any end of file
+    flock @6 :Bool;       # flock(2) lock (whole file), else POSIX record lock
   }
 
   struct MetaDumpOp {
@@ -349,6 +365,20 @@ struct ChangePage {
   changes @3 :List(Change);
 }
 
+struct LockReply {
+  granted @0 :Bool;     # lock: set (or released); lockTest: no conflict
+  conflict @1 :LockHolder;
+}
+
+struct LockHolder {
+  client @0 :UInt64;
+  owner @1 :UInt64;
+  pid @2 :UInt32;
+  write @3 :Bool;
+  start @4 :UInt64;
+  end @5 :UInt64;
+}
+
 struct ClientSession {
   id @0 :UInt64;
   host @1 :Text;
@@ -413,6 +443,7 @@ struct MetaReply {
     dump @17 :DumpPiece;
     moves @18 :List(Move);
     changes @19 :ChangePage;
+    lock @20 :LockReply;
   }
   leader @13 :Text;       # set with err = EAGAIN when this server is not the leader
   garbage @14 :List(UInt64);  # heartbeat reply: chunks this server must delete
