@@ -547,6 +547,7 @@ void CairnFs::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
     for (auto index : unsynced) {
       ChunkLoc loc;
       int err = chunkFor(*f, cino, index, false, loc);
+      if (err == ENOENT) continue;  // truncated away since it was written: nothing to sync
       if (err == 0) err = client_.syncChunk(loc);
       if (err != 0) {
         std::lock_guard<std::mutex> s(f->state);
@@ -656,6 +657,7 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
       f->dirty = false;
       uint64_t keepChunks = (f->size + chunkSize_ - 1) / chunkSize_;
       f->chunks.erase(f->chunks.lower_bound(keepChunks), f->chunks.end());
+      f->unsynced.erase(f->unsynced.lower_bound(keepChunks), f->unsynced.end());
       lock.unlock();
     }
     replyAttr(req, reply.getAttr());
