@@ -264,6 +264,40 @@ void CairnFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       if (!f->dirty || reply.getAttr().getSize() > f->size) f->size = reply.getAttr().getSize();
       if (f->refs == 1) f->chunks.clear();  // close-to-open: fresh locations
     }
+    if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+      // The kernel leaves O_TRUNC to us (atomic_o_trunc): the size goes to 0 here, with the
+      // file's later chunks dropped by meta and mtime and ctime set to now.
+      std::unique_lock<std::shared_mutex> exclusive(f->mutex);
+      int err = flushPending(*f, cino);
+      if (err == 0) err = commit(*f, cino);
+      if (err == 0 && reply.getAttr().getSize() > 0) {
+        auto t = request();
+        auto op = opOf(t).initSetattr();
+        op.setIno(cino);
+        auto a = op.initAttr();
+        a.setSetSize(true);
+        a.setSize(0);
+        a.setSetMtime(true);
+        a.setMtimeNow(true);
+        auto tr = client_.meta(kj::mv(t));
+        err = replyOf(tr).getErr();
+        if (err == 0) {
+          std::lock_guard<std::mutex> s(f->state);
+          f->size = 0;
+          f->dirty = false;
+          f->chunks.clear();
+          f->unsynced.clear();
+        }
+      }
+      if (err != 0) {
+        std::lock_guard<std::mutex> s(f->state);
+        f->refs--;
+        return (void)fuse_reply_err(req, err);
+      }
+      fi->keep_cache = 0;
+      fi->direct_io = 0;
+      return (void)fuse_reply_open(req, fi);
+    }
     fi->keep_cache = unchangedSinceCached(cino, reply.getAttr()) ? 1 : 0;
     fi->direct_io = 0;
     fuse_reply_open(req, fi);

@@ -45,6 +45,10 @@ int main(int argc, char** argv) {
   // -o writeback_cache turns it on for files only this mount writes.
   bool writebackCache = false;
   std::vector<std::string> fuseOpts = {"default_permissions", "subtype=cairn"};
+  // Every user of the host may use the filesystem, with the kernel checking permissions
+  // (default_permissions) as for any local one. FUSE's default (only the mounting user) would
+  // make a system mount by root useless to everyone else. -o noallow_other restores it.
+  bool allowOther = getuid() == 0;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "-f") {
@@ -60,6 +64,8 @@ int main(int argc, char** argv) {
         else if (k == "metrics") metricsAddr = v;
         else if (k == "attr_timeout") attrTimeout = std::stod(v);
         else if (k == "writeback_cache") writebackCache = true;
+        else if (k == "allow_other") allowOther = true;
+        else if (k == "noallow_other") allowOther = false;
         else if (k == "no_writeback_cache") writebackCache = false;
         else if (k == "rw" || k == "defaults" || k == "_netdev" || k == "auto" || k == "noauto" ||
                  k == "nofail" || k == "user" || k == "users" || k == "nouser" ||
@@ -206,6 +212,7 @@ int main(int argc, char** argv) {
     options.entryTimeoutSec = attrTimeout;
     fs::CairnFs cfs(client, root, chunkSize, options);
 
+    if (allowOther) fuseOpts.push_back("allow_other");
     std::vector<std::string> argStore = {"mount.cairn"};
     std::string joined;
     for (auto& o : fuseOpts) joined += (joined.empty() ? "" : ",") + o;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A random-operation exerciser in the manner of fsx: 100,000 seeded operations on files in the
 # mount (pwrite of 1 byte to 300 KiB at any offset, small appends, read, truncate down and up,
-# fallocate, mmap read and write, fsync, close and reopen, and every so often a check of a
+# fallocate, mmap read and write, fsync, close and reopen (sometimes with O_TRUNC), and every so often a check of a
 # second mount's view after close), each mirrored on a model file on local disk; every read is
 # compared with the model. A failure prints the seed and the last operations.
 source "$(dirname "$0")/lib.sh"
@@ -26,9 +26,10 @@ FILES = 3
 history = collections.deque(maxlen=30)
 paths = [(f"{mnt}/fsx{i}", f"{local}/fsx{i}") for i in range(FILES)]
 fds = {}
-def open_pair(i):
+def open_pair(i, trunc=False):
     p, q = paths[i]
-    fds[i] = (os.open(p, os.O_RDWR | os.O_CREAT, 0o644), os.open(q, os.O_RDWR | os.O_CREAT, 0o644))
+    flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if trunc else 0)
+    fds[i] = (os.open(p, flags, 0o644), os.open(q, flags, 0o644))
 for i in range(FILES):
     open_pair(i)
 def die(msg):
@@ -100,8 +101,9 @@ for n in range(ops):
         op = f"fsync {i}"
         os.fsync(a)
     elif r < 0.97:
-        op = f"reopen {i}"
-        os.close(a); os.close(b); open_pair(i)
+        trunc = rnd.random() < 0.1
+        op = f"reopen {i}" + (" O_TRUNC" if trunc else "")
+        os.close(a); os.close(b); open_pair(i, trunc)
     else:
         # Close-to-open on the other mount: close, then read the whole file there.
         op = f"close and read on the other mount {i}"
