@@ -132,7 +132,7 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
   for (uint32_t done = 0; done < count;) {
     uint32_t n = std::min(count - done, MAX_BLOCKS_PER_RPC);
     int lastErr = EIO;
-    bool ok = false;
+    bool ok = false, stale = false;
     size_t missing = 0;
     auto order = readOrder(loc);
     for (size_t r = 0; r < order.size() && !ok; r++) {
@@ -142,6 +142,7 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
         lastErr = raw.err;
         if (raw.err == EBADMSG) reportCorrupt(loc, order[r]);
         if (raw.err == ENOENT) missing++;
+        if (raw.err == ESTALE) stale = true;
         continue;
       }
       ok = true;
@@ -172,7 +173,9 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
       memset(out + size_t(done) * BLOCK, 0, size_t(n) * BLOCK);
       ok = true;
     }
-    if (!ok) return lastErr == ESTALE ? ESTALE : EIO;  // EBADMSG everywhere reads as EIO
+    // A live replica at a newer version (a repair fenced our location) outranks a dead one:
+    // ESTALE makes the caller ask meta for the new chain. EBADMSG everywhere reads as EIO.
+    if (!ok) return stale || lastErr == ESTALE ? ESTALE : EIO;
     done += n;
   }
   return 0;

@@ -41,8 +41,21 @@ DIR="$(cd "$DIR" && pwd)"
 ENV="$DIR/cluster.env"
 [ -f "$ENV" ] && source "$ENV"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+# pick_port VAR: sets VAR to a free loopback port that no other port of this cluster uses (the
+# kernel may hand out a port it just gave us again once the probing socket is closed).
+USED_PORTS=" "
+for v in $(compgen -v | grep -E '^(META|CHUNK)[0-9]+_(PORT|METRICS)$|^MOUNT_METRICS$'); do
+  USED_PORTS+="${!v} "
+done
+pick_port() {
+  local p
+  while :; do
+    p="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+    case "$USED_PORTS" in *" $p "*) continue ;; esac
+    USED_PORTS+="$p "
+    declare -g "$1=$p"
+    return
+  done
 }
 
 write_env() {
@@ -166,17 +179,17 @@ case "$cmd" in
       CAIRN_MOUNT="$(cd "$MNT" && pwd)"
       CAIRN_META="" CAIRN_PEERS="" CAIRN_CHUNK_DIRS="" CAIRN_META_DIRS=""
       for ((i = 0; i < CAIRN_METAS; i++)); do
-        declare "META${i}_PORT=$(free_port)" "META${i}_METRICS=$(free_port)"
+        pick_port "META${i}_PORT"; pick_port "META${i}_METRICS"
         p="META${i}_PORT"
         CAIRN_META+="${CAIRN_META:+,}127.0.0.1:${!p}"
         CAIRN_PEERS+="${CAIRN_PEERS:+,}$((i + 1))=127.0.0.1:${!p}"
         CAIRN_META_DIRS+="${CAIRN_META_DIRS:+ }$DIR/meta$i"
       done
       for ((i = 0; i < CAIRN_CHUNKS; i++)); do
-        declare "CHUNK${i}_PORT=$(free_port)" "CHUNK${i}_METRICS=$(free_port)"
+        pick_port "CHUNK${i}_PORT"; pick_port "CHUNK${i}_METRICS"
         CAIRN_CHUNK_DIRS+="${CAIRN_CHUNK_DIRS:+ }$DIR/chunk$i/data"
       done
-      MOUNT_METRICS="$(free_port)"
+      pick_port MOUNT_METRICS
     elif [ -n "$MNT" ]; then
       mkdir -p "$MNT"
       CAIRN_MOUNT="$(cd "$MNT" && pwd)"
@@ -240,7 +253,7 @@ case "$cmd" in
   add-chunk)
     [ -f "$ENV" ] || die "no cluster in $DIR"
     i=$CAIRN_CHUNKS
-    declare "CHUNK${i}_PORT=$(free_port)" "CHUNK${i}_METRICS=$(free_port)"
+    pick_port "CHUNK${i}_PORT"; pick_port "CHUNK${i}_METRICS"
     CAIRN_CHUNK_DIRS+="${CAIRN_CHUNK_DIRS:+ }$DIR/chunk$i/data"
     CAIRN_CHUNKS=$((CAIRN_CHUNKS + 1))
     write_env
