@@ -165,7 +165,9 @@ names() {
 
 known_name() {  # known_name NAME: is NAME a process of this cluster?
   [ "$1" = mount ] && return 0
-  names | grep -qx -- "$1"
+  local n
+  for n in $(names); do [ "$n" = "$1" ] && return 0; done  # no pipe: grep -q would SIGPIPE names
+  return 1
 }
 
 case "$cmd" in
