@@ -125,6 +125,7 @@ class MetaServer final : public raft::Application {
   std::vector<Watcher> watchers_;
   std::map<uint64_t, Session> sessions_;  // client id -> session (leader only)
   static constexpr size_t MAX_WATCHERS = 4096;
+  static constexpr size_t MAX_PAGE = 4096;  // changes in one watch reply
   static constexpr std::chrono::seconds SESSION_TIMEOUT{30};
 
   // Rebalancing (meta/rebalancer.cc).

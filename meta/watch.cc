@@ -32,7 +32,6 @@ MetaServer::Reply MetaServer::changesReply(const ChangeFeed::Page& page) {
 }
 
 kj::Promise<MetaServer::Reply> MetaServer::watch(proto::MetaRequest::Reader request) {
-  constexpr size_t MAX_PAGE = 4096;
   auto w = request.getOp().getWatch();
   KJ_REQUIRE(w.getHost().size() <= 255 && w.getMount().size() <= 4096, "watch: name too long");
   std::erase_if(watchers_, [](Watcher& x) { return !x.fulfiller->isWaiting(); });
@@ -67,7 +66,7 @@ void MetaServer::wakeWatchers() {
   std::vector<Watcher> still;
   for (auto& w : watchers_) {
     if (!w.fulfiller->isWaiting()) continue;  // answered by its timeout
-    auto page = feed_.since(w.epoch, w.after, 4096);
+    auto page = feed_.since(w.epoch, w.after, MAX_PAGE);
     if (page.changes.empty() && !page.lost) {
       still.push_back(kj::mv(w));
       continue;
