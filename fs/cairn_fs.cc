@@ -252,17 +252,31 @@ int CairnFs::readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsi
 void CairnFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guard(req, "open", [&]() {
     uint64_t cino = toCluster(ino);
-    auto m = request();
-    opOf(m).setGetattr(cino);
-    auto r = client_.meta(kj::mv(m));
-    auto reply = replyOf(r);
-    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     auto f = file(cino, true);
+    uint64_t gen;
     {
       std::lock_guard<std::mutex> lock(f->state);
-      f->refs++;
+      gen = openGeneration(*f);
+      if (f->refs++ == 0) f->chunks.clear();  // close-to-open: fresh locations
+    }
+    // The file's attributes, and meta records it open in our session.
+    auto m = request();
+    auto o = opOf(m).initOpenFile();
+    o.setIno(cino);
+    o.setGen(gen);
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    auto undoOpen = [&]() {
+      std::lock_guard<std::mutex> s(f->state);
+      if (--f->refs == 0) closed(cino, f->openGen);
+    };
+    if (reply.getErr() != 0) {
+      undoOpen();
+      return (void)fuse_reply_err(req, reply.getErr());
+    }
+    {
+      std::lock_guard<std::mutex> lock(f->state);
       if (!f->dirty || reply.getAttr().getSize() > f->size) f->size = reply.getAttr().getSize();
-      if (f->refs == 1) f->chunks.clear();  // close-to-open: fresh locations
     }
     if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
       // The kernel leaves O_TRUNC to us (atomic_o_trunc): the size goes to 0 here, with the
@@ -290,8 +304,7 @@ void CairnFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         }
       }
       if (err != 0) {
-        std::lock_guard<std::mutex> s(f->state);
-        f->refs--;
+        undoOpen();
         return (void)fuse_reply_err(req, err);
       }
       fi->keep_cache = 0;
@@ -317,6 +330,8 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     op.setUid(ctx->uid);
     op.setGid(ctx->gid);
     op.setExclusive((fi->flags & O_EXCL) != 0);
+    uint64_t gen = ++openGens_;
+    op.setOpenGen(gen);  // meta records it open in our session
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
@@ -324,6 +339,7 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     auto f = file(a.getIno(), true);
     {
       std::lock_guard<std::mutex> lock(f->state);
+      f->openGen = std::max(f->openGen, gen);
       f->refs++;
       if (!f->dirty) f->size = a.getSize();
     }
@@ -552,7 +568,7 @@ void CairnFs::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       int committed = commit(*f, cino);
       if (err == 0) err = committed;
       std::lock_guard<std::mutex> s(f->state);
-      f->refs--;
+      if (--f->refs == 0) closed(cino, f->openGen);
     }
     {
       std::lock_guard<std::mutex> lock(filesMutex_);
@@ -564,6 +580,36 @@ void CairnFs::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     fuse_reply_err(req, err);
   });
+}
+
+uint64_t CairnFs::openGeneration(OpenFile& f) {
+  if (f.refs == 0) f.openGen = ++openGens_;
+  return f.openGen;
+}
+
+void CairnFs::closed(uint64_t ino, uint64_t gen) {
+  std::lock_guard<std::mutex> lock(closedMutex_);
+  closed_.push_back(Ref{ino, gen});
+}
+
+std::vector<OpenFiles::Ref> CairnFs::takeClosed() {
+  std::lock_guard<std::mutex> lock(closedMutex_);
+  return std::exchange(closed_, {});
+}
+
+void CairnFs::putBackClosed(std::vector<Ref> refs) {
+  std::lock_guard<std::mutex> lock(closedMutex_);
+  closed_.insert(closed_.end(), refs.begin(), refs.end());
+}
+
+std::vector<OpenFiles::Ref> CairnFs::openNow() {
+  std::vector<Ref> out;
+  std::lock_guard<std::mutex> lock(filesMutex_);
+  for (auto& [ino, f] : files_) {
+    std::lock_guard<std::mutex> s(f->state);
+    if (f->refs > 0) out.push_back(Ref{ino, f->openGen});
+  }
+  return out;
 }
 
 void CairnFs::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {

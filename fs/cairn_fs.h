@@ -21,6 +21,7 @@
 #include <unordered_map>
 
 #include "fs/client.h"
+#include "fs/invalidator.h"
 #include "rpc/metrics.h"
 
 namespace cairn::fs {
@@ -32,7 +33,7 @@ struct FsOptions {
   bool writebackCache = true;
 };
 
-class CairnFs {
+class CairnFs final : public OpenFiles {
  public:
   CairnFs(ClusterClient& client, uint64_t rootIno, uint64_t chunkSizeBytes, FsOptions options);
 
@@ -71,6 +72,11 @@ class CairnFs {
   void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
   void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len);
 
+  // OpenFiles, for this mount's session with meta.
+  std::vector<Ref> openNow() override;
+  std::vector<Ref> takeClosed() override;
+  void putBackClosed(std::vector<Ref> refs) override;
+
  private:
   // Lock order: mutex, then state. `mutex` is held shared by reads and block-aligned writes
   // (which touch disjoint blocks or whole blocks) and exclusively by partial-block writes
@@ -80,6 +86,7 @@ class CairnFs {
     std::shared_mutex mutex;
     std::mutex state;
     int refs = 0;
+    uint64_t openGen = 0;     // of the open that took refs from 0 (told to meta)
     uint64_t size = 0;        // best known size (meta's, or ours when larger)
     bool dirty = false;       // size/mtime not yet committed to meta
     std::set<uint64_t> unsynced;             // chunks written since the last fsync
@@ -148,6 +155,13 @@ class CairnFs {
   std::unordered_map<uint64_t, CachedVersion> cached_;
   std::mutex filesMutex_;
   std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> files_;
+  // Opens and closes for meta: a file's first open takes a new generation; its last close
+  // queues (ino, generation) for the next watch (see fs/invalidator.h).
+  uint64_t openGeneration(OpenFile& f);  // the generation of an open now starting (state held)
+  void closed(uint64_t ino, uint64_t gen);
+  std::atomic<uint64_t> openGens_{0};
+  std::mutex closedMutex_;  // guards closed_; taken alone
+  std::vector<Ref> closed_;
 };
 
 // Every operation runs inside guard: its latency is measured, and an exception (the cluster out

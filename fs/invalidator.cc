@@ -12,9 +12,10 @@ constexpr uint32_t WAIT_MS = 5000;  // one poll; also how long stopping may take
 }
 
 Invalidator::Invalidator(ClusterClient& client, fuse_session* se, uint64_t rootIno,
-                         std::string host, std::string mount, Metrics* metrics)
+                         std::string host, std::string mount, Metrics* metrics,
+                         OpenFiles* files)
     : client_(client), se_(se), rootIno_(rootIno), host_(std::move(host)),
-      mount_(std::move(mount)) {
+      mount_(std::move(mount)), files_(files) {
   if (metrics) {
     const char* name = "cairn_client_invalidations_total";
     const char* help = "Kernel cache invalidations for changes made by other clients";
@@ -50,8 +51,10 @@ void Invalidator::apply(proto::ChangePage::Reader page) {
 
 void Invalidator::run() {
   uint64_t epoch = 0, after = 0;
+  bool resync = true;  // the next watch tells every open file (a new feed: a new leader)
   while (!stop_) {
     auto start = std::chrono::steady_clock::now();
+    std::vector<OpenFiles::Ref> closed;
     try {
       auto req = newMetaRequest();
       auto w = req->getRoot<proto::MetaRequest>().getOp().initWatch();
@@ -60,13 +63,36 @@ void Invalidator::run() {
       w.setWaitMs(WAIT_MS);
       w.setHost(host_);
       w.setMount(mount_);
+      if (files_) {
+        closed = files_->takeClosed();
+        auto c = w.initClosed(static_cast<unsigned>(closed.size()));
+        for (size_t i = 0; i < closed.size(); i++) {
+          c[i].setIno(closed[i].ino);
+          c[i].setGen(closed[i].gen);
+        }
+        if (resync) {
+          // A new feed (first watch, or a new leader): it learns every file we have open.
+          auto open = files_->openNow();
+          auto o = w.initOpened(static_cast<unsigned>(open.size()));
+          for (size_t i = 0; i < open.size(); i++) {
+            o[i].setIno(open[i].ino);
+            o[i].setGen(open[i].gen);
+          }
+          w.setResync(true);
+        }
+      }
       auto reply = client_.meta(kj::mv(req));
       auto r = reply->getRoot<proto::MetaReply>();
       if (r.getErr() != 0 || !r.isChanges()) {
+        if (files_) files_->putBackClosed(std::move(closed));
+        resync = true;  // whoever answers next may be a new leader
         usleep(500 * 1000);
         continue;
       }
       auto page = r.getChanges();
+      // Answered from another feed than we asked about (a new leader): it learns our open files
+      // with the next watch. Otherwise the files went with this one.
+      resync = page.getEpoch() != epoch;
       if (page.getLost()) {
         spdlog::info("coherence: changes of other clients were missed (new meta leader or too "
                      "far behind): cached entries and attributes may be stale for up to their "
@@ -81,6 +107,8 @@ void Invalidator::run() {
         usleep(100 * 1000);  // answered at once with nothing: do not spin
       }
     } catch (kj::Exception& e) {
+      if (files_) files_->putBackClosed(std::move(closed));
+      resync = true;
       spdlog::warn("coherence: watching changes failed: {}", e.getDescription().cStr());
       usleep(1000 * 1000);
     }

@@ -11,17 +11,31 @@
 #include <atomic>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "fs/client.h"
 #include "rpc/metrics.h"
 
 namespace cairn::fs {
 
+// The files a mount has open, told to meta with every watch: a file unlinked while open stays
+// until its last close on every client (then meta reclaims it).
+class OpenFiles {
+ public:
+  struct Ref {
+    uint64_t ino, gen;  // gen: which open (grows with every first open of a file)
+  };
+  virtual ~OpenFiles() = default;
+  virtual std::vector<Ref> openNow() = 0;
+  virtual std::vector<Ref> takeClosed() = 0;              // closed since the last call
+  virtual void putBackClosed(std::vector<Ref> refs) = 0;  // the watch carrying them failed
+};
+
 class Invalidator {
  public:
   // `rootIno` is the cluster inode mounted as FUSE_ROOT_ID.
   Invalidator(ClusterClient& client, fuse_session* se, uint64_t rootIno, std::string host,
-              std::string mount, Metrics* metrics);
+              std::string mount, Metrics* metrics, OpenFiles* files);
   ~Invalidator();  // stops the thread (within one poll, at most a few seconds)
 
   void start();
@@ -34,6 +48,7 @@ class Invalidator {
   fuse_session* se_;
   uint64_t rootIno_;
   std::string host_, mount_;
+  OpenFiles* files_;
   Counter* entries_ = nullptr;
   Counter* inodes_ = nullptr;
   Counter* lost_ = nullptr;

@@ -252,7 +252,7 @@ int main(int argc, char** argv) {
     int rc;
     {
       // Other clients' changes reach this mount's kernel caches while the session serves.
-      fs::Invalidator invalidator(client, se, root, host, mountpoint, options.metrics);
+      fs::Invalidator invalidator(client, se, root, host, mountpoint, options.metrics, &cfs);
       invalidator.start();
       fuse_loop_config* cfg = fuse_loop_cfg_create();
       fuse_loop_cfg_set_max_threads(cfg, 16);

@@ -211,6 +211,8 @@ void Checker::checkEntriesAndLinks(Txn& t) {
       memcpy(&r, c.value().data(), sizeof(r));
       uint32_t links = counts[ino - lo];
       bool dir = isDir(r.mode);
+      if (links == 0 && r.nlink == 0 && S_ISREG(r.mode) && t.get(store_.unlinked, be64(ino)))
+        continue;  // unlinked while open somewhere: reclaimed after its last close
       if (links == 0 && ino != ROOT_INO) {
         report({.kind = "orphan-inode",
                 .detail = std::string(dir ? "directory" : "file") +

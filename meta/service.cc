@@ -1,5 +1,7 @@
 #include "meta/service.h"
 
+#include "meta/fsck.h"
+
 #include <capnp/serialize.h>
 #include <kj/debug.h>
 #include <sodium.h>
@@ -71,6 +73,9 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::LOCK: return "lock";
     case W::LOCK_TEST: return "lock_test";
     case W::SESSION_END: return "session_end";
+    case W::SESSION_START: return "session_start";
+    case W::OPEN_FILE: return "open_file";
+    case W::RECLAIM: return "reclaim";
   }
   return "unknown";
 }
@@ -169,6 +174,11 @@ kj::Promise<MetaServer::Reply> MetaServer::handle(proto::MetaRequest::Reader req
       return metaAdd(request);
     case W::WATCH:
       return watch(request);
+    case W::OPEN_FILE:
+      return openFile(request);
+    case W::MKNOD:
+      if (request.getOp().getMknod().getOpenGen() != 0) return createAndOpen(request);
+      return propose(request, {});
     case W::REBALANCE_PLAN: {
       double tolerance = request.getOp().getRebalancePlan();
       return afterRead([this, tolerance]() { return rebalancePlanReply(tolerance); });
@@ -415,6 +425,9 @@ void MetaServer::roleChanged(bool leader) {
     return;
   }
   leaderSince_ = std::chrono::steady_clock::now();
+  // A feed of its own for this leadership: clients watching see a new epoch and tell this
+  // leader their open files again.
+  feed_ = ChangeFeed(newEpoch(), 65536);
   {
     // Clients holding locks get a whole session timeout to reach this leader; one that never
     // does (it died meanwhile) loses its locks then.
@@ -425,6 +438,17 @@ void MetaServer::roleChanged(bool leader) {
       s.mount = "(holds locks; not heard from by this leader yet)";
       s.lastSeen = leaderSince_;
     }
+    // Sessions of the previous leader: until each tells us its open files (or expires),
+    // no unlinked file is reclaimed.
+    for (auto& info : sm_.sessions(t)) {
+      auto& s = sessions_[info.client];
+      s.host = info.host;
+      s.mount = info.mount + " (not heard from by this leader yet)";
+      s.lastSeen = leaderSince_;
+      s.synced = false;
+      s.stored = true;
+    }
+    reclaiming_ = false;
   }
   bool formatted;
   {
@@ -504,6 +528,7 @@ kj::Promise<void> MetaServer::repairLoop() {
     if (node_->isLeader()) {
       planRepairs();
       expireSessions();
+      reclaimUnlinked();
     }
     return repairLoop();
   });
@@ -1051,8 +1076,10 @@ MetaServer::Reply MetaServer::status() {
       clients[i].setMount(session.mount);
       clients[i].setIdleMs(static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::milliseconds>(now - session.lastSeen).count()));
+      clients[i].setOpenFiles(session.open.size());
       i++;
     }
+    st.setUnlinkedOpen(fsck::tableEntries(t, store_.unlinked));
   }
   return reply;
 }
@@ -1105,6 +1132,8 @@ bool MetaServiceImpl::allowed(proto::Role role, proto::MetaRequest::Op::Which op
     case W::FORMAT:
     case W::CHUNK_REPAIR:
     case W::SESSION_END:
+    case W::SESSION_START:
+    case W::RECLAIM:
       return false;  // only meta's leader proposes these, straight into its log
     default:
       return true;

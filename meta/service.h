@@ -119,7 +119,21 @@ class MetaServer final : public raft::Application {
   struct Session {
     std::string host, mount;
     std::chrono::steady_clock::time_point lastSeen;
+    std::map<uint64_t, uint64_t> open;  // inode -> generation of the client's open
+    bool synced = true;   // its open files are known to this leader (false: loaded from the store)
+    bool stored = false;  // a SESSION_START for it is in the log
   };
+  // The session of `client`, begun (and its start proposed) when new.
+  Session& sessionOf(uint64_t client);
+  void fileOpened(uint64_t client, uint64_t ino, uint64_t gen);
+  void fileClosed(uint64_t client, uint64_t ino, uint64_t gen);
+  kj::Promise<Reply> openFile(proto::MetaRequest::Reader request);
+  kj::Promise<Reply> createAndOpen(proto::MetaRequest::Reader request);
+  // Proposes RECLAIM for unlinked files no session holds open, once every session is synced.
+  void reclaimUnlinked();
+  bool reclaiming_ = false;  // a RECLAIM is in flight
+  static constexpr size_t MAX_OPEN_PER_SESSION = 1 << 20;
+  static constexpr size_t MAX_RECLAIM = 1024;  // files in one RECLAIM
   static uint64_t newEpoch();  // random, never 0
   ChangeFeed feed_{newEpoch(), 65536};
   std::vector<Watcher> watchers_;

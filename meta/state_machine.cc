@@ -93,6 +93,8 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::REPAIR_PAUSE:
     case W::LOCK:
     case W::SESSION_END:
+    case W::SESSION_START:
+    case W::RECLAIM:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -262,6 +264,18 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
       break;
     case W::SESSION_END:
       releaseLocksOf(t, op.getSessionEnd());
+      t.del(store_.sessions, be64(op.getSessionEnd()));
+      break;
+    case W::SESSION_START: {
+      auto so = op.getSessionStart();
+      std::string v(so.getHost().cStr());
+      v.push_back('\0');
+      v.append(so.getMount().cStr());
+      t.put(store_.sessions, be64(so.getClient()), v);
+      break;
+    }
+    case W::RECLAIM:
+      reclaim(t, op.getReclaim());
       break;
     case W::SET_REPLICAS:
       if (op.getSetReplicas() < 1 || op.getSetReplicas() > 8) {
@@ -524,6 +538,7 @@ int StateMachine::link(Txn& t, int64_t now, proto::MetaRequest::LinkOp::Reader o
   auto r = store_.getInode(t, op.getIno());
   if (!r) return ENOENT;
   if (isDir(r->mode)) return EPERM;
+  if (r->nlink == 0) return ENOENT;  // unlinked, only still open (as linkat(2) on ext4)
   auto parent = store_.getInode(t, op.getNewParent());
   if (!parent) return ENOENT;
   if (!isDir(parent->mode)) return ENOTDIR;
@@ -812,7 +827,8 @@ void StateMachine::dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex) {
 
 void StateMachine::dropInode(Txn& t, uint64_t ino, const InodeRecord& r) {
   t.del(store_.locks, be64(ino));  // locks go with the file
-  charge(t, r.realm, isDir(r.mode) ? 0 : -int64_t(r.size), -1);
+  // A regular file without links was given back to its quota when its last name went.
+  if (!(S_ISREG(r.mode) && r.nlink == 0)) charge(t, r.realm, isDir(r.mode) ? 0 : -int64_t(r.size), -1);
   t.del(store_.quotas, be64(ino));  // a directory with a quota is empty when it goes
   dropChunksFrom(t, ino, 0);
   std::vector<std::string> keys;
@@ -845,13 +861,7 @@ int StateMachine::unlinkEntry(Txn& t, int64_t now, uint64_t parentIno, std::stri
     parent->nlink--;
     dropInode(t, d->ino, *r);
   } else {
-    r->nlink--;
-    r->ctimeNs = now;
-    if (r->nlink == 0) {
-      dropInode(t, d->ino, *r);
-    } else {
-      store_.putInode(t, d->ino, *r);
-    }
+    linkGone(t, now, d->ino, *r);
   }
   store_.putInode(t, parentIno, *parent);
   return 0;
@@ -948,13 +958,7 @@ int StateMachine::rename(Txn& t, int64_t now, proto::MetaRequest::RenameOp::Read
         dp.nlink--;
         dropInode(t, dst->ino, *dr);
       } else {
-        dr->nlink--;
-        dr->ctimeNs = now;
-        if (dr->nlink == 0) {
-          dropInode(t, dst->ino, *dr);
-        } else {
-          store_.putInode(t, dst->ino, *dr);
-        }
+        linkGone(t, now, dst->ino, *dr);
       }
     }
     removeDentry(t, srcParentIno, name, *src);
@@ -994,7 +998,8 @@ int StateMachine::setattr(Txn& t, int64_t now, proto::MetaRequest::SetAttrOp::Re
     if (!S_ISREG(r->mode)) return EINVAL;
     uint64_t size = a.getSize();
     if (size > (1ull << 50)) return EFBIG;
-    if (int e = charge(t, r->realm, int64_t(size) - int64_t(r->size), 0)) return e;
+    if (r->nlink > 0)  // an unlinked file counts against no quota
+      if (int e = charge(t, r->realm, int64_t(size) - int64_t(r->size), 0)) return e;
     if (size < r->size) {
       uint64_t cs = chunkSize(t);
       dropChunksFrom(t, op.getIno(), (size + cs - 1) / cs);
@@ -1067,7 +1072,8 @@ int StateMachine::commitWrite(Txn& t, int64_t now, proto::MetaRequest::CommitWri
   if (!S_ISREG(r->mode)) return EINVAL;
   if (op.getSize() > (1ull << 50)) return EFBIG;
   if (op.getSize() > r->size) {
-    if (int e = charge(t, r->realm, int64_t(op.getSize() - r->size), 0)) return e;
+    if (r->nlink > 0)
+      if (int e = charge(t, r->realm, int64_t(op.getSize() - r->size), 0)) return e;
     r->size = op.getSize();
   }
   r->mtimeNs = op.getMtimeNs() != 0 ? op.getMtimeNs() : now;

@@ -64,6 +64,17 @@ class StateMachine {
   std::vector<uint64_t> lockHolders(Txn& t);
   static constexpr const char* LOST_FOUND = "lost+found";
 
+  // Client sessions (meta/session_ops.cc), kept in the store so that a new leader knows which
+  // clients may still hold files open and waits for them before reclaiming any.
+  struct SessionInfo {
+    uint64_t client = 0;
+    std::string host, mount;
+  };
+  std::vector<SessionInfo> sessions(Txn& t);
+  // Regular files whose last name went while they may be open somewhere: their inode (nlink 0)
+  // and data stay until meta's leader reclaims them (at most `max`, from inode `after` on).
+  std::vector<uint64_t> unlinkedFiles(Txn& t, uint64_t after, size_t max);
+
  private:
   void applyOp(Txn& t, int64_t now, proto::Command::Reader cmd, proto::MetaReply::Builder reply);
   int mknod(Txn& t, int64_t now, proto::MetaRequest::MknodOp::Reader op, const std::string& target,
@@ -87,6 +98,9 @@ class StateMachine {
                  uint64_t ino, uint32_t mode);
   void removeDentry(Txn& t, uint64_t parent, std::string_view name, const DentryRecord& d);
   void dropInode(Txn& t, uint64_t ino, const InodeRecord& r);
+  // A link of `r` went: stores it, or keeps it unlinked (regular files), or drops it.
+  void linkGone(Txn& t, int64_t now, uint64_t ino, InodeRecord& r);
+  void reclaim(Txn& t, capnp::List<uint64_t>::Reader inos);
   void dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex);
   // Records that `servers` must delete their copy of the chunk (merged with earlier records).
   void addGarbage(Txn& t, uint64_t chunkId, const std::vector<uint32_t>& servers);

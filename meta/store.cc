@@ -185,6 +185,8 @@ void Store::open() {
   owners = openDbi("owners");
   quotas = openDbi("quotas");
   locks = openDbi("locks");
+  sessions = openDbi("sessions");
+  unlinked = openDbi("unlinked");
   t.commit();
 }
 

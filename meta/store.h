@@ -142,7 +142,7 @@ class Store {
   const std::string& dir() const { return dir_; }
 
   MDB_dbi inodes, dentries, cookies, symlinks, xattrs, chunks, servers, garbage, replies,
-      replytime, log, counters, members, owners, quotas, locks;
+      replytime, log, counters, members, owners, quotas, locks, sessions, unlinked;
 
   // Typed accessors.
   static std::optional<InodeRecord> getInode(Txn& t, MDB_dbi dbi, uint64_t ino);

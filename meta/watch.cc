@@ -35,16 +35,21 @@ kj::Promise<MetaServer::Reply> MetaServer::watch(proto::MetaRequest::Reader requ
   auto w = request.getOp().getWatch();
   KJ_REQUIRE(w.getHost().size() <= 255 && w.getMount().size() <= 4096, "watch: name too long");
   std::erase_if(watchers_, [](Watcher& x) { return !x.fulfiller->isWaiting(); });
+  KJ_REQUIRE(w.getOpened().size() <= MAX_OPEN_PER_SESSION &&
+             w.getClosed().size() <= MAX_OPEN_PER_SESSION, "watch: too many files");
   uint64_t client = request.getClientId();
   if (client != 0) {
-    auto [it, fresh] = sessions_.try_emplace(client);
-    if (fresh) {
-      spdlog::info("session of client {:016x} ({}:{}) opened", client, w.getHost().cStr(),
-                   w.getMount().cStr());
+    auto& session = sessionOf(client);
+    session.host = w.getHost().cStr();
+    session.mount = w.getMount().cStr();
+    session.lastSeen = std::chrono::steady_clock::now();
+    for (auto o : w.getOpened()) fileOpened(client, o.getIno(), o.getGen());
+    if (w.getResync() && !session.synced) {
+      spdlog::info("session of client {:016x} ({}:{}) resumed with {} open files", client,
+                   session.host, session.mount, session.open.size());
+      session.synced = true;
     }
-    it->second.host = w.getHost().cStr();
-    it->second.mount = w.getMount().cStr();
-    it->second.lastSeen = std::chrono::steady_clock::now();
+    for (auto c : w.getClosed()) fileClosed(client, c.getIno(), c.getGen());
   }
   auto page = feed_.since(w.getEpoch(), w.getAfter(), MAX_PAGE);
   if (!page.changes.empty() || page.lost || w.getEpoch() != feed_.epoch() ||
@@ -76,13 +81,106 @@ void MetaServer::wakeWatchers() {
   watchers_ = kj::mv(still);
 }
 
+MetaServer::Session& MetaServer::sessionOf(uint64_t client) {
+  auto [it, fresh] = sessions_.try_emplace(client);
+  auto& s = it->second;
+  if (fresh) s.lastSeen = std::chrono::steady_clock::now();
+  if (!s.stored) {
+    // In the log, so that a later leader waits for this client before reclaiming files.
+    s.stored = true;
+    spdlog::info("session of client {:016x} opened", client);
+    capnp::MallocMessageBuilder req;
+    auto so = req.initRoot<proto::MetaRequest>().getOp().initSessionStart();
+    so.setClient(client);
+    so.setHost(s.host.empty() ? "?" : s.host);
+    so.setMount(s.mount);
+    repairTasks_->add(propose(req.getRoot<proto::MetaRequest>().asReader(), {}).ignoreResult());
+  }
+  return s;
+}
+
+void MetaServer::fileOpened(uint64_t client, uint64_t ino, uint64_t gen) {
+  auto& open = sessionOf(client).open;
+  if (open.size() >= MAX_OPEN_PER_SESSION && !open.count(ino)) {
+    spdlog::warn("client {:016x} holds more than {} open files: not recording more", client,
+                 MAX_OPEN_PER_SESSION);
+    return;
+  }
+  auto& g = open[ino];
+  g = std::max(g, gen);
+}
+
+void MetaServer::fileClosed(uint64_t client, uint64_t ino, uint64_t gen) {
+  auto it = sessions_.find(client);
+  if (it == sessions_.end()) return;
+  auto f = it->second.open.find(ino);
+  if (f != it->second.open.end() && f->second <= gen) it->second.open.erase(f);
+}
+
+kj::Promise<MetaServer::Reply> MetaServer::openFile(proto::MetaRequest::Reader request) {
+  uint64_t client = request.getClientId();
+  uint64_t ino = request.getOp().getOpenFile().getIno();
+  uint64_t gen = request.getOp().getOpenFile().getGen();
+  // Open before the read: a reclaim decided after this point sees the file held.
+  if (client != 0) fileOpened(client, ino, gen);
+  auto copy = kj::heap<capnp::MallocMessageBuilder>();
+  auto get = copy->initRoot<proto::MetaRequest>();
+  get.setClientId(client);
+  get.getOp().setGetattr(ino);
+  return afterRead([this, copy = kj::mv(copy), client, ino, gen]() mutable {
+    auto reply = readOnly(copy->getRoot<proto::MetaRequest>());
+    if (reply->getRoot<proto::MetaReply>().getErr() != 0) fileClosed(client, ino, gen);
+    return reply;
+  });
+}
+
+kj::Promise<MetaServer::Reply> MetaServer::createAndOpen(proto::MetaRequest::Reader request) {
+  uint64_t client = request.getClientId();
+  uint64_t gen = request.getOp().getMknod().getOpenGen();
+  return propose(request, {}).then([this, client, gen](Reply reply) {
+    auto r = reply->getRoot<proto::MetaReply>();
+    if (client != 0 && r.getErr() == 0 && r.isAttr()) fileOpened(client, r.getAttr().getIno(), gen);
+    return reply;
+  });
+}
+
+void MetaServer::reclaimUnlinked() {
+  if (reclaiming_) return;
+  for (auto& [client, s] : sessions_)
+    if (!s.synced) return;  // it may hold any of them open
+  std::vector<uint64_t> due;
+  {
+    Txn t(store_.env(), false);
+    uint64_t after = 0;
+    while (due.size() < MAX_RECLAIM) {
+      auto batch = sm_.unlinkedFiles(t, after, 4096);
+      if (batch.empty()) break;
+      for (auto ino : batch) {
+        bool held = false;
+        for (auto& [client, s] : sessions_) held = held || s.open.count(ino) > 0;
+        if (!held && due.size() < MAX_RECLAIM) due.push_back(ino);
+      }
+      after = batch.back() + 1;
+    }
+  }
+  if (due.empty()) return;
+  capnp::MallocMessageBuilder req;
+  auto list = req.initRoot<proto::MetaRequest>().getOp().initReclaim(
+      static_cast<unsigned>(due.size()));
+  for (size_t i = 0; i < due.size(); i++) list.set(static_cast<unsigned>(i), due[i]);
+  reclaiming_ = true;
+  repairTasks_->add(propose(req.getRoot<proto::MetaRequest>().asReader(), {})
+                        .then([this](Reply) { reclaiming_ = false; },
+                              [this](kj::Exception&&) { reclaiming_ = false; }));
+}
+
 void MetaServer::expireSessions() {
   auto now = std::chrono::steady_clock::now();
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     if (now - it->second.lastSeen > SESSION_TIMEOUT) {
       spdlog::warn("session of client {:016x} ({}:{}) expired: silent for {} s; its locks are "
-                   "released", it->first, it->second.host, it->second.mount,
-                   SESSION_TIMEOUT.count());
+                   "released and its {} open files closed", it->first, it->second.host,
+                   it->second.mount, SESSION_TIMEOUT.count(), it->second.open.size());
       capnp::MallocMessageBuilder req;
       req.initRoot<proto::MetaRequest>().getOp().setSessionEnd(it->first);
       repairTasks_->add(propose(req.getRoot<proto::MetaRequest>().asReader(), {}).ignoreResult());

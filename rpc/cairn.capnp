@@ -158,9 +158,25 @@ struct MetaRequest {
                                        # renews its session with the leader
     lock @46 :LockOp;                  # set or release a file lock (granted or the conflict)
     lockTest @47 :LockOp;              # F_GETLK: the lock that would conflict, if any
-    sessionEnd @48 :UInt64;            # a client's session ended: its locks are released (meta
-                                       # proposes it when a session expires)
+    sessionEnd @48 :UInt64;            # a client's session ended: its locks are released and
+                                       # its open files closed (meta proposes it at expiry)
+    sessionStart @49 :SessionOp;       # a client's session began (meta proposes it at the first
+                                       # watch): a new leader knows whom to wait for
+    openFile @50 :OpenRef;             # getattr for an open(): the file is open in the session
+                                       # until closed (see WatchOp.closed)
+    reclaim @51 :List(UInt64);         # files unlinked while open that no session holds open
+                                       # any more: their data goes (meta proposes it)
   }
+
+  struct SessionOp {
+    client @0 :UInt64;
+    host @1 :Text;
+    mount @2 :Text;
+  }
+
+  # An open of a file by a client: `gen` grows with every first open of a file in that client, so
+  # a close that arrives after a later reopen does not close it.
+  struct OpenRef { ino @0 :UInt64; gen @1 :UInt64; }
 
   struct WatchOp {
     epoch @0 :UInt64;     # of the feed the changes after `after` come from (0: start)
@@ -168,6 +184,9 @@ struct MetaRequest {
     waitMs @2 :UInt32;    # answer after at most this long when nothing changes (max 30000)
     host @3 :Text;        # who holds the session (shown by cairn status)
     mount @4 :Text;
+    closed @5 :List(OpenRef);   # files this client closed since its last watch
+    opened @6 :List(OpenRef);   # with resync: every file the client has open
+    resync @7 :Bool;            # the first watch of a new feed (a new leader): `opened` is whole
   }
 
   enum LockType { read @0; write @1; unlock @2; }
@@ -267,6 +286,7 @@ struct MetaRequest {
   struct MknodOp {
     parent @0 :UInt64; name @1 :Text; mode @2 :UInt32; rdev @3 :UInt32;
     uid @4 :UInt32; gid @5 :UInt32; exclusive @6 :Bool;
+    openGen @7 :UInt64;   # not 0: created by open(O_CREAT), open in the session from now on
   }
   struct SymlinkOp { parent @0 :UInt64; name @1 :Text; target @2 :Text; uid @3 :UInt32; gid @4 :UInt32; }
   struct LinkOp { ino @0 :UInt64; newParent @1 :UInt64; newName @2 :Text; }
@@ -339,6 +359,7 @@ struct ClusterStatus {
   metaMembers @15 :UInt32;      # meta servers in the Raft configuration
   repairsPaused @16 :Bool;      # an operator paused repairs (cairn repair pause)
   clients @17 :List(ClientSession);  # mounts with a live session on this leader
+  unlinkedOpen @18 :UInt64;     # files unlinked while open, kept until their last close
 }
 
 struct QuotaInfo {
@@ -384,6 +405,7 @@ struct ClientSession {
   host @1 :Text;
   mount @2 :Text;
   idleMs @3 :UInt64;    # since its last watch
+  openFiles @4 :UInt64; # files it has open
 }
 
 struct DumpPiece {

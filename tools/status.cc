@@ -175,9 +175,9 @@ int statusCmd(Tool& tool, bool json) {
       snprintf(id, sizeof(id), "%016llx", (unsigned long long)c.getId());
       o << (i ? "," : "") << "{\"id\":" << jsonString(id) << ",\"host\":"
         << jsonString(c.getHost().cStr()) << ",\"mount\":" << jsonString(c.getMount().cStr())
-        << ",\"idle_ms\":" << c.getIdleMs() << "}";
+        << ",\"idle_ms\":" << c.getIdleMs() << ",\"open_files\":" << c.getOpenFiles() << "}";
     }
-    o << "],\"replicas\":" << st.getReplicas() << ",\"verdict\":" << jsonString(verdict)
+    o << "],\"unlinked_open\":" << st.getUnlinkedOpen() << ",\"replicas\":" << st.getReplicas() << ",\"verdict\":" << jsonString(verdict)
       << ",\"reasons\":[";
     for (size_t i = 0; i < why.size(); i++) o << (i ? "," : "") << jsonString(why[i]);
     o << "]}";
@@ -237,8 +237,13 @@ int statusCmd(Tool& tool, bool json) {
            capacity ? 100.0 * double(used) / double(capacity) : 0.0,
            (unsigned long long)st.getCorruptFound());
     printf("clients: %u mounts with a live session", st.getClients().size());
-    for (auto c : st.getClients()) printf(" [%s:%s]", c.getHost().cStr(), c.getMount().cStr());
+    for (auto c : st.getClients())
+      printf(" [%s:%s, %llu open]", c.getHost().cStr(), c.getMount().cStr(),
+             (unsigned long long)c.getOpenFiles());
     printf("\n");
+    if (st.getUnlinkedOpen() > 0)
+      printf("files unlinked while open: %llu (reclaimed after their last close)\n",
+             (unsigned long long)st.getUnlinkedOpen());
     if (rb.getActive()) {
       printf("rebalance: running, %llu replicas moved (%s), %u moving, farthest server %.1f%% from the "
              "mean (tolerance %.1f%%)\n",

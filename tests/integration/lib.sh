@@ -90,6 +90,21 @@ cluster_up() {  # cluster_up [cluster.sh options]
 
 cairn() { "$BIN/cairn" --meta "$CAIRN_META" --secret-file "$CAIRN_SECRET_FILE" "$@"; }
 
+mount_extra() {  # mount_extra DIR [OPTIONS]: one more mount of the cluster; its pid in MOUNT_PID
+  local dir="$1" opts="${2:+,$2}"
+  mkdir -p "$dir"
+  "$BIN/mount.cairn" "$CAIRN_META:/" "$dir" -f \
+    -o "secretfile=$CAIRN_SECRET_FILE,keyfile=$CAIRN_KEY_FILE,log=$T/mount-$(basename "$dir").log$opts" &
+  MOUNT_PID=$!
+  EXTRA_PIDS+=("$MOUNT_PID")
+  EXTRA_MOUNTS+=("$dir")
+  local end=$((SECONDS + 30))
+  until mountpoint -q "$dir"; do
+    [ $SECONDS -lt $end ] || fail "mount $dir did not come up"
+    sleep 0.2
+  done
+}
+
 json() {  # json 'python expression over d' < json
   python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"
 }

@@ -7,20 +7,8 @@
 source "$(dirname "$0")/lib.sh"
 cluster_up --chunks 3 --replicas 3
 B="$T/b"
-mkdir -p "$B"
-mount_b() {
-  "$BIN/mount.cairn" "$CAIRN_META:/" "$B" -f \
-    -o "secretfile=$CAIRN_SECRET_FILE,keyfile=$CAIRN_KEY_FILE,log=$T/mountB.log" &
-  PID_B=$!
-  EXTRA_PIDS+=("$PID_B")
-  local end=$((SECONDS + 30))
-  until mountpoint -q "$B"; do
-    [ $SECONDS -lt $end ] || fail "mount B did not come up"
-    sleep 0.2
-  done
-}
+mount_b() { mount_extra "$B"; PID_B=$MOUNT_PID; }
 mount_b
-EXTRA_MOUNTS+=("$B")
 echo "shared" > "$M/f"
 
 python3 - "$M/f" "$B/f" <<'PY' || fail "lock semantics between mounts"

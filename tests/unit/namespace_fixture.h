@@ -127,6 +127,13 @@ class Namespace {
       u.setName(name);
     });
   }
+  // What meta's leader proposes once no session holds these unlinked files open.
+  Reply reclaim(const std::vector<uint64_t>& inos) {
+    return apply([&](Op op) {
+      auto l = op.initReclaim(static_cast<unsigned>(inos.size()));
+      for (size_t i = 0; i < inos.size(); i++) l.set(static_cast<unsigned>(i), inos[i]);
+    });
+  }
   Reply rmdir(uint64_t parent, const std::string& name) {
     return apply([&](Op op) {
       auto u = op.initRmdir();

@@ -104,6 +104,8 @@ TEST_F(StateMachineTest, UnlinkAndRmdirRemoveEntriesAndRmdirOfNonEmptyFailsWithE
   EXPECT_EQ(ns.unlink(d.ino(), "missing").err(), ENOENT);
   ASSERT_EQ(ns.unlink(d.ino(), "f").err(), 0);
   EXPECT_EQ(ns.lookup(d.ino(), "f").err(), ENOENT);
+  EXPECT_EQ(ns.getattr(f.ino()).attr().getNlink(), 0u);  // kept until reclaimed (may be open)
+  ASSERT_EQ(ns.reclaim({f.ino()}).err(), 0);
   EXPECT_EQ(ns.getattr(f.ino()).err(), ENOENT);
   ASSERT_EQ(ns.rmdir(ROOT_INO, "d").err(), 0);
   EXPECT_EQ(ns.getattr(d.ino()).err(), ENOENT);
@@ -119,6 +121,8 @@ TEST_F(StateMachineTest, RenameOverAnExistingFileReplacesIt) {
   ASSERT_EQ(ns.rename(ROOT_INO, "a", ROOT_INO, "b").err(), 0);
   EXPECT_EQ(ns.lookup(ROOT_INO, "b").ino(), a.ino());
   EXPECT_EQ(ns.lookup(ROOT_INO, "a").err(), ENOENT);
+  EXPECT_EQ(ns.getattr(b.ino()).attr().getNlink(), 0u);
+  ASSERT_EQ(ns.reclaim({b.ino()}).err(), 0);
   EXPECT_EQ(ns.getattr(b.ino()).err(), ENOENT);
   EXPECT_EQ(ns.list(ROOT_INO).size(), 1u);
 }
@@ -208,6 +212,8 @@ TEST_F(StateMachineTest, LinkRaisesNlinkAndUnlinkOfOneNameKeepsTheOther) {
   EXPECT_EQ(left.ino(), a.ino());
   EXPECT_EQ(left.attr().getNlink(), 1u);
   ASSERT_EQ(ns.unlink(d.ino(), "a2").err(), 0);
+  EXPECT_EQ(ns.link(a.ino(), d.ino(), "again").err(), ENOENT);  // no link to an unlinked file
+  ASSERT_EQ(ns.reclaim({a.ino()}).err(), 0);
   EXPECT_EQ(ns.getattr(a.ino()).err(), ENOENT);
 }
 
@@ -443,6 +449,7 @@ TEST_F(StateMachineTest, GarbageWaitsForItsGracePeriodBeforeAnyServerIsToldToDel
   ASSERT_EQ(c.err(), 0);
   uint64_t id = c.get().getChunk().getId();
   ASSERT_EQ(ns.unlink(ROOT_INO, "f").err(), 0);
+  ASSERT_EQ(ns.reclaim({f.ino()}).err(), 0);
   auto beat = [&]() {
     auto r = ns.apply([&](Op op) { op.initHeartbeat().setServer(s1); });
     std::vector<uint64_t> ids;
@@ -691,6 +698,53 @@ TEST_F(StateMachineTest, TwoReplicasApplyingTheSameCommandsReachTheSameState) {
   Txn ta(ns.store().env(), false), tb(other.store().env(), false);
   EXPECT_EQ(ns.sm().garbageFor(ta, 1, 1000, INT64_MAX, 0), other.sm().garbageFor(tb, 1, 1000, INT64_MAX, 0));
   EXPECT_FALSE(ns.sm().garbageFor(ta, 1, 1000, INT64_MAX, 0).empty());
+}
+
+TEST_F(StateMachineTest, AFileUnlinkedWhileOpenKeepsItsDataUntilReclaimed) {
+  // Proves the state machine's half of unlink-while-open: the last unlink of a regular file
+  // keeps its inode (nlink 0) and chunks, listed as unlinked; it can still be written and
+  // resized, counts against no quota, and goes with its chunks only at RECLAIM (idempotent).
+  // Other file types go at once. Sessions are recorded and ended.
+  uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
+  auto f = ns.file(ROOT_INO, "f");
+  ASSERT_EQ(ns.allocate(f.ino(), 0, {s1}).err(), 0);
+  ASSERT_EQ(ns.setSize(f.ino(), 5000).err(), 0);
+  auto fifo = ns.mknod(ROOT_INO, "p", S_IFIFO | 0644);
+  ASSERT_EQ(ns.unlink(ROOT_INO, "p").err(), 0);
+  EXPECT_EQ(ns.getattr(fifo.ino()).err(), ENOENT);
+  ASSERT_EQ(ns.unlink(ROOT_INO, "f").err(), 0);
+  {
+    Txn t(ns.store().env(), false);
+    EXPECT_EQ(ns.sm().unlinkedFiles(t, 0, 10), std::vector<uint64_t>{f.ino()});
+  }
+  EXPECT_EQ(ns.getattr(f.ino()).attr().getSize(), 5000u);
+  EXPECT_EQ(ns.setSize(f.ino(), 9000).err(), 0);
+  EXPECT_EQ(ns.read([&](Op op) { op.setChunkList(f.ino()); }).get().getChunks().size(), 1u);
+  ASSERT_EQ(ns.reclaim({f.ino(), f.ino() + 999}).err(), 0);  // unknown inodes are skipped
+  EXPECT_EQ(ns.getattr(f.ino()).err(), ENOENT);
+  EXPECT_EQ(ns.read([&](Op op) { op.setChunkList(f.ino()); }).get().getChunks().size(), 0u);
+  ASSERT_EQ(ns.reclaim({f.ino()}).err(), 0);
+  {
+    Txn t(ns.store().env(), false);
+    EXPECT_TRUE(ns.sm().unlinkedFiles(t, 0, 10).empty());
+  }
+  ns.apply([&](Op op) {
+    auto s = op.initSessionStart();
+    s.setClient(42);
+    s.setHost("h");
+    s.setMount("/m");
+  });
+  {
+    Txn t(ns.store().env(), false);
+    auto sessions = ns.sm().sessions(t);
+    ASSERT_EQ(sessions.size(), 1u);
+    EXPECT_EQ(sessions[0].client, 42u);
+    EXPECT_EQ(sessions[0].host, "h");
+    EXPECT_EQ(sessions[0].mount, "/m");
+  }
+  ns.apply([&](Op op) { op.setSessionEnd(42); });
+  Txn t(ns.store().env(), false);
+  EXPECT_TRUE(ns.sm().sessions(t).empty());
 }
 
 }  // namespace
