@@ -130,6 +130,12 @@ void CairnFs::init(fuse_conn_info* conn) {
     conn->want |= FUSE_CAP_WRITEBACK_CACHE;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  // POSIX ACLs: the kernel enforces and caches them; meta stores them, keeps the mode in step
+  // and hands default ACLs down, which needs the umask unapplied (meta applies it otherwise).
+  if (options_.acl && (conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK))
+    conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+  else
+    options_.acl = false;
   conn->max_write = 1 << 20;
   conn->max_readahead = 1 << 20;
   conn->max_background = 64;
@@ -329,6 +335,7 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     op.setMode(S_IFREG | (mode & 07777));
     op.setUid(ctx->uid);
     op.setGid(ctx->gid);
+    op.setUmask(ctx->umask);
     op.setExclusive((fi->flags & O_EXCL) != 0);
     uint64_t gen = ++openGens_;
     op.setOpenGen(gen);  // meta records it open in our session
@@ -767,6 +774,7 @@ void CairnFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
     op.setRdev(static_cast<uint32_t>(rdev));
     op.setUid(ctx->uid);
     op.setGid(ctx->gid);
+    op.setUmask(ctx->umask);  // meta applies it unless the directory has a default ACL
     op.setExclusive(true);
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
@@ -897,9 +905,9 @@ void CairnFs::statfs(fuse_req_t req, fuse_ino_t ino) {
 void CairnFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
                        size_t size, int flags) {
   guard(req, "setxattr", [&]() {
-    // POSIX ACLs are not interpreted yet: refuse them, so that tools (cp -a, tar) fall back to
-    // chmod instead of believing an ACL set the mode.
-    if (strncmp(name, "system.posix_acl_", 17) == 0) return (void)fuse_reply_err(req, EOPNOTSUPP);
+    // POSIX ACLs (system.posix_acl_*) arrive here too: meta checks them and keeps the mode in step.
+    if (!options_.acl && strncmp(name, "system.posix_acl_", 17) == 0)
+      return (void)fuse_reply_err(req, EOPNOTSUPP);
     auto m = request();
     auto x = opOf(m).initSetxattr();
     x.setIno(toCluster(ino));
@@ -913,7 +921,8 @@ void CairnFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
 
 void CairnFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   guard(req, "getxattr", [&]() {
-    if (strncmp(name, "system.posix_acl_", 17) == 0) return (void)fuse_reply_err(req, EOPNOTSUPP);
+    if (!options_.acl && strncmp(name, "system.posix_acl_", 17) == 0)
+      return (void)fuse_reply_err(req, EOPNOTSUPP);
     auto m = request();
     auto x = opOf(m).initGetxattr();
     x.setIno(toCluster(ino));

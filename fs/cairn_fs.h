@@ -31,6 +31,7 @@ struct FsOptions {
   double attrTimeoutSec = 1.0;
   double entryTimeoutSec = 1.0;
   bool writebackCache = true;
+  bool acl = true;  // POSIX ACLs (-o noacl: refused with EOPNOTSUPP)
 };
 
 class CairnFs final : public OpenFiles {

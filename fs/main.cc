@@ -3,7 +3,7 @@
 // SOURCE is META_ADDRS:/sub/dir, e.g. 127.0.0.1:7000,127.0.0.1:7001:/volumes/v1. Options of
 // our own: secretfile=F, keyfile=K, log=FILE, loglevel=L, attr_timeout=S, metrics=HOST:PORT,
 // writeback_cache (the kernel's: faster small writes, but other clients' size changes do not
-// reach cached inodes);
+// reach cached inodes), noacl (POSIX ACLs refused; they are on by default), noallow_other;
 // the mount(8) options rw, defaults, _netdev, auto, noauto, nofail, user, users and x-* are
 // accepted and ignored; everything else goes to FUSE (ro, allow_other, ...).
 #define FUSE_USE_VERSION 312
@@ -29,7 +29,7 @@ namespace {
 void usage() {
   fprintf(stderr,
           "usage: mount.cairn META_ADDRS:/path MOUNTPOINT -o secretfile=F,keyfile=K[,log=FILE]"
-          "[,loglevel=L][,ro][,allow_other] [-f]\n");
+          "[,loglevel=L][,ro][,noallow_other][,noacl][,writeback_cache] [-f]\n");
 }
 
 constexpr char KEY_CHECK_TEXT[] = "cairn data key check v1";
@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   // clients change would never reach this mount's cached inodes. Off by default (coherence);
   // -o writeback_cache turns it on for files only this mount writes.
   bool writebackCache = false;
+  bool acl = true;
   std::vector<std::string> fuseOpts = {"default_permissions", "subtype=cairn"};
   // Every user of the host may use the filesystem, with the kernel checking permissions
   // (default_permissions) as for any local one. FUSE's default (only the mounting user) would
@@ -67,6 +68,8 @@ int main(int argc, char** argv) {
         else if (k == "allow_other") allowOther = true;
         else if (k == "noallow_other") allowOther = false;
         else if (k == "no_writeback_cache") writebackCache = false;
+        else if (k == "acl") acl = true;
+        else if (k == "noacl") acl = false;
         else if (k == "rw" || k == "defaults" || k == "_netdev" || k == "auto" || k == "noauto" ||
                  k == "nofail" || k == "user" || k == "users" || k == "nouser" ||
                  k.rfind("x-", 0) == 0 || k == "dev" || k == "suid" || k == "exec")
@@ -209,6 +212,7 @@ int main(int argc, char** argv) {
     }
     options.attrTimeoutSec = attrTimeout;
     options.writebackCache = writebackCache;
+    options.acl = acl;
     options.entryTimeoutSec = attrTimeout;
     fs::CairnFs cfs(client, root, chunkSize, options);
 

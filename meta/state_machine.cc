@@ -1,5 +1,7 @@
 #include "meta/state_machine.h"
 
+#include "meta/acl.h"
+
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/debug.h>
@@ -511,6 +513,19 @@ int StateMachine::mknod(Txn& t, int64_t now, proto::MetaRequest::MknodOp::Reader
     r.gid = parent->gid;
     if (type == S_IFDIR) r.mode |= S_ISGID;
   }
+  // POSIX ACLs: the parent's default ACL shapes the new node's (then the umask does not apply).
+  std::optional<acl::Acl> accessAcl, defaultAcl;
+  if (type != S_IFLNK) {
+    std::optional<acl::Acl> inherited;
+    if (auto d = t.get(store_.xattrs, be64(op.getParent()) + acl::DEFAULT)) inherited = acl::parse(*d);
+    if (inherited && !inherited->empty()) {
+      if (type == S_IFDIR) defaultAcl = inherited;
+      acl::Acl a = *inherited;
+      if (acl::createMasq(a, r.mode)) accessAcl = std::move(a);
+    } else {
+      r.mode &= ~(op.getUmask() & 0777u);
+    }
+  }
   r.rdev = (type == S_IFCHR || type == S_IFBLK) ? op.getRdev() : 0;
   r.nlink = type == S_IFDIR ? 2 : 1;
   r.atimeNs = r.mtimeNs = r.ctimeNs = now;
@@ -527,6 +542,8 @@ int StateMachine::mknod(Txn& t, int64_t now, proto::MetaRequest::MknodOp::Reader
   parent->mtimeNs = parent->ctimeNs = now;
   store_.putInode(t, op.getParent(), *parent);
   store_.putInode(t, ino, r);
+  if (accessAcl) t.put(store_.xattrs, be64(ino) + acl::ACCESS, acl::encode(*accessAcl));
+  if (defaultAcl) t.put(store_.xattrs, be64(ino) + acl::DEFAULT, acl::encode(*defaultAcl));
   fillAttr(ino, r, reply.initAttr());
   return 0;
 }
@@ -985,7 +1002,17 @@ int StateMachine::setattr(Txn& t, int64_t now, proto::MetaRequest::SetAttrOp::Re
   auto r = store_.getInode(t, op.getIno());
   if (!r) return ENOENT;
   auto a = op.getAttr();
-  if (a.getSetMode()) r->mode = (r->mode & S_IFMT) | (a.getMode() & 07777);
+  if (a.getSetMode()) {
+    r->mode = (r->mode & S_IFMT) | (a.getMode() & 07777);
+    // chmod rewrites an access ACL's owner, mask (or group) and other entries.
+    std::string key = be64(op.getIno()) + acl::ACCESS;
+    if (auto v = t.get(store_.xattrs, key)) {
+      if (auto acl = acl::parse(*v)) {
+        acl::chmod(*acl, r->mode);
+        t.put(store_.xattrs, key, acl::encode(*acl));
+      }
+    }
+  }
   if (a.getSetUid()) r->uid = a.getUid();
   if (a.getSetGid()) r->gid = a.getGid();
   if ((a.getSetUid() || a.getSetGid()) && !isDir(r->mode) && !a.getSetMode()) {
@@ -1030,7 +1057,31 @@ int StateMachine::xattrChange(Txn& t, int64_t now, proto::MetaRequest::Reader re
     if (v.size() > MAX_XATTR_VALUE) return E2BIG;
     if ((op.getFlags() & XATTR_CREATE_FLAG) && exists) return EEXIST;
     if ((op.getFlags() & XATTR_REPLACE_FLAG) && !exists) return ENODATA;
-    t.put(store_.xattrs, key, std::string_view(reinterpret_cast<const char*>(v.begin()), v.size()));
+    std::string_view value(reinterpret_cast<const char*>(v.begin()), v.size());
+    if (name == acl::ACCESS || name == acl::DEFAULT) {
+      auto a = acl::parse(value);
+      if (!a) return EINVAL;
+      if (S_ISLNK(r->mode)) return EOPNOTSUPP;
+      if (name == acl::DEFAULT) {
+        if (!isDir(r->mode)) return EACCES;
+        if (a->empty()) {
+          t.del(store_.xattrs, key);
+        } else {
+          t.put(store_.xattrs, key, acl::encode(*a));
+        }
+      } else {
+        // The mode carries what the ACL says of owner, group (mask) and other; an ACL that says
+        // no more is not kept (as on ext4).
+        if (a->empty()) return EINVAL;
+        if (acl::applyToMode(*a, r->mode)) {
+          t.put(store_.xattrs, key, acl::encode(*a));
+        } else {
+          t.del(store_.xattrs, key);
+        }
+      }
+    } else {
+      t.put(store_.xattrs, key, value);
+    }
   } else {
     if (!exists) return ENODATA;
     t.del(store_.xattrs, key);

@@ -287,6 +287,7 @@ struct MetaRequest {
     parent @0 :UInt64; name @1 :Text; mode @2 :UInt32; rdev @3 :UInt32;
     uid @4 :UInt32; gid @5 :UInt32; exclusive @6 :Bool;
     openGen @7 :UInt64;   # not 0: created by open(O_CREAT), open in the session from now on
+    umask @8 :UInt32;     # the creator's umask: applied unless the parent has a default ACL
   }
   struct SymlinkOp { parent @0 :UInt64; name @1 :Text; target @2 :Text; uid @3 :UInt32; gid @4 :UInt32; }
   struct LinkOp { ino @0 :UInt64; newParent @1 :UInt64; newName @2 :Text; }
