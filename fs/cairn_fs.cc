@@ -258,13 +258,8 @@ int CairnFs::readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsi
 void CairnFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guard(req, "open", [&]() {
     uint64_t cino = toCluster(ino);
-    auto f = file(cino, true);
     uint64_t gen;
-    {
-      std::lock_guard<std::mutex> lock(f->state);
-      gen = openGeneration(*f);
-      if (f->refs++ == 0) f->chunks.clear();  // close-to-open: fresh locations
-    }
+    auto f = acquire(cino, gen);
     // The file's attributes, and meta records it open in our session.
     auto m = request();
     auto o = opOf(m).initOpenFile();
@@ -343,11 +338,11 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     auto a = reply.getAttr();
-    auto f = file(a.getIno(), true);
+    uint64_t ignored;
+    auto f = acquire(a.getIno(), ignored);
     {
       std::lock_guard<std::mutex> lock(f->state);
       f->openGen = std::max(f->openGen, gen);
-      f->refs++;
       if (!f->dirty) f->size = a.getSize();
     }
     fuse_entry_param e;
@@ -574,24 +569,33 @@ void CairnFs::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       err = flushPending(*f, cino);
       int committed = commit(*f, cino);
       if (err == 0) err = committed;
-      std::lock_guard<std::mutex> s(f->state);
-      if (--f->refs == 0) closed(cino, f->openGen);
     }
     {
       std::lock_guard<std::mutex> lock(filesMutex_);
-      auto it = files_.find(cino);
-      if (it != files_.end()) {
-        std::lock_guard<std::mutex> s(it->second->state);
-        if (it->second->refs <= 0 && !it->second->dirty) files_.erase(it);
+      std::lock_guard<std::mutex> s(f->state);
+      if (--f->refs == 0) {
+        closed(cino, f->openGen);
+        auto it = files_.find(cino);
+        if (it != files_.end() && it->second == f && !f->dirty) files_.erase(it);
       }
     }
     fuse_reply_err(req, err);
   });
 }
 
-uint64_t CairnFs::openGeneration(OpenFile& f) {
-  if (f.refs == 0) f.openGen = ++openGens_;
-  return f.openGen;
+std::shared_ptr<CairnFs::OpenFile> CairnFs::acquire(uint64_t ino, uint64_t& gen) {
+  // Under filesMutex_, as release's drop of an unused file: an open never takes a file that is
+  // being dropped.
+  std::lock_guard<std::mutex> lock(filesMutex_);
+  auto& f = files_[ino];
+  if (!f) f = std::make_shared<OpenFile>();
+  std::lock_guard<std::mutex> s(f->state);
+  if (f->refs++ == 0) {
+    f->openGen = ++openGens_;
+    f->chunks.clear();  // close-to-open: fresh locations
+  }
+  gen = f->openGen;
+  return f;
 }
 
 void CairnFs::closed(uint64_t ino, uint64_t gen) {
@@ -969,15 +973,31 @@ void CairnFs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 void CairnFs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len) {
   guard(req, "fallocate", [&]() {
     if (off < 0 || len <= 0) return (void)fuse_reply_err(req, EINVAL);
-    // Space is not reserved ahead on chunk servers; the default mode extends the size, and
-    // KEEP_SIZE alone changes nothing visible. Punching holes is not supported yet.
-    if (mode & ~FALLOC_FL_KEEP_SIZE) return (void)fuse_reply_err(req, EOPNOTSUPP);
-    if (mode & FALLOC_FL_KEEP_SIZE) return (void)fuse_reply_err(req, 0);
+    if (uint64_t(off) + uint64_t(len) > (1ull << 50)) return (void)fuse_reply_err(req, EFBIG);
+    // Space is not reserved ahead on chunk servers: the default mode extends the size, and
+    // KEEP_SIZE alone changes nothing visible. PUNCH_HOLE (with KEEP_SIZE) and ZERO_RANGE make
+    // the range read as zeros: whole chunks are dropped, partial ones are written with zeros.
+    bool punch = mode & FALLOC_FL_PUNCH_HOLE, zero = mode & FALLOC_FL_ZERO_RANGE;
+    if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+      return (void)fuse_reply_err(req, EOPNOTSUPP);
+    if ((punch && !(mode & FALLOC_FL_KEEP_SIZE)) || (punch && zero))
+      return (void)fuse_reply_err(req, EINVAL);
+    if (!punch && !zero && (mode & FALLOC_FL_KEEP_SIZE)) return (void)fuse_reply_err(req, 0);
     uint64_t cino = toCluster(ino);
     auto f = file(cino, true);
     std::unique_lock<std::shared_mutex> lock(f->mutex);
     if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
     uint64_t end = uint64_t(off) + uint64_t(len);
+    if (punch || zero) {
+      uint64_t size;
+      {
+        std::lock_guard<std::mutex> s(f->state);
+        size = f->size;
+      }
+      if (int err = zeroRange(*f, cino, uint64_t(off), std::min(end, size), size))
+        return (void)fuse_reply_err(req, err);
+      if (punch || (mode & FALLOC_FL_KEEP_SIZE)) return (void)fuse_reply_err(req, commit(*f, cino));
+    }
     {
       std::lock_guard<std::mutex> s(f->state);
       if (end > f->size) {
@@ -986,6 +1006,88 @@ void CairnFs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off
       }
     }
     fuse_reply_err(req, commit(*f, cino));
+  });
+}
+
+int CairnFs::zeroRange(OpenFile& f, uint64_t cino, uint64_t off, uint64_t end, uint64_t size) {
+  // Callers hold f.mutex exclusively, with the write-behind buffer written out.
+  if (off >= end) return 0;
+  uint64_t firstWhole = UINT64_MAX, wholeCount = 0;
+  static const std::vector<char> zeros(1 << 20, 0);
+  for (uint64_t index = off / chunkSize_; index <= (end - 1) / chunkSize_; index++) {
+    uint64_t base = index * chunkSize_;
+    uint64_t from = std::max(off, base), to = std::min(end, base + chunkSize_);
+    // A chunk zeroed from its start to its end, or to the end of the file, goes entirely.
+    if (from == base && (to == base + chunkSize_ || to >= size)) {
+      if (firstWhole == UINT64_MAX) firstWhole = index;
+      wholeCount++;
+      continue;
+    }
+    ChunkLoc loc;
+    int err = chunkFor(f, cino, index, false, loc);
+    if (err == ENOENT) continue;  // a hole already
+    if (err != 0) return err;
+    for (uint64_t pos = from; pos < to;) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(to - pos, zeros.size()));
+      if ((err = writeRange(f, cino, zeros.data(), n, pos, size)) != 0) return err;
+      pos += n;
+    }
+  }
+  if (wholeCount > 0) {
+    auto m = request();
+    auto p = opOf(m).initPunch();
+    p.setIno(cino);
+    p.setFirst(firstWhole);
+    p.setCount(wholeCount);
+    auto r = client_.meta(kj::mv(m));
+    if (int err = replyOf(r).getErr()) return err;
+    std::lock_guard<std::mutex> s(f.state);
+    for (uint64_t i = firstWhole; i < firstWhole + wholeCount; i++) {
+      f.chunks.erase(i);
+      f.unsynced.erase(i);
+    }
+  }
+  std::lock_guard<std::mutex> s(f.state);
+  f.dirty = true;  // mtime
+  return 0;
+}
+
+void CairnFs::lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence) {
+  guard(req, "lseek", [&]() {
+    if (whence != SEEK_DATA && whence != SEEK_HOLE) return (void)fuse_reply_err(req, EINVAL);
+    if (off < 0) return (void)fuse_reply_err(req, ENXIO);
+    uint64_t cino = toCluster(ino);
+    uint64_t size = 0;
+    if (auto f = file(cino, false)) {
+      std::unique_lock<std::shared_mutex> lock(f->mutex);
+      if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
+      std::lock_guard<std::mutex> s(f->state);
+      size = f->size;
+    }
+    // Holes are the chunks never written (or dropped); data is every chunk meta lists.
+    auto m = request();
+    opOf(m).setChunkList(cino);
+    auto r = client_.meta(kj::mv(m));
+    auto reply = replyOf(r);
+    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    auto g = request();
+    opOf(g).setGetattr(cino);
+    auto gr = client_.meta(kj::mv(g));
+    if (replyOf(gr).getErr() == 0) size = std::max(size, replyOf(gr).getAttr().getSize());
+    uint64_t pos = uint64_t(off);
+    if (pos >= size) return (void)fuse_reply_err(req, ENXIO);
+    std::set<uint64_t> present;
+    for (auto c : reply.getChunks()) present.insert(c.getIndex());
+    uint64_t index = pos / chunkSize_;
+    uint64_t lastIndex = (size - 1) / chunkSize_;
+    if (whence == SEEK_DATA) {
+      auto it = present.lower_bound(index);
+      if (it == present.end() || *it > lastIndex) return (void)fuse_reply_err(req, ENXIO);
+      return (void)fuse_reply_lseek(req, static_cast<off_t>(std::max(pos, *it * chunkSize_)));
+    }
+    while (index <= lastIndex && present.count(index)) index++;
+    uint64_t hole = std::min(size, std::max(pos, index * chunkSize_));
+    fuse_reply_lseek(req, static_cast<off_t>(hole));
   });
 }
 
@@ -1053,6 +1155,9 @@ const fuse_lowlevel_ops OPS = [] {
   o.removexattr = [](fuse_req_t r, fuse_ino_t i, const char* n) { self(r)->removexattr(r, i, n); };
   o.create = [](fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) {
     self(r)->create(r, p, n, m, fi);
+  };
+  o.lseek = [](fuse_req_t r, fuse_ino_t i, off_t off, int whence, fuse_file_info*) {
+    self(r)->lseek(r, i, off, whence);
   };
   o.fallocate = [](fuse_req_t r, fuse_ino_t i, int m, off_t o, off_t l, fuse_file_info*) {
     self(r)->fallocate(r, i, m, o, l);

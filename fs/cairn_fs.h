@@ -72,6 +72,8 @@ class CairnFs final : public OpenFiles {
   void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
   void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
   void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len);
+  // SEEK_DATA and SEEK_HOLE, at chunk granularity (a chunk never written is a hole).
+  void lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence);
 
   // OpenFiles, for this mount's session with meta.
   std::vector<Ref> openNow() override;
@@ -124,6 +126,9 @@ class CairnFs final : public OpenFiles {
   // Writes out the write-behind buffer. Callers hold f.mutex exclusively.
   int flushPending(OpenFile& f, uint64_t cino);
   int truncateData(OpenFile& f, uint64_t ino, uint64_t newSize);
+  // [off, end) reads as zeros after it (punch hole, zero range): whole chunks are dropped by
+  // meta, partial ones written with zeros. Callers hold f.mutex exclusively.
+  int zeroRange(OpenFile& f, uint64_t cino, uint64_t off, uint64_t end, uint64_t size);
   // Runs fn, answering EIO (and logging) when the cluster cannot be reached.
   template <typename Fn>
   void guard(fuse_req_t req, const char* op, Fn&& fn);
@@ -158,10 +163,11 @@ class CairnFs final : public OpenFiles {
   std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> files_;
   // Opens and closes for meta: a file's first open takes a new generation; its last close
   // queues (ino, generation) for the next watch (see fs/invalidator.h).
-  uint64_t openGeneration(OpenFile& f);  // the generation of an open now starting (state held)
+  // The file for an open now starting (refs taken), and the generation of that open.
+  std::shared_ptr<OpenFile> acquire(uint64_t ino, uint64_t& gen);
   void closed(uint64_t ino, uint64_t gen);
   std::atomic<uint64_t> openGens_{0};
-  std::mutex closedMutex_;  // guards closed_; taken alone
+  std::mutex closedMutex_;  // guards closed_; taken last
   std::vector<Ref> closed_;
 };
 

@@ -43,6 +43,7 @@ std::vector<Change> ChangeFeed::changesOf(Store& store, Txn& t,
     case W::SETXATTR: inode(op.getSetxattr().getIno()); break;
     case W::REMOVEXATTR: inode(op.getRemovexattr().getIno()); break;
     case W::COMMIT_WRITE: inode(op.getCommitWrite().getIno()); break;  // size, mtime, data
+    case W::PUNCH: inode(op.getPunch().getIno()); break;
     case W::FSCK_FIX: {
       auto f = op.getFsckFix();
       if (f.getKind() == proto::MetaRequest::FsckFixKind::DROP_ENTRY) {

@@ -76,6 +76,7 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::SESSION_START: return "session_start";
     case W::OPEN_FILE: return "open_file";
     case W::RECLAIM: return "reclaim";
+    case W::PUNCH: return "punch";
   }
   return "unknown";
 }

@@ -97,6 +97,7 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::SESSION_END:
     case W::SESSION_START:
     case W::RECLAIM:
+    case W::PUNCH:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -279,6 +280,27 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
     case W::RECLAIM:
       reclaim(t, op.getReclaim());
       break;
+    case W::PUNCH: {
+      auto pu = op.getPunch();
+      auto r = store_.getInode(t, pu.getIno());
+      if (!r) {
+        err = ENOENT;
+        break;
+      }
+      if (!S_ISREG(r->mode)) {
+        err = isDir(r->mode) ? EISDIR : ENODEV;
+        break;
+      }
+      if (pu.getCount() > (1ull << 40) || pu.getFirst() > (1ull << 40)) {
+        err = EINVAL;
+        break;
+      }
+      dropChunksFrom(t, pu.getIno(), pu.getFirst(), pu.getFirst() + pu.getCount());
+      r->mtimeNs = r->ctimeNs = now;
+      store_.putInode(t, pu.getIno(), *r);
+      fillAttr(pu.getIno(), *r, reply.initAttr());
+      break;
+    }
     case W::SET_REPLICAS:
       if (op.getSetReplicas() < 1 || op.getSetReplicas() > 8) {
         err = EINVAL;
@@ -831,10 +853,12 @@ void StateMachine::addGarbage(Txn& t, uint64_t chunkId, const std::vector<uint32
   t.put(store_.garbage, be64(chunkId), Store::encodeGarbage(g));
 }
 
-void StateMachine::dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex) {
+void StateMachine::dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex, uint64_t endIndex) {
   std::vector<std::pair<std::string, ChunkRecord>> drop;
-  for (Cursor c(t, store_.chunks, be64(ino), be64(ino) + be64(firstIndex)); c.valid(); c.next())
+  for (Cursor c(t, store_.chunks, be64(ino), be64(ino) + be64(firstIndex)); c.valid(); c.next()) {
+    if (readBe64(c.key(), 8) >= endIndex) break;
     drop.emplace_back(std::string(c.key()), Store::decodeChunk(c.value()));
+  }
   for (auto& [key, rec] : drop) {
     t.del(store_.chunks, key);
     t.del(store_.owners, be64(rec.id));

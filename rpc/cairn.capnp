@@ -166,7 +166,12 @@ struct MetaRequest {
                                        # until closed (see WatchOp.closed)
     reclaim @51 :List(UInt64);         # files unlinked while open that no session holds open
                                        # any more: their data goes (meta proposes it)
+    punch @52 :PunchOp;                # fallocate(PUNCH_HOLE): whole chunks of a file go
   }
+
+  # Chunks [first, first + count) of a regular file are dropped (the client zeroes the partial
+  # edges of the hole itself); mtime and ctime become the command's time.
+  struct PunchOp { ino @0 :UInt64; first @1 :UInt64; count @2 :UInt64; }
 
   struct SessionOp {
     client @0 :UInt64;

@@ -12,7 +12,7 @@
 # DIR/cluster.env (shell syntax) describes the cluster for scripts. Environment: CAIRN_ZONES and
 # CAIRN_RACKS (comma-separated labels, one per chunk server), CAIRN_GC_GRACE_MS (default 5000),
 # CAIRN_SCRUB_INTERVAL_S (default 10), CAIRN_CHUNK_CAPACITY (bytes each chunk server offers;
-# default: its disk).
+# default: its disk), CAIRN_CHUNK_MIB (chunk size of a new cluster; default 64).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -74,6 +74,7 @@ write_env() {
     for v in $(compgen -v | grep -E '^(META|CHUNK)[0-9]+_(PORT|METRICS)$'); do echo "$v=${!v}"; done
     echo "MOUNT_METRICS=${MOUNT_METRICS:-}"
     [ -n "${CAIRN_CHUNK_CAPACITY:-}" ] && echo "CAIRN_CHUNK_CAPACITY=$CAIRN_CHUNK_CAPACITY"
+    [ -n "${CAIRN_CHUNK_MIB:-}" ] && echo "CAIRN_CHUNK_MIB=$CAIRN_CHUNK_MIB"
     echo "export CAIRN_META CAIRN_SECRET_FILE CAIRN_KEY_FILE CAIRN_MOUNT"
   } > "$ENV.tmp"
   mv "$ENV.tmp" "$ENV"
@@ -95,7 +96,8 @@ command_of() {
         "--data $DIR/$name --secret-file $DIR/secret --replicas $CAIRN_REPLICAS" \
         "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" \
         "--suspect-after-ms ${CAIRN_SUSPECT_MS:-2000} --dead-after-ms ${CAIRN_DEAD_MS:-5000}" \
-        "--snapshot-every ${CAIRN_SNAPSHOT_EVERY:-10000} --gc-grace-ms ${CAIRN_GC_GRACE_MS:-5000}" ;;
+        "--snapshot-every ${CAIRN_SNAPSHOT_EVERY:-10000} --gc-grace-ms ${CAIRN_GC_GRACE_MS:-5000}" \
+        "${CAIRN_CHUNK_MIB:+--chunk-size-mib $CAIRN_CHUNK_MIB}" ;;
     chunk*)
       i="${name#chunk}"
       local port="CHUNK${i}_PORT" metrics="CHUNK${i}_METRICS"

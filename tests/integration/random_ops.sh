@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # A random-operation exerciser in the manner of fsx: 100,000 seeded operations on files in the
 # mount (pwrite of 1 byte to 300 KiB at any offset, small appends, read, truncate down and up,
-# fallocate, mmap read and write, fsync, close and reopen (sometimes with O_TRUNC), and every so often a check of a
-# second mount's view after close), each mirrored on a model file on local disk; every read is
-# compared with the model. A failure prints the seed and the last operations.
+# fallocate, punch hole, zero range, SEEK_DATA/SEEK_HOLE, mmap read and write, fsync, close and
+# reopen (sometimes with O_TRUNC), and every so often a check of a second mount's view after
+# close), each mirrored on a model file on local disk; every read is compared with the model.
+# Chunks are 1 MiB here, so that the files (up to 3 MiB) cross chunk boundaries everywhere and
+# holes drop whole chunks. A failure prints the seed and the last operations.
 source "$(dirname "$0")/lib.sh"
-cluster_up --chunks 3 --replicas 3
+CAIRN_CHUNK_MIB=1 cluster_up --chunks 3 --replicas 3
 B="$T/b"
-mkdir -p "$B"
-"$BIN/mount.cairn" "$CAIRN_META:/" "$B" -f \
-  -o "secretfile=$CAIRN_SECRET_FILE,keyfile=$CAIRN_KEY_FILE,log=$T/mountB.log" &
-EXTRA_PIDS+=("$!")
-EXTRA_MOUNTS+=("$B")
-end=$((SECONDS + 30))
-until mountpoint -q "$B"; do [ $SECONDS -lt $end ] || fail "mount B"; sleep 0.2; done
+mount_extra "$B"
 SEED="${CAIRN_FSX_SEED:-$RANDOM}"
 OPS="${CAIRN_FSX_OPS:-100000}"
 echo "seed $SEED, $OPS operations"
 timeout 780 python3 - "$M" "$L" "$B" "$SEED" "$OPS" <<'PY' || fail "the exerciser found a difference (seed $SEED)"
-import collections, mmap, os, random, sys, time
+import collections, ctypes, errno, mmap, os, random, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+KEEP_SIZE, PUNCH, ZERO = 0x01, 0x02 | 0x01, 0x10
+def fallocate(fd, mode, off, ln):
+    if libc.fallocate(fd, mode, ctypes.c_long(off), ctypes.c_long(ln)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
 mnt, local, other, seed, ops = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 rnd = random.Random(seed)
 MAX = 3 * 1024 * 1024 + 12345        # files span many 4 KiB blocks (the chunk is 64 MiB)
@@ -78,10 +80,33 @@ for n in range(ops):
         new = rnd.choice([0, rnd.randrange(0, max(1, cur)), cur + rnd.randrange(1, 100000), rnd.randrange(0, MAX)])
         op = f"truncate {i} {cur}->{new}"
         os.ftruncate(a, new); os.ftruncate(b, new)
-    elif r < 0.79:
+    elif r < 0.77:
         off = rnd.randrange(0, MAX); ln = rnd.randrange(1, 100000)
         op = f"fallocate {i} off={off} len={ln}"
         os.posix_fallocate(a, off, ln); os.posix_fallocate(b, off, ln)
+    elif r < 0.785:
+        # Punch hole (KEEP_SIZE) or zero range (sometimes extending), up to 1.5 chunks long.
+        kind = rnd.choice([PUNCH, ZERO, ZERO | KEEP_SIZE])
+        off = rnd.randrange(0, max(1, cur + 100000))
+        ln = rnd.choice([1, 4096, rnd.randrange(1, 1 << 20), rnd.randrange(1 << 20, 3 << 19)])
+        op = f"fallocate {i} mode={kind:#x} off={off} len={ln}"
+        fallocate(a, kind, off, ln); fallocate(b, kind, off, ln)
+    elif r < 0.79 and cur > 0:
+        # SEEK_DATA / SEEK_HOLE: holes may be reported coarser than the model's, never wrong.
+        off = rnd.randrange(0, cur)
+        op = f"seek {i} off={off}"
+        history.append(op)
+        try:
+            data_at = os.lseek(a, off, os.SEEK_DATA)
+        except OSError as e:
+            data_at = cur if e.errno == errno.ENXIO else die(f"{op}: SEEK_DATA {e}")
+        hole_at = os.lseek(a, off, os.SEEK_HOLE)
+        if not off <= data_at <= cur or not off <= hole_at <= cur:
+            die(f"{op}: SEEK_DATA {data_at}, SEEK_HOLE {hole_at}, size {cur}")
+        if os.pread(b, data_at - off, off).strip(b"\0"):
+            die(f"{op}: SEEK_DATA skipped data to {data_at}")
+        counts["seek"] += 1
+        continue
     elif r < 0.85 and cur > 0:
         off = rnd.randrange(0, cur); ln = rnd.randrange(1, min(cur - off, 100000) + 1)
         write = rnd.random() < 0.5
