@@ -12,6 +12,8 @@ namespace cairn::fs {
 
 namespace {
 constexpr uint32_t MAX_BLOCKS_PER_RPC = 256;  // 1 MiB
+constexpr uint32_t SPLIT_BLOCKS = 32;         // a read of 2 x 128 KiB or more uses several replicas
+constexpr size_t SEAL_GRAIN = 32, OPEN_GRAIN = 32;  // blocks per piece of pool work
 static_assert(BLOCK == chunk::BLOCK_BYTES && AUX == chunk::AUX_BYTES);
 void toChunkLoc(proto::ChunkInfo::Reader c, ChunkLoc& out) {
   out.index = c.getIndex();
@@ -71,55 +73,59 @@ int ClusterClient::getChunk(uint64_t ino, uint64_t index, bool allocate, ChunkLo
   return 0;
 }
 
+kj::Promise<ClusterClient::RawRead> ClusterClient::readRawAsync(const std::string& addr,
+                                                               const ChunkLoc& loc,
+                                                               uint32_t first, uint32_t count) {
+  auto& peer = chunkPeer(addr);
+  auto p = peer.get().then([&loc, first, count](capnp::Capability::Client cap) {
+    auto req = cap.castAs<proto::Chunk>().readRequest();
+    req.getChunk().setId(loc.id);
+    req.getChunk().setVersion(loc.version);
+    req.setFirstBlock(first);
+    req.setCount(count);
+    return req.send();
+  });
+  return loop_.io().provider->getTimer()
+      .timeoutAfter(30 * kj::SECONDS, kj::mv(p))
+      .then(
+          [count](capnp::Response<proto::Chunk::ReadResults> resp) {
+            RawRead out;
+            out.err = resp.getErr();
+            if (out.err != 0) return out;
+            auto blocks = resp.getBlocks();
+            if (blocks.size() != count) {
+              out.err = EIO;
+              return out;
+            }
+            out.present.resize(count);
+            out.aux.resize(size_t(count) * AUX);
+            out.data.resize(size_t(count) * BLOCK);
+            for (uint32_t i = 0; i < count; i++) {
+              auto b = blocks[i];
+              if (!b.getPresent()) continue;
+              if (b.getAux().size() != AUX || b.getData().size() != BLOCK) {
+                out.err = EIO;
+                return out;
+              }
+              out.present[i] = true;
+              memcpy(out.aux.data() + size_t(i) * AUX, b.getAux().begin(), AUX);
+              memcpy(out.data.data() + size_t(i) * BLOCK, b.getData().begin(), BLOCK);
+            }
+            return out;
+          },
+          [&peer, &addr](kj::Exception&& e) {
+            spdlog::warn("read from {}: {}", addr, e.getDescription().cStr());
+            peer.reset();
+            RawRead out;
+            out.err = EIO;
+            return out;
+          });
+}
+
 ClusterClient::RawRead ClusterClient::readRaw(const std::string& addr, const ChunkLoc& loc,
                                               uint32_t first, uint32_t count) {
   try {
-    return loop_.run([&]() {
-      auto& peer = chunkPeer(addr);
-      auto p = peer.get().then([&loc, first, count](capnp::Capability::Client cap) {
-        auto req = cap.castAs<proto::Chunk>().readRequest();
-        req.getChunk().setId(loc.id);
-        req.getChunk().setVersion(loc.version);
-        req.setFirstBlock(first);
-        req.setCount(count);
-        return req.send();
-      });
-      return loop_.io().provider->getTimer()
-          .timeoutAfter(30 * kj::SECONDS, kj::mv(p))
-          .then(
-              [count](capnp::Response<proto::Chunk::ReadResults> resp) {
-                RawRead out;
-                out.err = resp.getErr();
-                if (out.err != 0) return out;
-                auto blocks = resp.getBlocks();
-                if (blocks.size() != count) {
-                  out.err = EIO;
-                  return out;
-                }
-                out.present.resize(count);
-                out.aux.resize(size_t(count) * AUX);
-                out.data.resize(size_t(count) * BLOCK);
-                for (uint32_t i = 0; i < count; i++) {
-                  auto b = blocks[i];
-                  if (!b.getPresent()) continue;
-                  if (b.getAux().size() != AUX || b.getData().size() != BLOCK) {
-                    out.err = EIO;
-                    return out;
-                  }
-                  out.present[i] = true;
-                  memcpy(out.aux.data() + size_t(i) * AUX, b.getAux().begin(), AUX);
-                  memcpy(out.data.data() + size_t(i) * BLOCK, b.getData().begin(), BLOCK);
-                }
-                return out;
-              },
-              [&peer, &addr](kj::Exception&& e) {
-                spdlog::warn("read from {}: {}", addr, e.getDescription().cStr());
-                peer.reset();
-                RawRead out;
-                out.err = EIO;
-                return out;
-              });
-    });
+    return loop_.run([&]() { return readRawAsync(addr, loc, first, count); });
   } catch (kj::Exception& e) {
     RawRead out;
     out.err = EIO;
@@ -127,61 +133,111 @@ ClusterClient::RawRead ClusterClient::readRaw(const std::string& addr, const Chu
   }
 }
 
-int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
-                              uint32_t first, uint32_t count, unsigned char* out) {
-  for (uint32_t done = 0; done < count;) {
-    uint32_t n = std::min(count - done, MAX_BLOCKS_PER_RPC);
-    int lastErr = EIO;
-    bool ok = false, stale = false;
-    size_t missing = 0;
-    auto order = readOrder(loc);
-    for (size_t r = 0; r < order.size() && !ok; r++) {
-      auto raw = readRaw(order[r], loc, first + done, n);
-      noteReplica(order[r], raw.err != EIO);
-      if (raw.err != 0) {
-        lastErr = raw.err;
-        if (raw.err == EBADMSG) reportCorrupt(loc, order[r]);
-        if (raw.err == ENOENT) missing++;
-        if (raw.err == ESTALE) stale = true;
+bool ClusterClient::openBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
+                               uint32_t first, const RawRead& raw, uint32_t n,
+                               unsigned char* out, const std::string& addr) {
+  std::atomic<bool> good{true};
+  workers_.parallelFor(n, OPEN_GRAIN, [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end && good; i++) {
+      unsigned char* dst = out + i * BLOCK;
+      if (!raw.present[i]) {
+        memset(dst, 0, BLOCK);
         continue;
       }
-      ok = true;
-      for (uint32_t i = 0; i < n; i++) {
-        unsigned char* dst = out + size_t(done + i) * BLOCK;
-        if (!raw.present[i]) {
-          memset(dst, 0, BLOCK);
-          continue;
-        }
-        uint64_t blockNo = loc.index * chunkBlocks + first + done + i;
-        if (!cipher_.open(ino, blockNo,
-                          reinterpret_cast<const unsigned char*>(raw.data.data()) + size_t(i) * BLOCK,
-                          reinterpret_cast<const unsigned char*>(raw.aux.data()) + size_t(i) * AUX,
-                          dst)) {
-          spdlog::error(
-              "inode {} block {}: authentication failed on replica {} (wrong data key, or "
-              "corrupted data)",
-              ino, blockNo, order[r]);
-          ok = false;
-          lastErr = EIO;
-          reportCorrupt(loc, order[r]);
-          break;
-        }
+      uint64_t blockNo = loc.index * chunkBlocks + first + i;
+      if (!cipher_.open(ino, blockNo,
+                        reinterpret_cast<const unsigned char*>(raw.data.data()) + i * BLOCK,
+                        reinterpret_cast<const unsigned char*>(raw.aux.data()) + i * AUX, dst)) {
+        spdlog::error("inode {} block {}: authentication failed on replica {} (wrong data key, "
+                      "or corrupted data)", ino, blockNo, addr);
+        good = false;
       }
     }
-    if (!ok && missing == loc.addrs.size() && missing > 0) {
-      // No replica has the chunk: allocated but never written, so it is a hole.
-      memset(out + size_t(done) * BLOCK, 0, size_t(n) * BLOCK);
-      ok = true;
+  });
+  return good;
+}
+
+int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
+                              uint32_t first, uint32_t count, unsigned char* out) {
+  // Pieces of at most MAX_BLOCKS_PER_RPC blocks. A large read is spread over the replicas that
+  // answer: its pieces go out at once, each to the next replica, and are opened on the worker
+  // pool; a piece that fails is read again replica by replica.
+  size_t up = 0;
+  auto order = readOrder(loc, &up);
+  uint32_t pieceBlocks = MAX_BLOCKS_PER_RPC;
+  if (up > 1 && count >= 2 * SPLIT_BLOCKS)
+    pieceBlocks = std::min<uint32_t>(
+        MAX_BLOCKS_PER_RPC,
+        std::max<uint32_t>(SPLIT_BLOCKS, static_cast<uint32_t>((count + up - 1) / up)));
+  struct Piece {
+    uint32_t first, n;
+    RawRead raw;
+  };
+  std::vector<Piece> pieces;
+  for (uint32_t done = 0; done < count; done += pieceBlocks)
+    pieces.push_back(Piece{first + done, std::min(count - done, pieceBlocks), {}});
+  if (pieces.size() > 1 && up > 1) {
+    try {
+      auto raws = loop_.run([&]() {
+        auto promises = kj::heapArrayBuilder<kj::Promise<RawRead>>(pieces.size());
+        for (size_t i = 0; i < pieces.size(); i++)
+          promises.add(readRawAsync(order[i % up], loc, pieces[i].first, pieces[i].n));
+        return kj::joinPromises(promises.finish());
+      });
+      for (size_t i = 0; i < pieces.size(); i++) pieces[i].raw = kj::mv(raws[i]);
+    } catch (kj::Exception& e) {
+      for (auto& p : pieces) p.raw.err = EIO;
     }
-    // A live replica at a newer version (a repair fenced our location) outranks a dead one:
-    // ESTALE makes the caller ask meta for the new chain. EBADMSG everywhere reads as EIO.
-    if (!ok) return stale || lastErr == ESTALE ? ESTALE : EIO;
-    done += n;
+  }
+  for (size_t i = 0; i < pieces.size(); i++) {
+    auto& p = pieces[i];
+    unsigned char* dst = out + size_t(p.first - first) * BLOCK;
+    if (pieces.size() > 1 && up > 1) {
+      const std::string& addr = order[i % up];
+      noteReplica(addr, p.raw.err != EIO);
+      if (p.raw.err == 0) {
+        if (openBlocks(ino, loc, chunkBlocks, p.first, p.raw, p.n, dst, addr)) continue;
+        reportCorrupt(loc, addr);
+      } else if (p.raw.err == EBADMSG) {
+        reportCorrupt(loc, addr);
+      }
+    }
+    if (int err = readPiece(ino, loc, chunkBlocks, order, p.first, p.n, dst)) return err;
   }
   return 0;
 }
 
-std::vector<std::string> ClusterClient::readOrder(const ChunkLoc& loc) {
+int ClusterClient::readPiece(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
+                             const std::vector<std::string>& order, uint32_t first, uint32_t n,
+                             unsigned char* out) {
+  int lastErr = EIO;
+  bool stale = false;
+  size_t missing = 0;
+  for (size_t r = 0; r < order.size(); r++) {
+    auto raw = readRaw(order[r], loc, first, n);
+    noteReplica(order[r], raw.err != EIO);
+    if (raw.err != 0) {
+      lastErr = raw.err;
+      if (raw.err == EBADMSG) reportCorrupt(loc, order[r]);
+      if (raw.err == ENOENT) missing++;
+      if (raw.err == ESTALE) stale = true;
+      continue;
+    }
+    if (openBlocks(ino, loc, chunkBlocks, first, raw, n, out, order[r])) return 0;
+    lastErr = EIO;
+    reportCorrupt(loc, order[r]);
+  }
+  if (missing == loc.addrs.size() && missing > 0) {
+    // No replica has the chunk: allocated but never written, so it is a hole.
+    memset(out, 0, size_t(n) * BLOCK);
+    return 0;
+  }
+  // A live replica at a newer version (a repair fenced our location) outranks a dead one:
+  // ESTALE makes the caller ask meta for the new chain. EBADMSG everywhere reads as EIO.
+  return stale || lastErr == ESTALE ? ESTALE : EIO;
+}
+
+std::vector<std::string> ClusterClient::readOrder(const ChunkLoc& loc, size_t* upCount) {
   std::vector<std::string> up, down;
   auto now = std::chrono::steady_clock::now();
   std::lock_guard<std::mutex> lock(downMutex_);
@@ -189,6 +245,7 @@ std::vector<std::string> ClusterClient::readOrder(const ChunkLoc& loc) {
     auto it = downUntil_.find(a);
     (it != downUntil_.end() && it->second > now ? down : up).push_back(a);
   }
+  if (upCount) *upCount = up.size();
   up.insert(up.end(), down.begin(), down.end());
   return up;
 }
@@ -240,16 +297,18 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
   if (loc.addrs.empty()) return EIO;
   for (uint32_t done = 0; done < count;) {
     uint32_t n = std::min(count - done, MAX_BLOCKS_PER_RPC);
-    // Seal on this thread.
+    // Sealed (and checksummed) on the worker pool and this thread.
     std::string cipher(size_t(n) * BLOCK, '\0'), aux(size_t(n) * AUX, '\0');
     std::vector<uint32_t> crcs(n);
-    for (uint32_t i = 0; i < n; i++) {
-      uint64_t blockNo = loc.index * chunkBlocks + first + done + i;
-      auto* c = reinterpret_cast<unsigned char*>(cipher.data()) + size_t(i) * BLOCK;
-      auto* a = reinterpret_cast<unsigned char*>(aux.data()) + size_t(i) * AUX;
-      cipher_.seal(ino, blockNo, plain + size_t(done + i) * BLOCK, c, a);
-      crcs[i] = chunk::blockCrc(a, AUX, c, BLOCK);
-    }
+    workers_.parallelFor(n, SEAL_GRAIN, [&](size_t begin, size_t end) {
+      for (size_t i = begin; i < end; i++) {
+        uint64_t blockNo = loc.index * chunkBlocks + first + done + i;
+        auto* c = reinterpret_cast<unsigned char*>(cipher.data()) + i * BLOCK;
+        auto* a = reinterpret_cast<unsigned char*>(aux.data()) + i * AUX;
+        cipher_.seal(ino, blockNo, plain + (done + i) * BLOCK, c, a);
+        crcs[i] = chunk::blockCrc(a, AUX, c, BLOCK);
+      }
+    });
     int err = 0;
     std::string failed;
     for (int attempt = 0; attempt < 8; attempt++) {

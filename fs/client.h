@@ -1,6 +1,6 @@
 // mount.cairn's connection to the cluster. Every method blocks the calling (FUSE worker) thread
 // and does its network I/O on one event-loop thread; encryption and decryption run on the
-// calling thread, so several FUSE workers seal and open blocks in parallel.
+// calling thread and a worker pool, so one large request uses every core.
 #pragma once
 
 #include <capnp/message.h>
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fs/crypto.h"
+#include "fs/workers.h"
 #include "rpc/meta_client.h"
 #include "rpc/metrics.h"
 #include "rpc/runtime.h"
@@ -72,12 +73,23 @@ class ClusterClient {
   // Tells meta that a replica served a block that failed its check (best effort).
   void reportCorrupt(const ChunkLoc& loc, const std::string& addr);
   RawRead readRaw(const std::string& addr, const ChunkLoc& loc, uint32_t first, uint32_t count);
+  kj::Promise<RawRead> readRawAsync(const std::string& addr, const ChunkLoc& loc, uint32_t first,
+                                    uint32_t count);  // loop thread
+  // Decrypts `n` fetched blocks into out on the worker pool; false when one fails its check.
+  bool openBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
+                  const RawRead& raw, uint32_t n, unsigned char* out, const std::string& addr);
+  // Reads one piece from the replicas in `order`, one after the other.
+  int readPiece(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
+                const std::vector<std::string>& order, uint32_t first, uint32_t n,
+                unsigned char* out);
   // Replicas to read from, in chain order but with those that failed recently last, so that a
-  // dead server costs one failed connection every few seconds, not one per read.
-  std::vector<std::string> readOrder(const ChunkLoc& loc);
+  // dead server costs one failed connection every few seconds, not one per read. `upCount`:
+  // how many lead the list (not failed recently).
+  std::vector<std::string> readOrder(const ChunkLoc& loc, size_t* upCount = nullptr);
   void noteReplica(const std::string& addr, bool reachable);
 
   BlockCipher& cipher_;
+  Workers workers_;
   uint64_t clientId_ = 0;
   Metrics* served_ = nullptr;  // served from loop_ (serveMetrics)
   LoopThread loop_;
