@@ -285,7 +285,7 @@ void CairnFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       std::unique_lock<std::shared_mutex> exclusive(f->mutex);
       int err = flushPending(*f, cino);
       if (err == 0) err = commit(*f, cino);
-      if (err == 0 && reply.getAttr().getSize() > 0) {
+      if (err == 0) {  // also when empty: mtime and ctime move (as on ext4)
         auto t = request();
         auto op = opOf(t).initSetattr();
         op.setIno(cino);
