@@ -598,6 +598,25 @@ std::shared_ptr<CairnFs::OpenFile> CairnFs::acquire(uint64_t ino, uint64_t& gen)
   return f;
 }
 
+bool CairnFs::knownWithoutCaps(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(capsMutex_);
+  auto it = noCaps_.find(ino);
+  return it != noCaps_.end() && std::chrono::steady_clock::now() < it->second;
+}
+
+void CairnFs::rememberWithoutCaps(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(capsMutex_);
+  if (noCaps_.size() >= MAX_CACHED_VERSIONS) noCaps_.clear();
+  noCaps_[ino] = std::chrono::steady_clock::now() +
+                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                     std::chrono::duration<double>(options_.attrTimeoutSec));
+}
+
+void CairnFs::changedElsewhere(uint64_t ino) {
+  std::lock_guard<std::mutex> lock(capsMutex_);
+  noCaps_.erase(ino);
+}
+
 void CairnFs::closed(uint64_t ino, uint64_t gen) {
   std::lock_guard<std::mutex> lock(closedMutex_);
   closed_.push_back(Ref{ino, gen});
@@ -909,6 +928,7 @@ void CairnFs::statfs(fuse_req_t req, fuse_ino_t ino) {
 void CairnFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
                        size_t size, int flags) {
   guard(req, "setxattr", [&]() {
+    changedElsewhere(toCluster(ino));
     // POSIX ACLs (system.posix_acl_*) arrive here too: meta checks them and keeps the mode in step.
     if (!options_.acl && strncmp(name, "system.posix_acl_", 17) == 0)
       return (void)fuse_reply_err(req, EOPNOTSUPP);
@@ -927,12 +947,18 @@ void CairnFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t 
   guard(req, "getxattr", [&]() {
     if (!options_.acl && strncmp(name, "system.posix_acl_", 17) == 0)
       return (void)fuse_reply_err(req, EOPNOTSUPP);
+    // The kernel asks for security.capability before every write (to drop file capabilities);
+    // a file without one is remembered for the attribute timeout, or until it changes.
+    bool caps = strcmp(name, "security.capability") == 0;
+    uint64_t cino = toCluster(ino);
+    if (caps && knownWithoutCaps(cino)) return (void)fuse_reply_err(req, ENODATA);
     auto m = request();
     auto x = opOf(m).initGetxattr();
-    x.setIno(toCluster(ino));
+    x.setIno(cino);
     x.setName(name);
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
+    if (caps && reply.getErr() == ENODATA) rememberWithoutCaps(cino);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     auto v = reply.getValue();
     if (size == 0) return (void)fuse_reply_xattr(req, v.size());
@@ -961,6 +987,7 @@ void CairnFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 void CairnFs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   guard(req, "removexattr", [&]() {
+    changedElsewhere(toCluster(ino));
     auto m = request();
     auto x = opOf(m).initRemovexattr();
     x.setIno(toCluster(ino));

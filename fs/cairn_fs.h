@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <chrono>
 #include <optional>
 #include <map>
 #include <memory>
@@ -79,6 +80,7 @@ class CairnFs final : public OpenFiles {
   std::vector<Ref> openNow() override;
   std::vector<Ref> takeClosed() override;
   void putBackClosed(std::vector<Ref> refs) override;
+  void changedElsewhere(uint64_t ino) override;
 
  private:
   // Lock order: mutex, then state. `mutex` is held shared by reads and block-aligned writes
@@ -167,6 +169,11 @@ class CairnFs final : public OpenFiles {
   std::shared_ptr<OpenFile> acquire(uint64_t ino, uint64_t& gen);
   void closed(uint64_t ino, uint64_t gen);
   std::atomic<uint64_t> openGens_{0};
+  // Files known to have no security.capability attribute, until when (see getxattr).
+  bool knownWithoutCaps(uint64_t ino);
+  void rememberWithoutCaps(uint64_t ino);
+  std::mutex capsMutex_;  // guards noCaps_; taken alone
+  std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> noCaps_;
   std::mutex closedMutex_;  // guards closed_; taken last
   std::vector<Ref> closed_;
 };

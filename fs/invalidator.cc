@@ -43,6 +43,7 @@ void Invalidator::apply(proto::ChangePage::Reader page) {
       if (entries_) entries_->inc();
     } else {
       fuse_ino_t ino = c.getIno() == rootIno_ ? FUSE_ROOT_ID : c.getIno();
+      if (files_) files_->changedElsewhere(c.getIno());
       fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);  // attributes and every cached page
       if (inodes_) inodes_->inc();
     }

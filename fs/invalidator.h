@@ -29,6 +29,9 @@ class OpenFiles {
   virtual std::vector<Ref> openNow() = 0;
   virtual std::vector<Ref> takeClosed() = 0;              // closed since the last call
   virtual void putBackClosed(std::vector<Ref> refs) = 0;  // the watch carrying them failed
+  // Another client changed the inode: whatever the mount remembers of it beyond the kernel's
+  // caches goes too.
+  virtual void changedElsewhere(uint64_t ino) {}
 };
 
 class Invalidator {

@@ -111,9 +111,11 @@ class MetaServer final : public raft::Application {
   kj::Promise<Reply> watch(proto::MetaRequest::Reader request);
   Reply changesReply(const ChangeFeed::Page& page);
   void wakeWatchers();
+  static bool foreign(const ChangeFeed::Page& page, uint64_t client);  // a change not by client
   void expireSessions();
   struct Watcher {
     uint64_t epoch = 0, after = 0;
+    uint64_t client = 0;  // its own changes do not wake it (it has nothing to drop for them)
     kj::Own<kj::PromiseFulfiller<Reply>> fulfiller;
   };
   struct Session {

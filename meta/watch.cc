@@ -31,6 +31,12 @@ MetaServer::Reply MetaServer::changesReply(const ChangeFeed::Page& page) {
   return reply;
 }
 
+bool MetaServer::foreign(const ChangeFeed::Page& page, uint64_t client) {
+  for (auto& c : page.changes)
+    if (c.origin != client || client == 0) return true;
+  return false;
+}
+
 kj::Promise<MetaServer::Reply> MetaServer::watch(proto::MetaRequest::Reader request) {
   auto w = request.getOp().getWatch();
   KJ_REQUIRE(w.getHost().size() <= 255 && w.getMount().size() <= 4096, "watch: name too long");
@@ -52,12 +58,12 @@ kj::Promise<MetaServer::Reply> MetaServer::watch(proto::MetaRequest::Reader requ
     for (auto c : w.getClosed()) fileClosed(client, c.getIno(), c.getGen());
   }
   auto page = feed_.since(w.getEpoch(), w.getAfter(), MAX_PAGE);
-  if (!page.changes.empty() || page.lost || w.getEpoch() != feed_.epoch() ||
-      watchers_.size() >= MAX_WATCHERS) {
+  if (foreign(page, client) || page.lost || w.getEpoch() != feed_.epoch() ||
+      watchers_.size() >= MAX_WATCHERS || page.changes.size() >= MAX_PAGE) {
     return changesReply(page);
   }
   auto paf = kj::newPromiseAndFulfiller<Reply>();
-  watchers_.push_back(Watcher{w.getEpoch(), w.getAfter(), kj::mv(paf.fulfiller)});
+  watchers_.push_back(Watcher{w.getEpoch(), w.getAfter(), client, kj::mv(paf.fulfiller)});
   uint32_t waitMs = std::min<uint32_t>(w.getWaitMs(), 30000);
   uint64_t epoch = w.getEpoch(), after = w.getAfter();
   return paf.promise.exclusiveJoin(
@@ -72,7 +78,9 @@ void MetaServer::wakeWatchers() {
   for (auto& w : watchers_) {
     if (!w.fulfiller->isWaiting()) continue;  // answered by its timeout
     auto page = feed_.since(w.epoch, w.after, MAX_PAGE);
-    if (page.changes.empty() && !page.lost) {
+    // Only the watcher's own changes so far: it would drop nothing, so it sleeps on (a mount
+    // writing many small files would otherwise be answered after every one of them).
+    if (!foreign(page, w.client) && !page.lost && page.changes.size() < MAX_PAGE) {
       still.push_back(kj::mv(w));
       continue;
     }

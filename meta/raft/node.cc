@@ -158,7 +158,10 @@ kj::Promise<void> RaftNode::tickLoop() {
 void RaftNode::schedule() {
   if (scheduled_) return;
   scheduled_ = true;
-  tasks_.add(kj::evalLater([this]() {
+  // Group commit: run once every event already queued has run (requests read from sockets
+  // while the last batch was syncing included), so that one log sync covers all their
+  // proposals rather than the first alone.
+  tasks_.add(kj::evalLast([this]() {
     scheduled_ = false;
     process();
   }));
