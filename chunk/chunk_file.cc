@@ -4,6 +4,7 @@
 #include <kj/debug.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <isa-l/crc.h>
 #include <zlib.h>
 
 #include <cstring>
@@ -62,10 +63,10 @@ void pwriteAll(int fd, const void* buf, size_t n, uint64_t off) {
 }  // namespace
 
 uint32_t blockCrc(const void* aux, size_t auxLen, const void* data, size_t dataLen) {
-  uLong c = crc32(0L, Z_NULL, 0);
-  c = crc32(c, static_cast<const Bytef*>(aux), auxLen);
-  c = crc32(c, static_cast<const Bytef*>(data), dataLen);
-  return static_cast<uint32_t>(c);
+  // The CRC-32 of zlib and gzip (reflected IEEE), computed by ISA-L with the machine's vector
+  // instructions: the same values as zlib's crc32(), several times faster.
+  uint32_t c = crc32_gzip_refl(0, static_cast<const unsigned char*>(aux), auxLen);
+  return crc32_gzip_refl(c, static_cast<const unsigned char*>(data), dataLen);
 }
 
 uint32_t blockCrc(const std::string& aux, const std::string& data) {

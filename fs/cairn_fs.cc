@@ -393,35 +393,29 @@ int CairnFs::writeRange(OpenFile& f, uint64_t cino, const char* data, size_t siz
     uint32_t first = static_cast<uint32_t>((pos - base) / BLOCK);
     uint32_t last = static_cast<uint32_t>((chunkEnd - base - 1) / BLOCK);
     uint32_t count = last - first + 1;
-    plain.assign(size_t(count) * BLOCK, 0);
     ChunkLoc loc;
     int err = chunkFor(f, cino, index, true, loc);
     if (err != 0) return err;
-    // Partial head and tail blocks: merge with what is stored, unless the block lies wholly
-    // beyond the end of the file, where it is zeros.
     uint64_t firstStart = base + uint64_t(first) * BLOCK;
     uint64_t lastStart = base + uint64_t(last) * BLOCK;
-    if (pos != firstStart && firstStart < fileSize) {
-      err = readFresh(f, cino, loc, first, 1, plain.data());
+    const unsigned char* blocks;
+    if (pos == firstStart && chunkEnd == lastStart + BLOCK) {
+      // Whole blocks: sealed straight from the caller's buffer.
+      blocks = reinterpret_cast<const unsigned char*>(data + (pos - off));
+    } else {
+      plain.assign(size_t(count) * BLOCK, 0);
+      err = mergeBlocks(f, cino, loc, first, count, pos, chunkEnd, firstStart, lastStart,
+                        fileSize, data + (pos - off), plain.data());
       if (err != 0) return err;
+      blocks = plain.data();
     }
-    if (chunkEnd != lastStart + BLOCK && lastStart < fileSize &&
-        (last != first || pos == firstStart)) {
-      err = readFresh(f, cino, loc, last, 1, plain.data() + size_t(count - 1) * BLOCK);
-      if (err != 0) return err;
-    }
-    // Bytes past the end of the file inside a merged block read as zeros.
-    if (fileSize < lastStart + BLOCK && fileSize > firstStart) {
-      for (size_t i = fileSize - firstStart; i < plain.size(); i++) plain[i] = 0;
-    }
-    memcpy(plain.data() + (pos - firstStart), data + (pos - off), chunkEnd - pos);
-    err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, plain.data(), false);
+    err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, blocks, false);
     for (int retry = 0; err == ESTALE && retry < 200; retry++) {
       if (retry > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
       forgetChunk(f, index);
       err = chunkFor(f, cino, index, true, loc);
       if (err == 0)
-        err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, plain.data(), false);
+        err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, blocks, false);
     }
     if (err != 0) return err;
     rememberChunk(f, loc);  // the chain may have changed after a replica failure
@@ -436,6 +430,27 @@ int CairnFs::writeRange(OpenFile& f, uint64_t cino, const char* data, size_t siz
     if (end > f.size) f.size = end;
     f.dirty = true;
   }
+  return 0;
+}
+
+int CairnFs::mergeBlocks(OpenFile& f, uint64_t cino, ChunkLoc& loc, uint32_t first,
+                         uint32_t count, uint64_t pos, uint64_t end, uint64_t firstStart,
+                         uint64_t lastStart, uint64_t fileSize, const char* data,
+                         unsigned char* plain) {
+  // Partial head and tail blocks: merge with what is stored, unless the block lies wholly
+  // beyond the end of the file, where it is zeros.
+  if (pos != firstStart && firstStart < fileSize) {
+    if (int err = readFresh(f, cino, loc, first, 1, plain)) return err;
+  }
+  if (end != lastStart + BLOCK && lastStart < fileSize && (count > 1 || pos == firstStart)) {
+    if (int err = readFresh(f, cino, loc, first + count - 1, 1, plain + size_t(count - 1) * BLOCK))
+      return err;
+  }
+  // Bytes past the end of the file inside a merged block read as zeros.
+  size_t total = size_t(count) * BLOCK;
+  if (fileSize < lastStart + BLOCK && fileSize > firstStart)
+    memset(plain + (fileSize - firstStart), 0, total - (fileSize - firstStart));
+  memcpy(plain + (pos - firstStart), data, end - pos);
   return 0;
 }
 

@@ -125,6 +125,11 @@ class CairnFs final : public OpenFiles {
   // `fileSize`: the size of what is stored (blocks past it read as zeros, not from servers).
   int writeRange(OpenFile& f, uint64_t cino, const char* data, size_t size, uint64_t off,
                  uint64_t fileSize);
+  // The blocks [first, first + count) of a chunk with [pos, end) replaced by `data`: partial
+  // head and tail blocks read from the servers (zeros past `fileSize`).
+  int mergeBlocks(OpenFile& f, uint64_t cino, ChunkLoc& loc, uint32_t first, uint32_t count,
+                  uint64_t pos, uint64_t end, uint64_t firstStart, uint64_t lastStart,
+                  uint64_t fileSize, const char* data, unsigned char* plain);
   // Writes out the write-behind buffer. Callers hold f.mutex exclusively.
   int flushPending(OpenFile& f, uint64_t cino);
   int truncateData(OpenFile& f, uint64_t ino, uint64_t newSize);

@@ -298,13 +298,14 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
   for (uint32_t done = 0; done < count;) {
     uint32_t n = std::min(count - done, MAX_BLOCKS_PER_RPC);
     // Sealed (and checksummed) on the worker pool and this thread.
-    std::string cipher(size_t(n) * BLOCK, '\0'), aux(size_t(n) * AUX, '\0');
+    std::unique_ptr<unsigned char[]> cipher(new unsigned char[size_t(n) * BLOCK]);
+    std::unique_ptr<unsigned char[]> aux(new unsigned char[size_t(n) * AUX]);
     std::vector<uint32_t> crcs(n);
     workers_.parallelFor(n, SEAL_GRAIN, [&](size_t begin, size_t end) {
       for (size_t i = begin; i < end; i++) {
         uint64_t blockNo = loc.index * chunkBlocks + first + done + i;
-        auto* c = reinterpret_cast<unsigned char*>(cipher.data()) + i * BLOCK;
-        auto* a = reinterpret_cast<unsigned char*>(aux.data()) + i * AUX;
+        auto* c = cipher.get() + i * BLOCK;
+        auto* a = aux.get() + i * AUX;
         cipher_.seal(ino, blockNo, plain + (done + i) * BLOCK, c, a);
         crcs[i] = chunk::blockCrc(a, AUX, c, BLOCK);
       }
@@ -326,8 +327,8 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
                 auto b = blocks[i];
                 b.setPresent(true);
                 b.setCrc(crcs[i]);
-                b.setAux(kj::arrayPtr(reinterpret_cast<const kj::byte*>(aux.data()) + size_t(i) * AUX, AUX));
-                b.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(cipher.data()) + size_t(i) * BLOCK, BLOCK));
+                b.setAux(kj::arrayPtr(aux.get() + size_t(i) * AUX, AUX));
+                b.setData(kj::arrayPtr(cipher.get() + size_t(i) * BLOCK, BLOCK));
               }
               auto chain = req.initChain(loc.addrs.size() - 1);
               for (size_t i = 1; i < loc.addrs.size(); i++) chain.set(i - 1, loc.addrs[i]);

@@ -4,7 +4,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   capnproto libcapnp-dev liblmdb-dev lmdb-utils libsodium-dev libfuse3-dev fuse3
-  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev prometheus-cpp-dev zlib1g-dev
+  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev prometheus-cpp-dev zlib1g-dev libisal-dev
   fio sqlite3 git rsync attr acl xxd python3 procps iproute2 util-linux psmisc prometheus
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf python3-yaml
 )
