@@ -366,6 +366,7 @@ void CairnFs::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
       if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
     }
     std::shared_lock<std::shared_mutex> lock(f->mutex);
+    if (int err = drainWrites(*f); err != 0) return (void)fuse_reply_err(req, err);
     uint64_t fileSize;
     {
       std::lock_guard<std::mutex> s(f->state);
@@ -454,8 +455,15 @@ int CairnFs::mergeBlocks(OpenFile& f, uint64_t cino, ChunkLoc& loc, uint32_t fir
   return 0;
 }
 
+int CairnFs::drainWrites(OpenFile& f) {
+  std::unique_lock<std::mutex> s(f.state);
+  f.drained.wait(s, [&]() { return f.inflight == 0; });
+  return std::exchange(f.asyncErr, 0);
+}
+
 int CairnFs::flushPending(OpenFile& f, uint64_t cino) {
   // Callers hold f.mutex exclusively.
+  if (int err = drainWrites(f); err != 0) return err;
   if (f.pending.empty()) return 0;
   std::string data;
   data.swap(f.pending);
@@ -501,14 +509,56 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
       std::unique_lock<std::shared_mutex> exclusive(f->mutex);
       if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
     }
-    // Whole-block writes run in parallel; a partial block needs read-modify-write, alone.
+    // Whole-block writes go out in the background (a few MiB per file at most): the caller
+    // goes on while they travel the replica chains, as write() promises only client memory;
+    // their errors come back at the next write, flush, fsync or close. A partial block needs
+    // read-modify-write, alone, after them.
     bool partial = (off % BLOCK) != 0 || (end % BLOCK) != 0;
     std::shared_lock<std::shared_mutex> shared(f->mutex, std::defer_lock);
     std::unique_lock<std::shared_mutex> exclusive(f->mutex, std::defer_lock);
     if (partial) {
       exclusive.lock();
+      if (int err = drainWrites(*f); err != 0) return (void)fuse_reply_err(req, err);
     } else {
       shared.lock();
+      {
+        std::unique_lock<std::mutex> s(f->state);
+        f->drained.wait(s, [&]() { return f->inflightBytes + size <= ASYNC_BYTES_PER_FILE || f->inflight == 0; });
+        if (f->asyncErr != 0) return (void)fuse_reply_err(req, std::exchange(f->asyncErr, 0));
+        f->inflight++;
+        f->inflightBytes += size;
+        if (end > f->size) f->size = end;
+        f->dirty = true;
+      }
+      {
+        std::unique_lock<std::mutex> a(asyncMutex_);
+        asyncRoom_.wait(a, [&]() { return asyncBytes_ + size <= ASYNC_BYTES || asyncBytes_ == 0; });
+        asyncBytes_ += size;
+      }
+      auto copy = std::make_shared<std::string>(data, size);
+      writers_.submit([this, f, cino, copy, off]() {
+        int err;
+        try {
+          err = writeRange(*f, cino, copy->data(), copy->size(), uint64_t(off), 0);
+        } catch (kj::Exception& e) {
+          spdlog::error("background write to inode {}: {}", cino, e.getDescription().cStr());
+          err = EIO;
+        }
+        if (err != 0)
+          spdlog::error("background write of {} bytes at {} of inode {} failed: {}", copy->size(),
+                        off, cino, strerror(err));
+        {
+          std::lock_guard<std::mutex> a(asyncMutex_);
+          asyncBytes_ -= copy->size();
+        }
+        asyncRoom_.notify_all();
+        std::lock_guard<std::mutex> s(f->state);
+        f->inflight--;
+        f->inflightBytes -= copy->size();
+        if (err != 0 && f->asyncErr == 0) f->asyncErr = err;
+        f->drained.notify_all();
+      });
+      return (void)fuse_reply_write(req, size);
     }
     uint64_t fileSize;
     {
@@ -669,16 +719,24 @@ void CairnFs::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
       std::lock_guard<std::mutex> s(f->state);
       unsynced.swap(f->unsynced);
     }
+    std::vector<ChunkLoc> locs;
+    int err = 0;
     for (auto index : unsynced) {
       ChunkLoc loc;
-      int err = chunkFor(*f, cino, index, false, loc);
-      if (err == ENOENT) continue;  // truncated away since it was written: nothing to sync
-      if (err == 0) err = client_.syncChunk(loc);
-      if (err != 0) {
-        std::lock_guard<std::mutex> s(f->state);
-        f->unsynced.insert(unsynced.begin(), unsynced.end());
-        return (void)fuse_reply_err(req, err);
+      int e = chunkFor(*f, cino, index, false, loc);
+      if (e == ENOENT) continue;  // truncated away since it was written: nothing to sync
+      if (e != 0) {
+        err = e;
+        break;
       }
+      locs.push_back(std::move(loc));
+    }
+    size_t failedAt = 0;
+    if (err == 0) err = client_.syncChunks(locs, failedAt);
+    if (err != 0) {
+      std::lock_guard<std::mutex> s(f->state);
+      f->unsynced.insert(unsynced.begin(), unsynced.end());
+      return (void)fuse_reply_err(req, err);
     }
     fuse_reply_err(req, commit(*f, cino));  // meta commits are always durable
   });

@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <chrono>
 #include <optional>
 #include <map>
@@ -23,6 +24,7 @@
 
 #include "fs/client.h"
 #include "fs/invalidator.h"
+#include "fs/workers.h"
 #include "rpc/metrics.h"
 
 namespace cairn::fs {
@@ -102,8 +104,16 @@ class CairnFs final : public OpenFiles {
     uint64_t pendingOff = 0;
     uint64_t sizeBeforePending = 0;  // the file's size before the buffered writes (state)
     std::atomic<size_t> pendingBytes{0};
+    // Whole-block writes sent in the background (state): how many, their bytes, and the first
+    // error one of them met, told at the next write, read, flush, fsync or close.
+    int inflight = 0;
+    size_t inflightBytes = 0;
+    int asyncErr = 0;
+    std::condition_variable drained;  // with `state`
   };
   static constexpr size_t WRITE_BEHIND_BYTES = 1 << 20;
+  static constexpr size_t ASYNC_BYTES_PER_FILE = 8 << 20;  // background writes of one file
+  static constexpr size_t ASYNC_BYTES = 64 << 20;           // of the whole mount
 
   uint64_t toCluster(fuse_ino_t ino) const { return ino == FUSE_ROOT_ID ? rootIno_ : ino; }
   fuse_ino_t toFuse(uint64_t ino) const { return ino == rootIno_ ? FUSE_ROOT_ID : ino; }
@@ -130,6 +140,8 @@ class CairnFs final : public OpenFiles {
   int mergeBlocks(OpenFile& f, uint64_t cino, ChunkLoc& loc, uint32_t first, uint32_t count,
                   uint64_t pos, uint64_t end, uint64_t firstStart, uint64_t lastStart,
                   uint64_t fileSize, const char* data, unsigned char* plain);
+  // Waits for the file's background writes; their first error (once).
+  int drainWrites(OpenFile& f);
   // Writes out the write-behind buffer. Callers hold f.mutex exclusively.
   int flushPending(OpenFile& f, uint64_t cino);
   int truncateData(OpenFile& f, uint64_t ino, uint64_t newSize);
@@ -181,6 +193,12 @@ class CairnFs final : public OpenFiles {
   std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> noCaps_;
   std::mutex closedMutex_;  // guards closed_; taken last
   std::vector<Ref> closed_;
+  // Background whole-block writes: their bytes across the mount (asyncMutex_, taken alone),
+  // and the threads sending them (last member: destroyed first, after finishing its queue).
+  std::mutex asyncMutex_;
+  std::condition_variable asyncRoom_;
+  size_t asyncBytes_ = 0;
+  TaskQueue writers_{4};
 };
 
 // Every operation runs inside guard: its latency is measured, and an exception (the cluster out

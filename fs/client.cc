@@ -402,6 +402,45 @@ int ClusterClient::syncChunk(const ChunkLoc& loc) {
   });
 }
 
+int ClusterClient::syncChunks(const std::vector<ChunkLoc>& locs, size_t& failedAt) {
+  // Every chunk at once: the servers heading different chains sync in parallel.
+  failedAt = locs.size();
+  if (locs.empty()) return 0;
+  try {
+    auto errs = loop_.run([&]() {
+      auto all = kj::heapArrayBuilder<kj::Promise<int>>(locs.size());
+      for (auto& loc : locs) {
+        if (loc.addrs.empty()) {
+          all.add(kj::Promise<int>(0));
+          continue;
+        }
+        auto& peer = chunkPeer(loc.addrs[0]);
+        all.add(peer.get()
+                    .then([&loc](capnp::Capability::Client cap) {
+                      auto req = cap.castAs<proto::Chunk>().syncRequest();
+                      fillChain(req, loc);
+                      return req.send().then([](auto resp) { return int(resp.getErr()); });
+                    })
+                    .catch_([&peer](kj::Exception&& e) {
+                      peer.reset();
+                      return int(EIO);
+                    }));
+      }
+      return kj::joinPromises(all.finish());
+    });
+    for (size_t i = 0; i < errs.size(); i++) {
+      if (errs[i] != 0) {
+        failedAt = i;
+        return errs[i];
+      }
+    }
+    return 0;
+  } catch (kj::Exception& e) {
+    failedAt = 0;
+    return EIO;
+  }
+}
+
 int ClusterClient::truncateChunk(const ChunkLoc& loc, uint32_t keepBlocks) {
   return headCall(loc, [&loc, keepBlocks](proto::Chunk::Client c) {
     auto req = c.truncateRequest();

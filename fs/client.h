@@ -51,6 +51,8 @@ class ClusterClient {
   int writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
                   uint32_t count, const unsigned char* plain, bool sync);
   int syncChunk(const ChunkLoc& loc);
+  // Syncs every chunk at once; on failure, `failedAt` is the first chunk that failed.
+  int syncChunks(const std::vector<ChunkLoc>& locs, size_t& failedAt);
   int truncateChunk(const ChunkLoc& loc, uint32_t keepBlocks);
 
   BlockCipher& cipher() { return cipher_; }

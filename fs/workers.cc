@@ -80,4 +80,39 @@ void Workers::parallelFor(size_t count, size_t grain,
   job->done.wait(lock, [&]() { return job->finished == job->pieces; });
 }
 
+TaskQueue::TaskQueue(size_t threads) {
+  for (size_t i = 0; i < std::max<size_t>(threads, 1); i++) {
+    threads_.emplace_back([this]() {
+      for (;;) {
+        std::function<void()> task;
+        {
+          std::unique_lock<std::mutex> lock(mutex_);
+          wake_.wait(lock, [this]() { return stop_ || !queue_.empty(); });
+          if (queue_.empty()) return;  // stopping, and nothing left
+          task = std::move(queue_.front());
+          queue_.pop_front();
+        }
+        task();
+      }
+    });
+  }
+}
+
+TaskQueue::~TaskQueue() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void TaskQueue::submit(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    queue_.push_back(std::move(task));
+  }
+  wake_.notify_one();
+}
+
 }  // namespace cairn::fs

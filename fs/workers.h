@@ -40,4 +40,22 @@ class Workers {
   std::vector<std::thread> threads_;
 };
 
+// Threads that run submitted tasks in the background, in submission order per free thread;
+// the destructor finishes every queued task, then joins.
+class TaskQueue {
+ public:
+  explicit TaskQueue(size_t threads);
+  ~TaskQueue();
+  TaskQueue(const TaskQueue&) = delete;
+  TaskQueue& operator=(const TaskQueue&) = delete;
+  void submit(std::function<void()> task);  // task must not throw
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
 }  // namespace cairn::fs

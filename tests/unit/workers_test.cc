@@ -61,5 +61,25 @@ TEST(Workers, HelpersTakePartInLargeJobs) {
   EXPECT_GT(threads.size(), 1u);
 }
 
+TEST(TaskQueue, RunsEveryTaskAndFinishesTheQueueBeforeItGoes) {
+  // Proves the background queue that sends whole-block writes: every task submitted from
+  // several threads runs once, and destroying the queue waits for the ones still queued.
+  std::atomic<int> ran{0};
+  {
+    TaskQueue q(3);
+    std::vector<std::thread> submitters;
+    for (int t = 0; t < 4; t++)
+      submitters.emplace_back([&]() {
+        for (int i = 0; i < 250; i++)
+          q.submit([&]() {
+            std::this_thread::sleep_for(std::chrono::microseconds(20));
+            ran++;
+          });
+      });
+    for (auto& t : submitters) t.join();
+  }
+  EXPECT_EQ(ran, 1000);
+}
+
 }  // namespace
 }  // namespace cairn::fs
