@@ -159,6 +159,23 @@ sys.exit(0 if len([x for x in s if x['state']=='online'])>=$CAIRN_CHUNKS else 1)
 
 mount_ready() { mountpoint -q "$CAIRN_MOUNT" && stat "$CAIRN_MOUNT" >/dev/null; }
 
+# A port picked free can be taken by another cluster (a test running beside this one) before
+# our server binds it: a chunk server that died of that gets new ports and starts again.
+fix_port_clashes() {
+  local i name
+  for ((i = 0; i < CAIRN_CHUNKS; i++)); do
+    name="chunk$i"
+    alive "$name" && continue
+    grep -q "Address already in use" "$DIR/logs/$name.log" "$DIR/logs/$name.out" 2>/dev/null || continue
+    pick_port "CHUNK${i}_PORT"; pick_port "CHUNK${i}_METRICS"
+    for f in "$DIR/logs/$name.log" "$DIR/logs/$name.out"; do [ -f "$f" ] && mv "$f" "$f.clash"; done
+    echo "cluster.sh: $name lost its port to another process; starting it on port $(eval echo \$CHUNK${i}_PORT)" >&2
+    write_env
+    start_one "$name"
+  done
+}
+chunks_online_fixing() { fix_port_clashes; chunks_online; }
+
 names() {
   local i
   for ((i = 0; i < CAIRN_METAS; i++)); do echo "meta$i"; done
@@ -202,7 +219,7 @@ case "$cmd" in
     [ -f "$DIR/key" ] || { (umask 077; head -c 32 /dev/urandom > "$DIR/key"); }
     write_env
     for n in $(names); do start_one "$n"; done
-    wait_until 60 "every chunk server to be online" chunks_online || exit 1
+    wait_until 60 "every chunk server to be online" chunks_online_fixing || exit 1
     start_one mount
     wait_until 30 "the mount at $CAIRN_MOUNT" mount_ready || exit 1
     echo "cluster up: $CAIRN_METAS meta, $CAIRN_CHUNKS chunk servers, mounted at $CAIRN_MOUNT"
