@@ -731,8 +731,7 @@ void CairnFs::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
       }
       locs.push_back(std::move(loc));
     }
-    size_t failedAt = 0;
-    if (err == 0) err = client_.syncChunks(locs, failedAt);
+    if (err == 0) err = client_.syncChunks(locs);
     if (err != 0) {
       std::lock_guard<std::mutex> s(f->state);
       f->unsynced.insert(unsynced.begin(), unsynced.end());

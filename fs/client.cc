@@ -366,19 +366,22 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
   return 0;
 }
 
+kj::Promise<int> ClusterClient::headCallAsync(
+    const ChunkLoc& loc, kj::Function<kj::Promise<int>(proto::Chunk::Client)>& send) {
+  if (loc.addrs.empty()) return 0;
+  auto& peer = chunkPeer(loc.addrs[0]);
+  return peer.get()
+      .then([&send](capnp::Capability::Client cap) { return send(cap.castAs<proto::Chunk>()); })
+      .catch_([&peer](kj::Exception&& e) {
+        peer.reset();
+        return int(EIO);
+      });
+}
+
 int ClusterClient::headCall(const ChunkLoc& loc,
                             kj::Function<kj::Promise<int>(proto::Chunk::Client)> send) {
-  if (loc.addrs.empty()) return 0;
   try {
-    return loop_.run([&]() {
-      auto& peer = chunkPeer(loc.addrs[0]);
-      return peer.get()
-          .then([&send](capnp::Capability::Client cap) { return send(cap.castAs<proto::Chunk>()); })
-          .catch_([&peer](kj::Exception&& e) {
-            peer.reset();
-            return int(EIO);
-          });
-    });
+    return loop_.run([&]() { return headCallAsync(loc, send); });
   } catch (kj::Exception& e) {
     return EIO;
   }
@@ -394,49 +397,26 @@ void fillChain(Request& req, const ChunkLoc& loc) {
 }
 }  // namespace
 
-int ClusterClient::syncChunk(const ChunkLoc& loc) {
-  return headCall(loc, [&loc](proto::Chunk::Client c) {
-    auto req = c.syncRequest();
-    fillChain(req, loc);
-    return req.send().then([](auto resp) { return int(resp.getErr()); });
-  });
-}
-
-int ClusterClient::syncChunks(const std::vector<ChunkLoc>& locs, size_t& failedAt) {
+int ClusterClient::syncChunks(const std::vector<ChunkLoc>& locs) {
   // Every chunk at once: the servers heading different chains sync in parallel.
-  failedAt = locs.size();
-  if (locs.empty()) return 0;
+  std::vector<kj::Function<kj::Promise<int>(proto::Chunk::Client)>> sends;
+  for (auto& loc : locs) {
+    sends.emplace_back([&loc](proto::Chunk::Client c) {
+      auto req = c.syncRequest();
+      fillChain(req, loc);
+      return req.send().then([](auto resp) { return int(resp.getErr()); });
+    });
+  }
   try {
     auto errs = loop_.run([&]() {
       auto all = kj::heapArrayBuilder<kj::Promise<int>>(locs.size());
-      for (auto& loc : locs) {
-        if (loc.addrs.empty()) {
-          all.add(kj::Promise<int>(0));
-          continue;
-        }
-        auto& peer = chunkPeer(loc.addrs[0]);
-        all.add(peer.get()
-                    .then([&loc](capnp::Capability::Client cap) {
-                      auto req = cap.castAs<proto::Chunk>().syncRequest();
-                      fillChain(req, loc);
-                      return req.send().then([](auto resp) { return int(resp.getErr()); });
-                    })
-                    .catch_([&peer](kj::Exception&& e) {
-                      peer.reset();
-                      return int(EIO);
-                    }));
-      }
+      for (size_t i = 0; i < locs.size(); i++) all.add(headCallAsync(locs[i], sends[i]));
       return kj::joinPromises(all.finish());
     });
-    for (size_t i = 0; i < errs.size(); i++) {
-      if (errs[i] != 0) {
-        failedAt = i;
-        return errs[i];
-      }
-    }
+    for (int err : errs)
+      if (err != 0) return err;
     return 0;
   } catch (kj::Exception& e) {
-    failedAt = 0;
     return EIO;
   }
 }

@@ -50,9 +50,8 @@ class ClusterClient {
   // updates `loc` and writes again: the caller sees no error while one replica is alive.
   int writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
                   uint32_t count, const unsigned char* plain, bool sync);
-  int syncChunk(const ChunkLoc& loc);
-  // Syncs every chunk at once; on failure, `failedAt` is the first chunk that failed.
-  int syncChunks(const std::vector<ChunkLoc>& locs, size_t& failedAt);
+  // Syncs every chunk (on all its replicas) at once; the first error.
+  int syncChunks(const std::vector<ChunkLoc>& locs);
   int truncateChunk(const ChunkLoc& loc, uint32_t keepBlocks);
 
   BlockCipher& cipher() { return cipher_; }
@@ -71,6 +70,9 @@ class ClusterClient {
   Peer& chunkPeer(const std::string& addr);  // loop thread only
   // Runs `send` against the head of the chain on the loop thread; EIO when it is unreachable.
   int headCall(const ChunkLoc& loc, kj::Function<kj::Promise<int>(proto::Chunk::Client)> send);
+  // The same on the loop thread; `send` must outlive the promise.
+  kj::Promise<int> headCallAsync(const ChunkLoc& loc,
+                                 kj::Function<kj::Promise<int>(proto::Chunk::Client)>& send);
   int reportFailure(uint64_t ino, ChunkLoc& loc, const std::string& failedAddr);
   // Tells meta that a replica served a block that failed its check (best effort).
   void reportCorrupt(const ChunkLoc& loc, const std::string& addr);

@@ -35,6 +35,14 @@ void StateMachine::reclaim(Txn& t, capnp::List<uint64_t>::Reader inos) {
   }
 }
 
+// A session record: host, NUL, mount.
+void StateMachine::sessionStart(Txn& t, proto::MetaRequest::SessionOp::Reader op) {
+  std::string v(op.getHost().cStr());
+  v.push_back('\0');
+  v.append(op.getMount().cStr());
+  t.put(store_.sessions, be64(op.getClient()), v);
+}
+
 std::vector<StateMachine::SessionInfo> StateMachine::sessions(Txn& t) {
   std::vector<SessionInfo> out;
   for (Cursor c(t, store_.sessions, "", ""); c.valid(); c.next()) {

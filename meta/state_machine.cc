@@ -269,14 +269,9 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
       releaseLocksOf(t, op.getSessionEnd());
       t.del(store_.sessions, be64(op.getSessionEnd()));
       break;
-    case W::SESSION_START: {
-      auto so = op.getSessionStart();
-      std::string v(so.getHost().cStr());
-      v.push_back('\0');
-      v.append(so.getMount().cStr());
-      t.put(store_.sessions, be64(so.getClient()), v);
+    case W::SESSION_START:
+      sessionStart(t, op.getSessionStart());
       break;
-    }
     case W::RECLAIM:
       reclaim(t, op.getReclaim());
       break;

@@ -101,6 +101,7 @@ class StateMachine {
   // A link of `r` went: stores it, or keeps it unlinked (regular files), or drops it.
   void linkGone(Txn& t, int64_t now, uint64_t ino, InodeRecord& r);
   void reclaim(Txn& t, capnp::List<uint64_t>::Reader inos);
+  void sessionStart(Txn& t, proto::MetaRequest::SessionOp::Reader op);
   // Drops the file's chunks with index in [firstIndex, endIndex).
   void dropChunksFrom(Txn& t, uint64_t ino, uint64_t firstIndex, uint64_t endIndex = UINT64_MAX);
   // Records that `servers` must delete their copy of the chunk (merged with earlier records).

@@ -10,19 +10,10 @@ B="$T/b" C="$T/c"
 mkdir -p "$B" "$C"
 MB="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 MC="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-for m in B C; do
-  dir="${!m}"; port="M$m"
-  "$BIN/mount.cairn" "$CAIRN_META:/" "$dir" -f \
-    -o "secretfile=$CAIRN_SECRET_FILE,keyfile=$CAIRN_KEY_FILE,attr_timeout=60,log=$T/mount$m.log,metrics=127.0.0.1:${!port}" &
-  declare "PID_$m=$!"
-  EXTRA_MOUNTS+=("$dir")
-done
-EXTRA_PIDS+=("$PID_B" "$PID_C")
-end=$((SECONDS + 30))
-until mountpoint -q "$B" && mountpoint -q "$C"; do
-  [ $SECONDS -lt $end ] || fail "extra mounts did not come up"
-  sleep 0.2
-done
+mount_extra "$B" "attr_timeout=60,metrics=127.0.0.1:$MB"
+PID_B=$MOUNT_PID
+mount_extra "$C" "attr_timeout=60,metrics=127.0.0.1:$MC"
+PID_C=$MOUNT_PID
 
 within() {  # within SECONDS DESCRIPTION COMMAND...: COMMAND succeeds within the time
   local limit="$1" what="$2"; shift 2
