@@ -143,6 +143,12 @@ class Core {
   bool proposeConfigChange(NodeId node, bool add);
   // False when not the leader. The ReadState comes back in a later Ready.
   bool readIndex(uint64_t ctx);
+  // True when this node alone is the quorum, has committed in its term and applied all it
+  // committed: a read of its state machine now is linearizable without a ReadIndex round.
+  bool readsLocally() const {
+    return role_ == Role::LEADER && voters_.size() == 1 && voters_[0] == id_ &&
+           committedInCurrentTerm() && applied_ >= commit_;
+  }
   void transferLeadership(NodeId to);
   // The state machine is durably captured up to `index` (<= applied): drop those log entries.
   void compact(Index index);
