@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 namespace cairn::meta {
 
@@ -128,11 +129,68 @@ void Cursor::next() {
   load(mdb_cursor_get(cursor_, &k, &v, MDB_NEXT));
 }
 
+namespace {
+std::string bootId() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(in, id);
+  return id;
+}
+
+void syncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+}  // namespace
+
 Store::Store(const std::string& dir) : dir_(dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   KJ_REQUIRE(!ec, "cannot create data directory", dir, ec.message());
+  std::ifstream marker(dir_ + "/open-boot");
+  std::string was;
+  if (marker && std::getline(marker, was) && was != bootId()) {
+    // Not opened at all (LMDB may not even recognise it): put aside until rebuilt.
+    untrusted_ = true;
+    ::rename((dir_ + "/data.mdb").c_str(), (dir_ + "/data.mdb.untrusted").c_str());
+    ::unlink((dir_ + "/lock.mdb").c_str());
+  }
   open();
+  if (!untrusted_) markOpen();
+}
+
+void Store::markOpen() {
+  std::string path = dir_ + "/open-boot", tmp = path + ".tmp";
+  int fd;
+  KJ_SYSCALL(fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), tmp);
+  std::string id = bootId() + "\n";
+  ssize_t n = ::write(fd, id.data(), id.size());
+  int rc = n == ssize_t(id.size()) ? ::fdatasync(fd) : -1;
+  ::close(fd);
+  KJ_REQUIRE(rc == 0, "cannot record the boot the store is open in", tmp, strerror(errno));
+  KJ_SYSCALL(::rename(tmp.c_str(), path.c_str()), tmp);
+  syncDir(dir_);
+}
+
+void Store::rebuild(const std::string& path) {
+  mdb_env_close(env_);
+  env_ = nullptr;
+  std::string target = dir_ + "/data.mdb";
+  if (path.empty()) {
+    ::unlink(target.c_str());
+  } else {
+    KJ_SYSCALL(::rename(path.c_str(), target.c_str()), path, target);
+  }
+  ::unlink((dir_ + "/lock.mdb").c_str());
+  open();
+  check(mdb_env_sync(env_, 1), "env_sync");
+  syncDir(dir_);
+  untrusted_ = false;
+  markOpen();
+  ::unlink((dir_ + "/data.mdb.untrusted").c_str());
 }
 
 void Store::replaceWith(const std::string& path) {
@@ -140,6 +198,7 @@ void Store::replaceWith(const std::string& path) {
   env_ = nullptr;
   std::string target = dir_ + "/data.mdb";
   KJ_SYSCALL(::rename(path.c_str(), target.c_str()), path, target);
+  syncDir(dir_);
   open();
 }
 
@@ -160,9 +219,8 @@ void Store::open() {
   check(mdb_env_create(&env_), "env_create");
   check(mdb_env_set_maxdbs(env_, 24), "set_maxdbs");
   check(mdb_env_set_mapsize(env_, size_t(64) << 30), "set_mapsize");
-  // One fsync per commit instead of two: a power loss may undo the last commits, never
-  // corrupt; the Raft log (synced) replays them from the applied index.
-  check(mdb_env_open(env_, dir.c_str(), MDB_NOTLS | MDB_NOMETASYNC, 0600), "env_open");
+  // No sync per commit: see the class comment.
+  check(mdb_env_open(env_, dir.c_str(), MDB_NOTLS | MDB_NOSYNC, 0600), "env_open");
   Txn t(env_, true);
   auto openDbi = [&](const char* name) {
     MDB_dbi dbi;
@@ -191,7 +249,11 @@ void Store::open() {
 }
 
 Store::~Store() {
-  if (env_) mdb_env_close(env_);
+  if (!env_) return;
+  // A clean close: everything on disk, and nothing to rebuild at the next boot.
+  bool synced = mdb_env_sync(env_, 1) == 0;
+  mdb_env_close(env_);
+  if (synced && !untrusted_ && ::unlink((dir_ + "/open-boot").c_str()) == 0) syncDir(dir_);
 }
 
 std::optional<InodeRecord> Store::getInode(Txn& t, MDB_dbi dbi, uint64_t ino) {

@@ -127,9 +127,21 @@ class Cursor {
   std::string_view key_, value_;
 };
 
+// The state machine's LMDB environment, opened with MDB_NOSYNC: a commit reaches the page
+// cache only, and what makes a change durable is the Raft log, synced before the change is
+// applied. A process that dies leaves a consistent store (LMDB writes its meta page last), so a
+// restart in the same boot trusts it; a power loss or crash of the machine may leave any mix of
+// pages on disk. The store therefore records the boot it is open in (DATA/open-boot, removed at
+// a clean close, after a sync): found under another boot, the store is not trusted, and the
+// Raft node rebuilds it from its last snapshot and the log before using it.
 class Store {
  public:
   explicit Store(const std::string& dir);
+  // Opened after an unclean stop under another boot: its contents must not be used.
+  bool untrusted() const { return untrusted_; }
+  // Replaces the environment with the copy at `path`, or with an empty one when `path` is
+  // empty, and trusts it from now on.
+  void rebuild(const std::string& path);
   // Replaces the whole environment with the LMDB copy at `path` (a snapshot from the leader).
   void replaceWith(const std::string& path);
   // Writes a compacted, consistent copy of the environment to `path`.
@@ -169,8 +181,10 @@ class Store {
 
  private:
   void open();
+  void markOpen();
   std::string dir_;
   MDB_env* env_ = nullptr;
+  bool untrusted_ = false;
 };
 
 }  // namespace cairn::meta

@@ -49,6 +49,28 @@ void toWire(const Message& m, proto::RaftMessage::Builder b, const std::string& 
   }
 }
 
+// Copies `from` to `to` and makes the copy durable.
+void copyFile(const std::string& from, const std::string& to) {
+  int in, out;
+  KJ_SYSCALL(in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC), from);
+  KJ_DEFER(::close(in));
+  KJ_SYSCALL(out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), to);
+  KJ_DEFER(::close(out));
+  std::vector<char> buf(1 << 20);
+  for (off_t off = 0;;) {
+    ssize_t n;
+    KJ_SYSCALL(n = ::pread(in, buf.data(), buf.size(), off), from);
+    if (n == 0) break;
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w;
+      KJ_SYSCALL(w = ::pwrite(out, buf.data() + done, static_cast<size_t>(n - done), off + done), to);
+      done += w;
+    }
+    off += n;
+  }
+  KJ_SYSCALL(::fdatasync(out), to);
+}
+
 }  // namespace
 
 Message fromWire(proto::RaftMessage::Reader r) {
@@ -102,7 +124,25 @@ RaftNode::RaftNode(kj::AsyncIoContext& io, const ClusterSecret& secret, NodeOpti
       sentMessages_(metrics.counter("cairn_raft_messages_sent_total", "Raft messages sent")),
       syncs_(metrics.counter("cairn_raft_log_syncs_total", "fsyncs of the Raft log")) {
   Restored restored = log_.load();
+  if (app_.storeUntrusted()) {
+    // The machine went down with the store open: rebuild it from the last snapshot (which was
+    // synced before the log was compacted to it) and let the log replay the rest.
+    std::string snap = snapshotPath();
+    struct stat st;
+    bool fromSnapshot = ::stat(snap.c_str(), &st) == 0;
+    std::string copy = fromSnapshot ? options_.dataDir + "/rebuild.mdb" : std::string();
+    if (fromSnapshot) copyFile(snap, copy);
+    app_.rebuildStore(copy);
+    spdlog::warn("raft: the store was open when the machine stopped: rebuilt from {}, the log "
+                 "replays from index {}",
+                 fromSnapshot ? snap : std::string("nothing"), app_.appliedIndex() + 1);
+  }
   restored.applied = app_.appliedIndex();
+  Index logStart = restored.snapshot ? restored.snapshot->index + 1 : 1;
+  KJ_REQUIRE(restored.applied + 1 >= logStart,
+             "the store is behind the start of the Raft log: restore the data directory from a "
+             "backup, or remove it to rejoin as an empty member",
+             restored.applied, logStart);
   Config cfg;
   cfg.id = options_.id;
   for (auto& [id, addr] : options_.peers) cfg.voters.push_back(id);
@@ -330,9 +370,9 @@ void RaftNode::process() {
       // A snapshot from the leader (received into a local file) replaces our state machine and
       // log; a copy stays as our own snapshot for followers behind us.
       std::string path = rd.snapshot->data;
+      // A copy (not a link: the store writes its file in place) stays as our snapshot.
       std::string keep = snapshotPath() + ".tmp";
-      ::unlink(keep.c_str());
-      KJ_SYSCALL(::link(path.c_str(), keep.c_str()));
+      copyFile(path, keep);
       app_.installSnapshot(path);
       KJ_SYSCALL(::rename(keep.c_str(), snapshotPath().c_str()));
       log_.resetTo(rd.snapshot->meta);

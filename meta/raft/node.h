@@ -32,6 +32,11 @@ class Application {
   virtual void writeSnapshot(const std::string& path) = 0;
   // Replaces the state machine with the copy at `path` (from the leader).
   virtual void installSnapshot(const std::string& path) = 0;
+  // True when the state machine's storage cannot be trusted after a crash of the machine; it
+  // is then rebuilt from the copy at `path` (the last snapshot), or empty when `path` is empty,
+  // and the log replayed from there.
+  virtual bool storeUntrusted() = 0;
+  virtual void rebuildStore(const std::string& path) = 0;
   // Leadership changed (to us, or away from us).
   virtual void roleChanged(bool leader) = 0;
 };
