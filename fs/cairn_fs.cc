@@ -475,6 +475,64 @@ int CairnFs::flushPending(OpenFile& f, uint64_t cino) {
   return err;
 }
 
+int CairnFs::writeBehind(const std::shared_ptr<OpenFile>& f, uint64_t cino, std::string data,
+                         uint64_t off) {
+  size_t size = data.size();
+  uint64_t end = off + size;
+  {
+    std::unique_lock<std::mutex> s(f->state);
+    auto overlaps = [&]() {
+      for (auto it = f->inflightRanges.begin(); it != f->inflightRanges.end() && it->first < end; ++it)
+        if (it->second > off) return true;
+      return false;
+    };
+    f->drained.wait(s, [&]() {
+      return (f->inflightBytes + size <= ASYNC_BYTES_PER_FILE || f->inflight == 0) && !overlaps();
+    });
+    if (f->asyncErr != 0) return std::exchange(f->asyncErr, 0);
+    f->inflight++;
+    f->inflightBytes += size;
+    f->inflightRanges.emplace(off, end);
+    if (end > f->size) f->size = end;
+    f->dirty = true;
+  }
+  {
+    std::unique_lock<std::mutex> a(asyncMutex_);
+    asyncRoom_.wait(a, [&]() { return asyncBytes_ + size <= ASYNC_BYTES || asyncBytes_ == 0; });
+    asyncBytes_ += size;
+  }
+  auto copy = std::make_shared<std::string>(std::move(data));
+  writers_.submit([this, f, cino, copy, off]() {
+    int err;
+    try {
+      err = writeRange(*f, cino, copy->data(), copy->size(), off, 0);
+    } catch (kj::Exception& e) {
+      spdlog::error("background write to inode {}: {}", cino, e.getDescription().cStr());
+      err = EIO;
+    }
+    if (err != 0)
+      spdlog::error("background write of {} bytes at {} of inode {} failed: {}", copy->size(),
+                    off, cino, strerror(err));
+    {
+      std::lock_guard<std::mutex> a(asyncMutex_);
+      asyncBytes_ -= copy->size();
+    }
+    asyncRoom_.notify_all();
+    std::lock_guard<std::mutex> s(f->state);
+    f->inflight--;
+    f->inflightBytes -= copy->size();
+    for (auto it = f->inflightRanges.find(off); it != f->inflightRanges.end() && it->first == off; ++it) {
+      if (it->second == off + copy->size()) {
+        f->inflightRanges.erase(it);
+        break;
+      }
+    }
+    if (err != 0 && f->asyncErr == 0) f->asyncErr = err;
+    f->drained.notify_all();
+  });
+  return 0;
+}
+
 void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off) {
   guard(req, "write", [&]() {
     uint64_t cino = toCluster(ino);
@@ -487,7 +545,18 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
       // write(); flush, fsync, close, reads and truncation write it out first.
       std::unique_lock<std::shared_mutex> exclusive(f->mutex);
       if (!f->pending.empty() && uint64_t(off) != f->pendingOff + f->pending.size()) {
-        if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
+        // Not a continuation: what was gathered goes out, in the background when it is whole
+        // blocks (random block writes then travel their chains side by side).
+        int err;
+        if (f->pendingOff % BLOCK == 0 && f->pending.size() % BLOCK == 0) {
+          std::string gathered;
+          gathered.swap(f->pending);
+          f->pendingBytes = 0;
+          err = writeBehind(f, cino, std::move(gathered), f->pendingOff);
+        } else {
+          err = flushPending(*f, cino);
+        }
+        if (err != 0) return (void)fuse_reply_err(req, err);
       }
       {
         std::lock_guard<std::mutex> s(f->state);
@@ -521,43 +590,8 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
       if (int err = drainWrites(*f); err != 0) return (void)fuse_reply_err(req, err);
     } else {
       shared.lock();
-      {
-        std::unique_lock<std::mutex> s(f->state);
-        f->drained.wait(s, [&]() { return f->inflightBytes + size <= ASYNC_BYTES_PER_FILE || f->inflight == 0; });
-        if (f->asyncErr != 0) return (void)fuse_reply_err(req, std::exchange(f->asyncErr, 0));
-        f->inflight++;
-        f->inflightBytes += size;
-        if (end > f->size) f->size = end;
-        f->dirty = true;
-      }
-      {
-        std::unique_lock<std::mutex> a(asyncMutex_);
-        asyncRoom_.wait(a, [&]() { return asyncBytes_ + size <= ASYNC_BYTES || asyncBytes_ == 0; });
-        asyncBytes_ += size;
-      }
-      auto copy = std::make_shared<std::string>(data, size);
-      writers_.submit([this, f, cino, copy, off]() {
-        int err;
-        try {
-          err = writeRange(*f, cino, copy->data(), copy->size(), uint64_t(off), 0);
-        } catch (kj::Exception& e) {
-          spdlog::error("background write to inode {}: {}", cino, e.getDescription().cStr());
-          err = EIO;
-        }
-        if (err != 0)
-          spdlog::error("background write of {} bytes at {} of inode {} failed: {}", copy->size(),
-                        off, cino, strerror(err));
-        {
-          std::lock_guard<std::mutex> a(asyncMutex_);
-          asyncBytes_ -= copy->size();
-        }
-        asyncRoom_.notify_all();
-        std::lock_guard<std::mutex> s(f->state);
-        f->inflight--;
-        f->inflightBytes -= copy->size();
-        if (err != 0 && f->asyncErr == 0) f->asyncErr = err;
-        f->drained.notify_all();
-      });
+      if (int err = writeBehind(f, cino, std::string(data, size), off); err != 0)
+        return (void)fuse_reply_err(req, err);
       return (void)fuse_reply_write(req, size);
     }
     uint64_t fileSize;

@@ -108,6 +108,7 @@ class CairnFs final : public OpenFiles {
     // error one of them met, told at the next write, read, flush, fsync or close.
     int inflight = 0;
     size_t inflightBytes = 0;
+    std::multimap<uint64_t, uint64_t> inflightRanges;  // start -> end of each, for ordering
     int asyncErr = 0;
     std::condition_variable drained;  // with `state`
   };
@@ -135,6 +136,10 @@ class CairnFs final : public OpenFiles {
   // `fileSize`: the size of what is stored (blocks past it read as zeros, not from servers).
   int writeRange(OpenFile& f, uint64_t cino, const char* data, size_t size, uint64_t off,
                  uint64_t fileSize);
+  // Sends whole blocks [off, off + data.size()) in the background, after any background write
+  // it overlaps (so the last write wins). Callers hold f.mutex (shared or exclusive).
+  int writeBehind(const std::shared_ptr<OpenFile>& f, uint64_t cino, std::string data,
+                  uint64_t off);
   // The blocks [first, first + count) of a chunk with [pos, end) replaced by `data`: partial
   // head and tail blocks read from the servers (zeros past `fileSize`).
   int mergeBlocks(OpenFile& f, uint64_t cino, ChunkLoc& loc, uint32_t first, uint32_t count,
@@ -198,7 +203,7 @@ class CairnFs final : public OpenFiles {
   std::mutex asyncMutex_;
   std::condition_variable asyncRoom_;
   size_t asyncBytes_ = 0;
-  TaskQueue writers_{4};
+  TaskQueue writers_{8};
 };
 
 // Every operation runs inside guard: its latency is measured, and an exception (the cluster out
