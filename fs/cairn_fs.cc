@@ -163,8 +163,32 @@ void CairnFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   });
 }
 
+void CairnFs::noteDirAttr(uint64_t dir, proto::MetaReply::Reader reply) {
+  if (!reply.hasParentAttr()) return;
+  struct stat st;
+  fillStat(reply.getParentAttr(), st);
+  std::lock_guard<std::mutex> lock(dirAttrMutex_);
+  if (dirAttrs_.size() >= 4096) dirAttrs_.clear();
+  // Two changes of one directory answered at once: which reply is the later is unknown.
+  auto [it, fresh] = dirAttrs_.emplace(dir, DirAttr{st, std::chrono::steady_clock::now()});
+  if (!fresh) dirAttrs_.erase(it);
+}
+
+bool CairnFs::takeDirAttr(uint64_t dir, struct stat& st) {
+  std::lock_guard<std::mutex> lock(dirAttrMutex_);
+  auto it = dirAttrs_.find(dir);
+  if (it == dirAttrs_.end()) return false;
+  bool fresh = std::chrono::steady_clock::now() - it->second.at <
+               std::chrono::duration<double>(options_.attrTimeoutSec);
+  st = it->second.st;
+  dirAttrs_.erase(it);
+  return fresh;
+}
+
 void CairnFs::getattr(fuse_req_t req, fuse_ino_t ino) {
   guard(req, "getattr", [&]() {
+    struct stat st;
+    if (takeDirAttr(toCluster(ino), st)) return (void)fuse_reply_attr(req, &st, options_.attrTimeoutSec);
     auto m = request();
     opOf(m).setGetattr(toCluster(ino));
     auto r = client_.meta(kj::mv(m));
@@ -337,6 +361,7 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    noteDirAttr(toCluster(parent), reply);
     auto a = reply.getAttr();
     uint64_t ignored;
     auto f = acquire(a.getIno(), ignored);
@@ -697,21 +722,32 @@ std::shared_ptr<CairnFs::OpenFile> CairnFs::acquire(uint64_t ino, uint64_t& gen)
   return f;
 }
 
-bool CairnFs::knownWithoutCaps(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(capsMutex_);
-  auto it = noCaps_.find(ino);
-  return it != noCaps_.end() && std::chrono::steady_clock::now() < it->second;
+int CairnFs::absentKind(const char* name) {
+  if (strcmp(name, "security.capability") == 0) return 0;
+  if (strcmp(name, "system.posix_acl_access") == 0) return 1;
+  if (strcmp(name, "system.posix_acl_default") == 0) return 2;
+  return -1;
 }
 
-void CairnFs::rememberWithoutCaps(uint64_t ino) {
+bool CairnFs::knownAbsent(uint64_t ino, int kind) {
+  std::lock_guard<std::mutex> lock(capsMutex_);
+  auto it = noCaps_.find(ino);
+  return it != noCaps_.end() && std::chrono::steady_clock::now() < it->second[kind];
+}
+
+void CairnFs::rememberAbsent(uint64_t ino, int kind) {
   std::lock_guard<std::mutex> lock(capsMutex_);
   if (noCaps_.size() >= MAX_CACHED_VERSIONS) noCaps_.clear();
-  noCaps_[ino] = std::chrono::steady_clock::now() +
-                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                     std::chrono::duration<double>(options_.attrTimeoutSec));
+  noCaps_[ino][kind] = std::chrono::steady_clock::now() +
+                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                           std::chrono::duration<double>(options_.attrTimeoutSec));
 }
 
 void CairnFs::changedElsewhere(uint64_t ino) {
+  {
+    std::lock_guard<std::mutex> lock(dirAttrMutex_);
+    dirAttrs_.erase(ino);
+  }
   std::lock_guard<std::mutex> lock(capsMutex_);
   noCaps_.erase(ino);
 }
@@ -803,6 +839,10 @@ int CairnFs::truncateData(OpenFile& f, uint64_t ino, uint64_t newSize) {
 void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toSet) {
   guard(req, "setattr", [&]() {
     uint64_t cino = toCluster(ino);
+    {
+      std::lock_guard<std::mutex> lock(dirAttrMutex_);
+      dirAttrs_.erase(cino);
+    }
     auto m = request();
     auto op = opOf(m).initSetattr();
     op.setIno(cino);
@@ -908,6 +948,7 @@ void CairnFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    noteDirAttr(toCluster(parent), reply);
     replyEntry(req, reply.getAttr());
   });
 }
@@ -926,6 +967,7 @@ void CairnFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, con
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    noteDirAttr(toCluster(parent), reply);
     replyEntry(req, reply.getAttr());
   });
 }
@@ -941,6 +983,7 @@ void CairnFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newParent, const c
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    noteDirAttr(toCluster(newParent), reply);
     replyEntry(req, reply.getAttr());
   });
 }
@@ -953,6 +996,7 @@ void CairnFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
     n.setParent(toCluster(parent));
     n.setName(name);
     auto r = client_.meta(kj::mv(m));
+    if (replyOf(r).getErr() == 0) noteDirAttr(toCluster(parent), replyOf(r));
     fuse_reply_err(req, replyOf(r).getErr());
   });
 }
@@ -969,6 +1013,10 @@ void CairnFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
     op.setNewParent(toCluster(newParent));
     op.setNewName(newName);
     op.setFlags(flags);
+    {
+      std::lock_guard<std::mutex> lock(dirAttrMutex_);
+      dirAttrs_.clear();  // both directories, and a moved directory itself, change
+    }
     auto r = client_.meta(kj::mv(m));
     fuse_reply_err(req, replyOf(r).getErr());
   });
@@ -1053,18 +1101,19 @@ void CairnFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t 
   guard(req, "getxattr", [&]() {
     if (!options_.acl && strncmp(name, "system.posix_acl_", 17) == 0)
       return (void)fuse_reply_err(req, EOPNOTSUPP);
-    // The kernel asks for security.capability before every write (to drop file capabilities);
-    // a file without one is remembered for the attribute timeout, or until it changes.
-    bool caps = strcmp(name, "security.capability") == 0;
+    // The kernel asks for security.capability before every write (to drop file capabilities),
+    // and for the access ACL at every chmod: a file without one is remembered for the
+    // attribute timeout, or until it changes (here or elsewhere).
+    int kind = absentKind(name);
     uint64_t cino = toCluster(ino);
-    if (caps && knownWithoutCaps(cino)) return (void)fuse_reply_err(req, ENODATA);
+    if (kind >= 0 && knownAbsent(cino, kind)) return (void)fuse_reply_err(req, ENODATA);
     auto m = request();
     auto x = opOf(m).initGetxattr();
     x.setIno(cino);
     x.setName(name);
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
-    if (caps && reply.getErr() == ENODATA) rememberWithoutCaps(cino);
+    if (kind >= 0 && reply.getErr() == ENODATA) rememberAbsent(cino, kind);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     auto v = reply.getValue();
     if (size == 0) return (void)fuse_reply_xattr(req, v.size());

@@ -10,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <chrono>
@@ -191,11 +192,24 @@ class CairnFs final : public OpenFiles {
   std::shared_ptr<OpenFile> acquire(uint64_t ino, uint64_t& gen);
   void closed(uint64_t ino, uint64_t gen);
   std::atomic<uint64_t> openGens_{0};
-  // Files known to have no security.capability attribute, until when (see getxattr).
-  bool knownWithoutCaps(uint64_t ino);
-  void rememberWithoutCaps(uint64_t ino);
-  std::mutex capsMutex_;  // guards noCaps_; taken alone
-  std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> noCaps_;
+  // Attributes the kernel asks for again and again, remembered as absent (see getxattr): which
+  // of them `name` is (-1: none), and whether `ino` is known to be without it.
+  static int absentKind(const char* name);
+  bool knownAbsent(uint64_t ino, int kind);
+  void rememberAbsent(uint64_t ino, int kind);
+  // A directory's attributes from the reply to a change made in it here: the kernel drops its
+  // copy after each such change and asks at once; that one getattr is answered from here.
+  // Forgotten when the directory changes elsewhere, by setattr or xattrs here, or any rename.
+  void noteDirAttr(uint64_t dir, proto::MetaReply::Reader reply);
+  bool takeDirAttr(uint64_t dir, struct stat& st);
+  std::mutex dirAttrMutex_;  // guards dirAttrs_; taken alone
+  struct DirAttr {
+    struct stat st;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::unordered_map<uint64_t, DirAttr> dirAttrs_;
+  std::mutex capsMutex_;  // guards noCaps_ (until when each kind is known absent); taken alone
+  std::unordered_map<uint64_t, std::array<std::chrono::steady_clock::time_point, 3>> noCaps_;
   std::mutex closedMutex_;  // guards closed_; taken last
   std::vector<Ref> closed_;
   // Background whole-block writes: their bytes across the mount (asyncMutex_, taken alone),

@@ -214,11 +214,11 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
       break;
     case W::UNLINK:
       err = unlinkEntry(t, now, op.getUnlink().getParent(),
-                        std::string_view(op.getUnlink().getName().cStr()), false);
+                        std::string_view(op.getUnlink().getName().cStr()), false, reply);
       break;
     case W::RMDIR:
       err = unlinkEntry(t, now, op.getRmdir().getParent(),
-                        std::string_view(op.getRmdir().getName().cStr()), true);
+                        std::string_view(op.getRmdir().getName().cStr()), true, reply);
       break;
     case W::RENAME:
       err = rename(t, now, op.getRename());
@@ -562,6 +562,7 @@ int StateMachine::mknod(Txn& t, int64_t now, proto::MetaRequest::MknodOp::Reader
   if (accessAcl) t.put(store_.xattrs, be64(ino) + acl::ACCESS, acl::encode(*accessAcl));
   if (defaultAcl) t.put(store_.xattrs, be64(ino) + acl::DEFAULT, acl::encode(*defaultAcl));
   fillAttr(ino, r, reply.initAttr());
+  fillAttr(op.getParent(), *parent, reply.initParentAttr());
   return 0;
 }
 
@@ -586,6 +587,7 @@ int StateMachine::link(Txn& t, int64_t now, proto::MetaRequest::LinkOp::Reader o
   store_.putInode(t, op.getNewParent(), *parent);
   store_.putInode(t, op.getIno(), *r);
   fillAttr(op.getIno(), *r, reply.initAttr());
+  fillAttr(op.getNewParent(), *parent, reply.initParentAttr());
   return 0;
 }
 
@@ -876,7 +878,7 @@ void StateMachine::dropInode(Txn& t, uint64_t ino, const InodeRecord& r) {
 }
 
 int StateMachine::unlinkEntry(Txn& t, int64_t now, uint64_t parentIno, std::string_view name,
-                              bool dir) {
+                              bool dir, proto::MetaReply::Builder reply) {
   if (int e = checkName(name)) return e;
   auto parent = store_.getInode(t, parentIno);
   if (!parent) return ENOENT;
@@ -900,6 +902,7 @@ int StateMachine::unlinkEntry(Txn& t, int64_t now, uint64_t parentIno, std::stri
     linkGone(t, now, d->ino, *r);
   }
   store_.putInode(t, parentIno, *parent);
+  fillAttr(parentIno, *parent, reply.initParentAttr());
   return 0;
 }
 

@@ -81,7 +81,8 @@ class StateMachine {
             proto::MetaReply::Builder reply);
   int setattr(Txn& t, int64_t now, proto::MetaRequest::SetAttrOp::Reader op,
               proto::MetaReply::Builder reply);
-  int unlinkEntry(Txn& t, int64_t now, uint64_t parent, std::string_view name, bool dir);
+  int unlinkEntry(Txn& t, int64_t now, uint64_t parent, std::string_view name, bool dir,
+                  proto::MetaReply::Builder reply);
   int rename(Txn& t, int64_t now, proto::MetaRequest::RenameOp::Reader op);
   int link(Txn& t, int64_t now, proto::MetaRequest::LinkOp::Reader op,
            proto::MetaReply::Builder reply);

@@ -475,6 +475,9 @@ struct MetaReply {
   }
   leader @13 :Text;       # set with err = EAGAIN when this server is not the leader
   garbage @14 :List(UInt64);  # heartbeat reply: chunks this server must delete
+  # mknod, symlink, link, unlink, rmdir: the directory's attributes after the change, so that
+  # the client answers the kernel's next getattr of it without asking again.
+  parentAttr @21 :Attr;
 }
 
 # One entry of the meta log: a mutation with everything the state machine needs to apply it
