@@ -220,7 +220,7 @@ void Store::open() {
   check(mdb_env_set_maxdbs(env_, 24), "set_maxdbs");
   check(mdb_env_set_mapsize(env_, size_t(64) << 30), "set_mapsize");
   // No sync per commit: see the class comment.
-  check(mdb_env_open(env_, dir.c_str(), MDB_NOTLS | MDB_NOSYNC | MDB_WRITEMAP, 0600), "env_open");
+  check(mdb_env_open(env_, dir.c_str(), MDB_NOTLS | MDB_NOSYNC, 0600), "env_open");
   Txn t(env_, true);
   auto openDbi = [&](const char* name) {
     MDB_dbi dbi;
