@@ -881,12 +881,30 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
     }
     std::shared_ptr<OpenFile> f = file(cino, (toSet & FUSE_SET_ATTR_SIZE) != 0);
     std::unique_lock<std::shared_mutex> lock;
+    bool folded = false;
     if (f) {
       // Our own buffered data and unflushed size and mtime first: meta's view of the old size
-      // must be right, and times set now must not be overwritten by a later commit.
+      // must be right, and times set now must not be overwritten by a later commit. Without a
+      // size change, the size commit travels in the setattr itself (one commit, not two: tar
+      // sets owner, mode and times of every file it has just written).
       lock = std::unique_lock<std::shared_mutex>(f->mutex);
-      int err = flushPending(*f, cino);
-      if (err == 0) err = commit(*f, cino);
+      int err = flushPending(*f, cino);  // also waits for background writes
+      bool dirty;
+      uint64_t size;
+      {
+        std::lock_guard<std::mutex> s(f->state);
+        dirty = f->dirty;
+        size = f->size;
+      }
+      if (err == 0 && dirty && !(toSet & FUSE_SET_ATTR_SIZE)) {
+        auto c = op.initCommit();
+        c.setIno(cino);
+        c.setSize(size);
+        c.setMtimeNs(wallClockNs());
+        folded = true;
+      } else if (err == 0) {
+        err = commit(*f, cino);
+      }
       if (err != 0) return (void)fuse_reply_err(req, err);
     }
     if (toSet & FUSE_SET_ATTR_SIZE) {
@@ -904,8 +922,23 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
       a.setSetSize(true);
       a.setSize(newSize);
     }
+    capnp::MallocMessageBuilder attrCopy;  // for a second attempt without the commit
+    if (folded) attrCopy.setRoot(a.asReader());
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
+    if (folded && (reply.getErr() == EDQUOT || reply.getErr() == EFBIG)) {
+      // The size growth was refused: commit() forgets it, and the application hears at its
+      // next write, fsync or close; the attribute change itself goes again, alone.
+      if (int ce = commit(*f, cino); ce != 0) {
+        std::lock_guard<std::mutex> s(f->state);
+        if (f->asyncErr == 0) f->asyncErr = ce;
+      }
+      auto again = request();
+      opOf(again).initSetattr().setIno(cino);
+      opOf(again).getSetattr().setAttr(attrCopy.getRoot<proto::SetAttr>().asReader());
+      r = client_.meta(kj::mv(again));
+      reply = replyOf(r);
+    }
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     if (f) {
       std::lock_guard<std::mutex> s(f->state);

@@ -1021,9 +1021,15 @@ int StateMachine::rename(Txn& t, int64_t now, proto::MetaRequest::RenameOp::Read
 
 int StateMachine::setattr(Txn& t, int64_t now, proto::MetaRequest::SetAttrOp::Reader op,
                           proto::MetaReply::Builder reply) {
+  auto a = op.getAttr();
+  if (op.hasCommit()) {
+    // commitWrite validates before it changes anything, and what follows cannot fail without
+    // a size change: the command is all or nothing.
+    if (a.getSetSize() || op.getCommit().getIno() != op.getIno()) return EINVAL;
+    if (int e = commitWrite(t, now, op.getCommit(), reply)) return e;
+  }
   auto r = store_.getInode(t, op.getIno());
   if (!r) return ENOENT;
-  auto a = op.getAttr();
   if (a.getSetMode()) {
     r->mode = (r->mode & S_IFMT) | (a.getMode() & 07777);
     // chmod rewrites an access ACL's owner, mask (or group) and other entries.

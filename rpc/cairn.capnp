@@ -287,7 +287,12 @@ struct MetaRequest {
   }
 
   struct Named { parent @0 :UInt64; name @1 :Text; }
-  struct SetAttrOp { ino @0 :UInt64; attr @1 :SetAttr; }
+  struct SetAttrOp {
+    ino @0 :UInt64; attr @1 :SetAttr;
+    # Set: the client's written size and mtime are committed first, in the same command (as
+    # commitWrite; its errors are this op's). Never together with a size change.
+    commit @2 :CommitWriteOp;
+  }
   struct MknodOp {
     parent @0 :UInt64; name @1 :Text; mode @2 :UInt32; rdev @3 :UInt32;
     uid @4 :UInt32; gid @5 :UInt32; exclusive @6 :Bool;

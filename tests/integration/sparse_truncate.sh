@@ -42,3 +42,32 @@ assert os.pread(fd, 4096, 4096 * 100) == b"\0" * 4096
 os.close(fd)
 PY
 check "fallocate"
+
+# Owner, mode and times set on a file just written carry its size commit along: under a quota
+# that refuses the growth, the chmod still succeeds, the growth is refused at close (EDQUOT),
+# and the file keeps the size the quota allowed.
+mkdir -p "$M/q"
+cairn quota set /q --bytes $((4 * 1024 * 1024)) > /dev/null
+timeout 60 python3 - "$M/q" <<'PY' || fail "setattr with a refused size commit"
+import errno, os, sys
+d = sys.argv[1]
+fd = os.open(f"{d}/small", os.O_CREAT | os.O_WRONLY, 0o600)
+os.write(fd, b"x" * 1000)
+os.fchmod(fd, 0o640)
+os.fchown(fd, 1234, 1234)
+os.close(fd)
+st = os.stat(f"{d}/small")
+assert (st.st_size, st.st_mode & 0o777, st.st_uid) == (1000, 0o640, 1234), st
+fd = os.open(f"{d}/big", os.O_CREAT | os.O_WRONLY, 0o600)
+os.write(fd, b"y" * (6 * 1024 * 1024))
+os.fchmod(fd, 0o644)  # must not fail: the quota refuses the growth, not the chmod
+try:
+    os.close(fd)
+    sys.exit("close of a file past its quota did not fail")
+except OSError as e:
+    assert e.errno == errno.EDQUOT, e
+st = os.stat(f"{d}/big")
+assert st.st_mode & 0o777 == 0o644, oct(st.st_mode)
+assert st.st_size <= 4 * 1024 * 1024, st.st_size
+PY
+check "chmod/chown right after writing commit the size with them; a refused growth fails at close only"

@@ -749,3 +749,59 @@ TEST_F(StateMachineTest, AFileUnlinkedWhileOpenKeepsItsDataUntilReclaimed) {
 
 }  // namespace
 }  // namespace cairn::meta
+
+namespace cairn::meta {
+namespace {
+
+TEST(SetattrWithCommit, CommitsTheSizeAndTheAttributesTogetherOrNeither) {
+  // Proves the folded setattr: the written size and the new mode land in one command; a size
+  // growth the quota refuses fails the whole command (mode unchanged, size unchanged); a size
+  // change together with a commit is refused; and the parent's attributes come with mknod
+  // and unlink replies.
+  Namespace ns;
+  auto d = ns.mkdir(ROOT_INO, "q");
+  ASSERT_EQ(d.err(), 0);
+  ASSERT_TRUE(d.get().hasParentAttr());
+  EXPECT_EQ(d.get().getParentAttr().getIno(), ROOT_INO);
+  EXPECT_EQ(d.get().getParentAttr().getNlink(), 3u);
+  ASSERT_EQ(ns.apply([&](Op op) {
+    auto q = op.initQuotaSet();
+    q.setIno(d.ino());
+    q.setLimitBytes(1000);
+  }).err(), 0);
+  auto f = ns.file(d.ino(), "f");
+  EXPECT_EQ(f.get().getParentAttr().getIno(), d.ino());
+  EXPECT_EQ(f.get().getParentAttr().getMtimeNs(), ns.now());
+  auto chmodWithCommit = [&](uint64_t size, uint32_t mode, bool alsoSize = false) {
+    return ns.apply([&](Op op) {
+      auto s = op.initSetattr();
+      s.setIno(f.ino());
+      s.getAttr().setSetMode(true);
+      s.getAttr().setMode(mode);
+      if (alsoSize) {
+        s.getAttr().setSetSize(true);
+        s.getAttr().setSize(1);
+      }
+      auto c = s.initCommit();
+      c.setIno(f.ino());
+      c.setSize(size);
+    });
+  };
+  auto ok = chmodWithCommit(600, 0600);
+  ASSERT_EQ(ok.err(), 0);
+  EXPECT_EQ(ok.attr().getSize(), 600u);
+  EXPECT_EQ(ok.attr().getMode() & 07777, 0600u);
+  auto refused = chmodWithCommit(5000, 0640);
+  EXPECT_EQ(refused.err(), EDQUOT);
+  auto now = ns.getattr(f.ino());
+  EXPECT_EQ(now.attr().getSize(), 600u);
+  EXPECT_EQ(now.attr().getMode() & 07777, 0600u);
+  EXPECT_EQ(chmodWithCommit(700, 0640, true).err(), EINVAL);
+  EXPECT_EQ(ns.getattr(f.ino()).attr().getSize(), 600u);
+  auto u = ns.unlink(d.ino(), "f");
+  ASSERT_EQ(u.err(), 0);
+  EXPECT_EQ(u.get().getParentAttr().getIno(), d.ino());
+}
+
+}  // namespace
+}  // namespace cairn::meta
