@@ -98,8 +98,14 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
                 });
   }
 
-  int err = checkVersion(ref.getId(), ref.getVersion(), true);
-  if (err == 0) {
+  // The local write waits for the events already queued, the forward's send among them: the
+  // next replica then writes while we do, instead of after.
+  auto local = kj::evalLater([this, context, first]() mutable -> int {
+    auto params = context.getParams();
+    auto ref = params.getChunk();
+    auto blocks = params.getBlocks();
+    int err = checkVersion(ref.getId(), ref.getVersion(), true);
+    if (err != 0) return err;
     std::vector<BlockData> data(blocks.size());
     for (uint i = 0; i < blocks.size(); i++) {
       auto b = blocks[i];
@@ -121,10 +127,14 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
       bytesWritten_.inc(uint64_t(blocks.size()) * BLOCK_BYTES);
     } catch (kj::Exception& e) {
       spdlog::error("write chunk {:016x}: {}", ref.getId(), e.getDescription().cStr());
-      err = EIO;
+      return EIO;
     }
-  }
-  return downstream.then([context, err, timer = kj::mv(timer)](std::pair<int, std::string> down) mutable {
+    return 0;
+  });
+  return local.then([downstream = kj::mv(downstream)](int err) mutable {
+    return downstream.then([err](std::pair<int, std::string> down) { return std::make_pair(err, down); });
+  }).then([context, timer = kj::mv(timer)](std::pair<int, std::pair<int, std::string>> r) mutable {
+    auto [err, down] = r;
     auto results = context.getResults();
     if (err != 0) {
       results.setErr(err);
@@ -215,20 +225,26 @@ kj::Promise<void> ChunkServiceImpl::sync(SyncContext context) {
   KJ_REQUIRE(chain.size() <= MAX_CHAIN, "replica chain too long");
   int err = checkVersion(ref.getId(), ref.getVersion(), false);
   if (err == ENOENT) err = 0;  // nothing written here yet: nothing to sync
-  if (err == 0) {
-    if (auto* f = store_.find(ref.getId())) f->sync();
-  }
-  if (chain.size() == 0 || err != 0) {
-    context.getResults().setErr(err);
-    return kj::READY_NOW;
-  }
   uint64_t id = ref.getId(), version = ref.getVersion();
-  return forward(chain, [id, version](proto::Chunk::Client c, const std::vector<std::string>& rest) {
-           auto r = c.syncRequest();
-           fillChainRequest(r, id, version, rest);
-           return r.send().then([](auto response) { return int(response.getErr()); });
-         })
-      .then([context](std::pair<int, std::string> down) mutable {
+  // The rest of the chain is asked first, and syncs while we do.
+  kj::Promise<std::pair<int, std::string>> downstream = std::make_pair(0, std::string());
+  if (chain.size() > 0 && err == 0) {
+    downstream = forward(chain, [id, version](proto::Chunk::Client c, const std::vector<std::string>& rest) {
+      auto r = c.syncRequest();
+      fillChainRequest(r, id, version, rest);
+      return r.send().then([](auto response) { return int(response.getErr()); });
+    });
+  }
+  auto local = kj::evalLater([this, id, err]() {
+    if (err == 0)
+      if (auto* f = store_.find(id)) f->sync();
+  });
+  return local.then([downstream = kj::mv(downstream)]() mutable { return kj::mv(downstream); })
+      .then([context, err](std::pair<int, std::string> down) mutable {
+        if (err != 0) {
+          context.getResults().setErr(err);
+          return;
+        }
         context.getResults().setErr(down.first);
         if (down.first != 0) context.getResults().setFailedAddr(down.second);
       });
