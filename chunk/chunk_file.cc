@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <kj/debug.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <isa-l/crc.h>
 #include <zlib.h>
 
+#include <climits>
 #include <cstring>
 
 namespace cairn::chunk {
@@ -147,27 +149,88 @@ void ChunkFile::setVersion(uint64_t version) {
 }
 
 void ChunkFile::write(uint32_t firstBlock, const std::vector<BlockData>& blocks) {
+  std::vector<BlockView> views;
+  views.reserve(blocks.size());
+  for (auto& b : blocks) {
+    KJ_REQUIRE(b.present && b.aux.size() == AUX_BYTES && b.data.size() == BLOCK_BYTES,
+               "malformed block");
+    views.push_back(BlockView{b.crc, b.aux.data(), b.data.data()});
+  }
+  write(firstBlock, views);
+}
+
+void ChunkFile::write(uint32_t firstBlock, const std::vector<BlockView>& blocks) {
   KJ_REQUIRE(static_cast<uint64_t>(firstBlock) + blocks.size() <= maxBlocks_,
              "write beyond the end of the chunk");
   if (blocks.empty()) return;
-  // Data first (one pwrite for the run), then the records.
-  std::string data;
-  data.reserve(blocks.size() * BLOCK_BYTES);
+  // Data first (gathered writes for the run), then the records.
   std::vector<Record> records(blocks.size());
+  std::vector<iovec> iov(blocks.size());
   for (size_t i = 0; i < blocks.size(); i++) {
     auto& b = blocks[i];
-    KJ_REQUIRE(b.present && b.aux.size() == AUX_BYTES && b.data.size() == BLOCK_BYTES,
-               "malformed block");
-    data.append(b.data);
+    iov[i] = iovec{const_cast<void*>(b.data), BLOCK_BYTES};
     auto& r = records[i];
     memset(&r, 0, sizeof(r));
     r.crc = b.crc;
     r.flags = FLAG_PRESENT;
-    memcpy(r.aux, b.aux.data(), AUX_BYTES);
+    memcpy(r.aux, b.aux, AUX_BYTES);
   }
-  pwriteAll(fd_, data.data(), data.size(), dataOffset() + uint64_t(firstBlock) * BLOCK_BYTES);
+  uint64_t off = dataOffset() + uint64_t(firstBlock) * BLOCK_BYTES;
+  for (size_t i = 0; i < iov.size();) {
+    int n = static_cast<int>(std::min<size_t>(iov.size() - i, IOV_MAX));
+    ssize_t w;
+    KJ_SYSCALL(w = ::pwritev(fd_, iov.data() + i, n, static_cast<off_t>(off)), path_);
+    // A short write: finish the first unfinished block alone, then go on gathered.
+    size_t whole = static_cast<size_t>(w) / BLOCK_BYTES;
+    size_t rest = static_cast<size_t>(w) % BLOCK_BYTES;
+    off += whole * BLOCK_BYTES;
+    i += whole;
+    if (rest != 0) {
+      pwriteAll(fd_, static_cast<const char*>(iov[i].iov_base) + rest, BLOCK_BYTES - rest, off + rest);
+      off += BLOCK_BYTES;
+      i++;
+    }
+  }
   pwriteAll(fd_, records.data(), records.size() * RECORD_BYTES,
             HEADER_BYTES + uint64_t(firstBlock) * RECORD_BYTES);
+}
+
+void ChunkFile::readMeta(uint32_t first, uint32_t count, std::vector<BlockMeta>& out) const {
+  KJ_REQUIRE(uint64_t(first) + count <= maxBlocks_, "read beyond the end of the chunk");
+  std::vector<Record> records(count);
+  preadAll(fd_, records.data(), size_t(count) * RECORD_BYTES, HEADER_BYTES + uint64_t(first) * RECORD_BYTES);
+  out.resize(count);
+  for (uint32_t i = 0; i < count; i++) {
+    out[i].present = (records[i].flags & FLAG_PRESENT) != 0;
+    out[i].crc = records[i].crc;
+    memcpy(out[i].aux, records[i].aux, AUX_BYTES);
+  }
+}
+
+void ChunkFile::readData(uint32_t first, const std::vector<unsigned char*>& out) const {
+  KJ_REQUIRE(uint64_t(first) + out.size() <= maxBlocks_, "read beyond the end of the chunk");
+  std::vector<iovec> iov;
+  for (size_t i = 0; i < out.size();) {
+    if (out[i] == nullptr) {
+      i++;
+      continue;
+    }
+    size_t start = i;
+    iov.clear();
+    while (i < out.size() && out[i] != nullptr && iov.size() < IOV_MAX) iov.push_back(iovec{out[i++], BLOCK_BYTES});
+    uint64_t off = dataOffset() + uint64_t(first + start) * BLOCK_BYTES;
+    ssize_t r;
+    KJ_SYSCALL(r = ::preadv(fd_, iov.data(), static_cast<int>(iov.size()), static_cast<off_t>(off)), path_);
+    size_t done = static_cast<size_t>(r);
+    if (done < iov.size() * BLOCK_BYTES) {
+      // Short (the end of the file, or a signal): the rest one block at a time.
+      for (size_t k = done / BLOCK_BYTES; k < iov.size(); k++) {
+        size_t skip = k == done / BLOCK_BYTES ? done % BLOCK_BYTES : 0;
+        preadAll(fd_, static_cast<char*>(iov[k].iov_base) + skip, BLOCK_BYTES - skip,
+                 off + k * BLOCK_BYTES + skip);
+      }
+    }
+  }
 }
 
 ReadStatus ChunkFile::read(uint32_t block, BlockData& out) const {

@@ -36,6 +36,20 @@ struct BlockData {
 
 enum class ReadStatus { OK, ABSENT, CORRUPT };
 
+// A block to write, pointing into the caller's buffers (no copy).
+struct BlockView {
+  uint32_t crc;
+  const void* aux;   // AUX_BYTES
+  const void* data;  // BLOCK_BYTES
+};
+
+// A block's record: whether it is present, its crc and aux.
+struct BlockMeta {
+  bool present;
+  uint32_t crc;
+  unsigned char aux[AUX_BYTES];
+};
+
 uint32_t blockCrc(const std::string& aux, const std::string& data);
 uint32_t blockCrc(const void* aux, size_t auxLen, const void* data, size_t dataLen);
 
@@ -60,6 +74,13 @@ class ChunkFile {
   void setVersion(uint64_t version);
   // Blocks must each carry AUX_BYTES of aux and BLOCK_BYTES of data with a matching crc.
   void write(uint32_t firstBlock, const std::vector<BlockData>& blocks);
+  // The same from views: the data goes to the file in one gathered write.
+  void write(uint32_t firstBlock, const std::vector<BlockView>& blocks);
+  // Reads the records of blocks [first, first + count) in one read.
+  void readMeta(uint32_t first, uint32_t count, std::vector<BlockMeta>& out) const;
+  // Reads the bytes of blocks [first, first + out.size()) into out[i] (BLOCK_BYTES each;
+  // nullptr: skip), a gathered read per run. The caller checks each block's crc.
+  void readData(uint32_t first, const std::vector<unsigned char*>& out) const;
   // Reads one block; verifies its crc.
   ReadStatus read(uint32_t block, BlockData& out) const;
   // Drops blocks >= keep.

@@ -106,7 +106,7 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
     auto blocks = params.getBlocks();
     int err = checkVersion(ref.getId(), ref.getVersion(), true);
     if (err != 0) return err;
-    std::vector<BlockData> data(blocks.size());
+    std::vector<BlockView> data(blocks.size());  // straight from the request's buffers
     for (uint i = 0; i < blocks.size(); i++) {
       auto b = blocks[i];
       auto aux = b.getAux();
@@ -115,10 +115,7 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
                  "malformed block", i);
       KJ_REQUIRE(blockCrc(aux.begin(), aux.size(), bytes.begin(), bytes.size()) == b.getCrc(),
                  "block checksum mismatch in transit", i);
-      data[i].present = true;
-      data[i].crc = b.getCrc();
-      data[i].aux.assign(reinterpret_cast<const char*>(aux.begin()), aux.size());
-      data[i].data.assign(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+      data[i] = BlockView{b.getCrc(), aux.begin(), bytes.begin()};
     }
     try {
       auto& f = store_.findOrCreate(ref.getId(), ref.getVersion());
@@ -167,23 +164,30 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
   }
   auto* f = store_.find(ref.getId());
   auto out = results.initBlocks(count);
-  BlockData b;
+  // Records in one read, then every present block's bytes read straight into the reply.
+  std::vector<BlockMeta> meta;
+  f->readMeta(first, count, meta);
+  std::vector<unsigned char*> into(count, nullptr);
   for (uint i = 0; i < count; i++) {
-    auto st = f->read(first + i, b);
-    if (st == ReadStatus::ABSENT) {
+    if (!meta[i].present) {
       out[i].setPresent(false);
       continue;
     }
-    if (st == ReadStatus::CORRUPT) {
+    out[i].setPresent(true);
+    out[i].setCrc(meta[i].crc);
+    out[i].setAux(kj::arrayPtr(reinterpret_cast<const kj::byte*>(meta[i].aux), AUX_BYTES));
+    into[i] = out[i].initData(BLOCK_BYTES).begin();
+  }
+  f->readData(first, into);
+  for (uint i = 0; i < count; i++) {
+    if (!into[i]) continue;
+    if (blockCrc(meta[i].aux, AUX_BYTES, into[i], BLOCK_BYTES) != meta[i].crc) {
       corruptBlocks_.inc();
       spdlog::error("chunk {:016x} block {}: checksum mismatch", ref.getId(), first + i);
       results.setErr(EBADMSG);  // the reader takes another replica and reports this one
+      results.initBlocks(0);
       return kj::READY_NOW;
     }
-    out[i].setPresent(true);
-    out[i].setCrc(b.crc);
-    out[i].setAux(kj::arrayPtr(reinterpret_cast<const kj::byte*>(b.aux.data()), b.aux.size()));
-    out[i].setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(b.data.data()), b.data.size()));
     bytesRead_.inc(BLOCK_BYTES);
   }
   return kj::READY_NOW;
