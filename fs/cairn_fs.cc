@@ -261,19 +261,22 @@ int CairnFs::readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsi
     uint32_t first = static_cast<uint32_t>(inChunk / BLOCK);
     uint32_t last = static_cast<uint32_t>((chunkEnd - index * chunkSize_ - 1) / BLOCK);
     uint32_t count = last - first + 1;
-    scratch.resize(size_t(count) * BLOCK);
+    uint64_t skip = inChunk - uint64_t(first) * BLOCK;
+    // Whole blocks go straight to the caller's buffer; partial ones through scratch.
+    bool direct = skip == 0 && chunkEnd - pos == uint64_t(count) * BLOCK;
+    if (!direct && scratch.size() < size_t(count) * BLOCK) scratch.resize(size_t(count) * BLOCK);
+    unsigned char* dst = direct ? out + (pos - off) : scratch.data();
     ChunkLoc loc;
     int err = chunkFor(f, ino, index, false, loc);
     if (err == ENOENT) {
-      memset(scratch.data(), 0, scratch.size());  // a hole
+      memset(dst, 0, size_t(count) * BLOCK);  // a hole
     } else if (err != 0) {
       return err;
     } else {
-      err = readFresh(f, ino, loc, first, count, scratch.data());
+      err = readFresh(f, ino, loc, first, count, dst);
       if (err != 0) return err;
     }
-    uint64_t skip = inChunk - uint64_t(first) * BLOCK;
-    memcpy(out + (pos - off), scratch.data() + skip, chunkEnd - pos);
+    if (!direct) memcpy(out + (pos - off), scratch.data() + skip, chunkEnd - pos);
     pos = chunkEnd;
   }
   return 0;
@@ -399,11 +402,11 @@ void CairnFs::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
     }
     if (uint64_t(off) >= fileSize) return (void)fuse_reply_buf(req, nullptr, 0);
     size_t n = static_cast<size_t>(std::min<uint64_t>(size, fileSize - off));
-    std::vector<unsigned char> buf(n);
-    int err = readRange(*f, cino, off, n, buf.data());
+    std::unique_ptr<unsigned char[]> buf(new unsigned char[n]);  // every byte is written
+    int err = readRange(*f, cino, off, n, buf.get());
     if (err != 0) return (void)fuse_reply_err(req, err);
     if (options_.metrics) options_.metrics->counter("cairn_client_read_bytes_total", "Bytes read by applications").inc(n);
-    fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
+    fuse_reply_buf(req, reinterpret_cast<const char*>(buf.get()), n);
   });
 }
 

@@ -99,7 +99,7 @@ kj::Promise<ClusterClient::RawRead> ClusterClient::readRawAsync(const std::strin
             }
             out.present.resize(count);
             out.aux.resize(size_t(count) * AUX);
-            out.data.resize(size_t(count) * BLOCK);
+            out.data.reset(new char[size_t(count) * BLOCK]);
             for (uint32_t i = 0; i < count; i++) {
               auto b = blocks[i];
               if (!b.getPresent()) continue;
@@ -109,7 +109,7 @@ kj::Promise<ClusterClient::RawRead> ClusterClient::readRawAsync(const std::strin
               }
               out.present[i] = true;
               memcpy(out.aux.data() + size_t(i) * AUX, b.getAux().begin(), AUX);
-              memcpy(out.data.data() + size_t(i) * BLOCK, b.getData().begin(), BLOCK);
+              memcpy(out.data.get() + size_t(i) * BLOCK, b.getData().begin(), BLOCK);
             }
             return out;
           },
@@ -146,7 +146,7 @@ bool ClusterClient::openBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunk
       }
       uint64_t blockNo = loc.index * chunkBlocks + first + i;
       if (!cipher_.open(ino, blockNo,
-                        reinterpret_cast<const unsigned char*>(raw.data.data()) + i * BLOCK,
+                        reinterpret_cast<const unsigned char*>(raw.data.get()) + i * BLOCK,
                         reinterpret_cast<const unsigned char*>(raw.aux.data()) + i * AUX, dst)) {
         spdlog::error("inode {} block {}: authentication failed on replica {} (wrong data key, "
                       "or corrupted data)", ino, blockNo, addr);

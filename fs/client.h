@@ -64,8 +64,8 @@ class ClusterClient {
   struct RawRead {
     int err = 0;
     std::vector<bool> present;
-    std::string aux;   // count * AUX
-    std::string data;  // count * BLOCK
+    std::string aux;                    // count * AUX
+    std::unique_ptr<char[]> data;       // count * BLOCK (absent blocks: not initialised)
   };
   Peer& chunkPeer(const std::string& addr);  // loop thread only
   // Runs `send` against the head of the chain on the loop thread; EIO when it is unreachable.
