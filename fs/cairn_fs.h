@@ -217,7 +217,7 @@ class CairnFs final : public OpenFiles {
   std::mutex asyncMutex_;
   std::condition_variable asyncRoom_;
   size_t asyncBytes_ = 0;
-  TaskQueue writers_{8};
+  TaskQueue writers_{16};
 };
 
 // Every operation runs inside guard: its latency is measured, and an exception (the cluster out
