@@ -366,6 +366,10 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(parent), reply);
     auto a = reply.getAttr();
+    // A file made just now (meta tells the directory's attributes only then, not when the
+    // name already existed) has no capability: the kernel's question before its first write
+    // needs no answer from meta.
+    if (reply.hasParentAttr()) rememberAbsent(a.getIno(), 0);
     uint64_t ignored;
     auto f = acquire(a.getIno(), ignored);
     {

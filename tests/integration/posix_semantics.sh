@@ -123,3 +123,11 @@ check "readdir cursor stable while the directory changes"
 df -h "$M" | tail -1
 [ "$(stat -f -c %l "$M")" = 255 ] || fail "statfs namemax"
 check "statfs"
+# File capabilities: a write by anyone drops them (the kernel asks for security.capability
+# before writes; a new file is known to have none, a setcap makes it ask again).
+echo hi > "$M/capf"
+setcap cap_net_raw+ep "$M/capf" || fail "setcap on a new file"
+[ -n "$(getcap "$M/capf")" ] || fail "capability not kept"
+echo more >> "$M/capf"
+[ -z "$(getcap "$M/capf")" ] || fail "a write did not drop the file's capability"
+check "file capabilities set after create and dropped by a write"
