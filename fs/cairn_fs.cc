@@ -737,26 +737,28 @@ int CairnFs::absentKind(const char* name) {
 }
 
 bool CairnFs::knownAbsent(uint64_t ino, int kind) {
-  std::lock_guard<std::mutex> lock(capsMutex_);
-  auto it = noCaps_.find(ino);
-  return it != noCaps_.end() && std::chrono::steady_clock::now() < it->second[kind];
+  std::lock_guard<std::mutex> lock(absentMutex_);
+  auto it = absent_.find(ino);
+  return it != absent_.end() && std::chrono::steady_clock::now() < it->second[kind];
 }
 
 void CairnFs::rememberAbsent(uint64_t ino, int kind) {
-  std::lock_guard<std::mutex> lock(capsMutex_);
-  if (noCaps_.size() >= MAX_CACHED_VERSIONS) noCaps_.clear();
-  noCaps_[ino][kind] = std::chrono::steady_clock::now() +
+  std::lock_guard<std::mutex> lock(absentMutex_);
+  if (absent_.size() >= MAX_CACHED_VERSIONS) absent_.clear();
+  absent_[ino][kind] = std::chrono::steady_clock::now() +
                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                            std::chrono::duration<double>(options_.attrTimeoutSec));
 }
 
+void CairnFs::forgetDirAttr(uint64_t dir) {
+  std::lock_guard<std::mutex> lock(dirAttrMutex_);
+  dirAttrs_.erase(dir);
+}
+
 void CairnFs::changedElsewhere(uint64_t ino) {
-  {
-    std::lock_guard<std::mutex> lock(dirAttrMutex_);
-    dirAttrs_.erase(ino);
-  }
-  std::lock_guard<std::mutex> lock(capsMutex_);
-  noCaps_.erase(ino);
+  forgetDirAttr(ino);
+  std::lock_guard<std::mutex> lock(absentMutex_);
+  absent_.erase(ino);
 }
 
 void CairnFs::closed(uint64_t ino, uint64_t gen) {
@@ -846,10 +848,7 @@ int CairnFs::truncateData(OpenFile& f, uint64_t ino, uint64_t newSize) {
 void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toSet) {
   guard(req, "setattr", [&]() {
     uint64_t cino = toCluster(ino);
-    {
-      std::lock_guard<std::mutex> lock(dirAttrMutex_);
-      dirAttrs_.erase(cino);
-    }
+    forgetDirAttr(cino);
     auto m = request();
     auto op = opOf(m).initSetattr();
     op.setIno(cino);

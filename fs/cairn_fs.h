@@ -202,14 +202,15 @@ class CairnFs final : public OpenFiles {
   // Forgotten when the directory changes elsewhere, by setattr or xattrs here, or any rename.
   void noteDirAttr(uint64_t dir, proto::MetaReply::Reader reply);
   bool takeDirAttr(uint64_t dir, struct stat& st);
+  void forgetDirAttr(uint64_t dir);
   std::mutex dirAttrMutex_;  // guards dirAttrs_; taken alone
   struct DirAttr {
     struct stat st;
     std::chrono::steady_clock::time_point at;
   };
   std::unordered_map<uint64_t, DirAttr> dirAttrs_;
-  std::mutex capsMutex_;  // guards noCaps_ (until when each kind is known absent); taken alone
-  std::unordered_map<uint64_t, std::array<std::chrono::steady_clock::time_point, 3>> noCaps_;
+  std::mutex absentMutex_;  // guards absent_ (until when each kind is known absent); taken alone
+  std::unordered_map<uint64_t, std::array<std::chrono::steady_clock::time_point, 3>> absent_;
   std::mutex closedMutex_;  // guards closed_; taken last
   std::vector<Ref> closed_;
   // Background whole-block writes: their bytes across the mount (asyncMutex_, taken alone),

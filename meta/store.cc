@@ -176,20 +176,17 @@ void Store::markOpen() {
 }
 
 void Store::rebuild(const std::string& path) {
-  mdb_env_close(env_);
-  env_ = nullptr;
-  std::string target = dir_ + "/data.mdb";
   if (path.empty()) {
-    ::unlink(target.c_str());
+    mdb_env_close(env_);
+    env_ = nullptr;
+    ::unlink((dir_ + "/data.mdb").c_str());
+    open();
   } else {
-    KJ_SYSCALL(::rename(path.c_str(), target.c_str()), path, target);
+    replaceWith(path);
   }
-  ::unlink((dir_ + "/lock.mdb").c_str());
-  open();
   check(mdb_env_sync(env_, 1), "env_sync");
-  syncDir(dir_);
   untrusted_ = false;
-  markOpen();
+  markOpen();  // syncs the directory too
   ::unlink((dir_ + "/data.mdb.untrusted").c_str());
 }
 
