@@ -164,13 +164,16 @@ void CairnFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 void CairnFs::noteDirAttr(uint64_t dir, proto::MetaReply::Reader reply) {
-  if (!reply.hasParentAttr()) return;
+  if (reply.hasParentAttr()) noteAttr(dir, reply.getParentAttr());
+}
+
+void CairnFs::noteAttr(uint64_t ino, proto::Attr::Reader attr) {
   struct stat st;
-  fillStat(reply.getParentAttr(), st);
+  fillStat(attr, st);
   std::lock_guard<std::mutex> lock(dirAttrMutex_);
   if (dirAttrs_.size() >= 4096) dirAttrs_.clear();
-  // Two changes of one directory answered at once: which reply is the later is unknown.
-  auto [it, fresh] = dirAttrs_.emplace(dir, DirAttr{st, std::chrono::steady_clock::now()});
+  // Two changes of one inode answered at once: which reply is the later is unknown.
+  auto [it, fresh] = dirAttrs_.emplace(ino, DirAttr{st, std::chrono::steady_clock::now()});
   if (!fresh) dirAttrs_.erase(it);
 }
 
@@ -369,7 +372,10 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     // A file made just now (meta tells the directory's attributes only then, not when the
     // name already existed) has no capability: the kernel's question before its first write
     // needs no answer from meta.
-    if (reply.hasParentAttr()) rememberAbsent(a.getIno(), 0);
+    if (reply.hasParentAttr()) {
+      rememberAbsent(a.getIno(), 0);
+      noteAttr(a.getIno(), a);  // for the kernel's getattr before a chown (install, cp -p)
+    }
     uint64_t ignored;
     auto f = acquire(a.getIno(), ignored);
     {
@@ -568,6 +574,7 @@ int CairnFs::writeBehind(const std::shared_ptr<OpenFile>& f, uint64_t cino, std:
 void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off) {
   guard(req, "write", [&]() {
     uint64_t cino = toCluster(ino);
+    forgetDirAttr(cino);  // its size and times change
     auto f = file(cino, true);
     uint64_t end = uint64_t(off) + size;
     if (options_.metrics) options_.metrics->counter("cairn_client_written_bytes_total", "Bytes written by applications").inc(size);
@@ -650,6 +657,7 @@ int CairnFs::commit(OpenFile& f, uint64_t ino) {
     if (!f.dirty) return 0;
     size = f.size;
   }
+  forgetDirAttr(ino);
   auto m = request();
   auto op = opOf(m).initCommitWrite();
   op.setIno(ino);
@@ -955,6 +963,9 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
       f->unsynced.erase(f->unsynced.lower_bound(keepChunks), f->unsynced.end());
       lock.unlock();
     }
+    // The kernel refreshes a file's mode before a chown (to clear set-user-ID itself): that
+    // getattr, right after tar's utimes, is answered with these.
+    if (S_ISREG(reply.getAttr().getMode())) noteAttr(cino, reply.getAttr());
     replyAttr(req, reply.getAttr());
   });
 }
@@ -1195,6 +1206,7 @@ void CairnFs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off
   guard(req, "fallocate", [&]() {
     if (off < 0 || len <= 0) return (void)fuse_reply_err(req, EINVAL);
     if (uint64_t(off) + uint64_t(len) > (1ull << 50)) return (void)fuse_reply_err(req, EFBIG);
+    forgetDirAttr(toCluster(ino));
     // Space is not reserved ahead on chunk servers: the default mode extends the size, and
     // KEEP_SIZE alone changes nothing visible. PUNCH_HOLE (with KEEP_SIZE) and ZERO_RANGE make
     // the range read as zeros: whole chunks are dropped, partial ones are written with zeros.

@@ -200,7 +200,10 @@ class CairnFs final : public OpenFiles {
   // A directory's attributes from the reply to a change made in it here: the kernel drops its
   // copy after each such change and asks at once; that one getattr is answered from here.
   // Forgotten when the directory changes elsewhere, by setattr or xattrs here, or any rename.
+  // The same for a regular file's attributes from its creation or a setattr here (forgotten
+  // by any write, commit or fallocate here).
   void noteDirAttr(uint64_t dir, proto::MetaReply::Reader reply);
+  void noteAttr(uint64_t ino, proto::Attr::Reader attr);
   bool takeDirAttr(uint64_t dir, struct stat& st);
   void forgetDirAttr(uint64_t dir);
   std::mutex dirAttrMutex_;  // guards dirAttrs_; taken alone

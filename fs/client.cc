@@ -15,6 +15,18 @@ constexpr uint32_t MAX_BLOCKS_PER_RPC = 256;  // 1 MiB
 constexpr uint32_t SPLIT_BLOCKS = 32;         // a read of 2 x 128 KiB or more uses several replicas
 constexpr size_t SEAL_GRAIN = 32, OPEN_GRAIN = 32;  // blocks per piece of pool work
 static_assert(BLOCK == chunk::BLOCK_BYTES && AUX == chunk::AUX_BYTES);
+std::atomic<uint64_t> nextInstance{1};
+
+// What a thread that calls meta() keeps: its event loop and, per ClusterClient, the secret and
+// the connection (members are destroyed bottom up: connections before the loop).
+struct ThreadIo {
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  std::map<uint64_t, kj::Own<ClusterSecret>> secrets;
+  std::map<uint64_t, kj::Own<MetaClient>> metas;
+};
+thread_local std::unique_ptr<ThreadIo> threadIo;
+thread_local bool threadHasOtherLoop = false;
+
 void toChunkLoc(proto::ChunkInfo::Reader c, ChunkLoc& out) {
   out.index = c.getIndex();
   out.id = c.getId();
@@ -26,14 +38,14 @@ void toChunkLoc(proto::ChunkInfo::Reader c, ChunkLoc& out) {
 
 ClusterClient::ClusterClient(std::vector<std::string> metaAddrs, const std::string& secretBytes,
                              BlockCipher& cipher)
-    : cipher_(cipher) {
+    : cipher_(cipher), instance_(nextInstance.fetch_add(1)), metaAddrs_(metaAddrs) {
   secret_ = kj::heap<ClusterSecret>(ClusterSecret::fromBytes(secretBytes));
   randombytes_buf(&clientId_, sizeof(clientId_));
   clientId_ |= 1;  // never 0 (0 means "no retry memory")
   uint64_t clientId = clientId_;
   loop_.run([&]() {
     meta_ = kj::heap<MetaClient>(loop_.io(), *secret_, metaAddrs, proto::Role::CLIENT, clientId,
-                                 120 * kj::SECONDS);
+                                 120 * kj::SECONDS, &nextSeq_);
   });
 }
 
@@ -45,7 +57,28 @@ ClusterClient::~ClusterClient() {
   });
 }
 
+MetaClient* ClusterClient::threadMeta() {
+  if (threadHasOtherLoop) return nullptr;
+  if (!threadIo) {
+    try {
+      threadIo = std::make_unique<ThreadIo>();
+    } catch (const kj::Exception&) {  // this thread runs an event loop of its own
+      threadHasOtherLoop = true;
+      return nullptr;
+    }
+  }
+  auto& m = threadIo->metas[instance_];
+  if (!m) {
+    auto& secret = threadIo->secrets[instance_];
+    secret = kj::heap<ClusterSecret>(*secret_);
+    m = kj::heap<MetaClient>(threadIo->io, *secret, metaAddrs_, proto::Role::CLIENT, clientId_,
+                             120 * kj::SECONDS, &nextSeq_);
+  }
+  return m.get();
+}
+
 Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request) {
+  if (auto* m = threadMeta()) return m->call(kj::mv(request)).wait(threadIo->io.waitScope);
   return loop_.run([this, &request]() { return meta_->call(kj::mv(request)); });
 }
 

@@ -1,10 +1,13 @@
-// mount.cairn's connection to the cluster. Every method blocks the calling (FUSE worker) thread
-// and does its network I/O on one event-loop thread; encryption and decryption run on the
-// calling thread and a worker pool, so one large request uses every core.
+// mount.cairn's connection to the cluster. Every method blocks the calling (FUSE worker) thread.
+// Meta requests go out on the calling thread's own event loop and connection (a request costs
+// no handoff to another thread and back); chunk I/O runs on one shared event-loop thread, with
+// encryption and decryption on the calling thread and a worker pool, so one large request uses
+// every core.
 #pragma once
 
 #include <capnp/message.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -36,7 +39,7 @@ class ClusterClient {
   ~ClusterClient();
 
   // Sends a meta request (root MetaRequest); the reply's root is a MetaReply. Throws
-  // kj::Exception when meta stays unreachable.
+  // kj::Exception when meta stays unreachable. Not on the loop thread.
   Reply meta(kj::Own<capnp::MallocMessageBuilder> request);
 
   // errno-style results (0 = ok).
@@ -92,9 +95,16 @@ class ClusterClient {
   std::vector<std::string> readOrder(const ChunkLoc& loc, size_t* upCount = nullptr);
   void noteReplica(const std::string& addr, bool reachable);
 
+  // The calling thread's own connection to meta (made on first use); null on a thread that
+  // already runs an event loop of its own, which then goes through loop_.
+  MetaClient* threadMeta();
+
   BlockCipher& cipher_;
   Workers workers_;
   uint64_t clientId_ = 0;
+  const uint64_t instance_;              // tells this client's per-thread connections apart
+  std::vector<std::string> metaAddrs_;
+  std::atomic<uint64_t> nextSeq_{1};     // shared by every connection of this client id
   Metrics* served_ = nullptr;  // served from loop_ (serveMetrics)
   LoopThread loop_;
   kj::Own<ClusterSecret> secret_;

@@ -97,4 +97,14 @@ ChangeFeed::Page ChangeFeed::since(uint64_t epoch, uint64_t after, size_t max) c
   return p;
 }
 
+bool ChangeFeed::wakes(uint64_t epoch, uint64_t after, uint64_t client, size_t max,
+                       uint64_t& checked) const {
+  if (epoch != epoch_ || after + 1 < first_ || client == 0) return true;
+  if (last() >= after + max) return true;
+  for (uint64_t s = std::max({after, checked, first_ - 1}) + 1; s <= last(); s++)
+    if (ring_[s - first_].origin != client) return true;
+  checked = last();
+  return false;
+}
+
 }  // namespace cairn::meta

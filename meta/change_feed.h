@@ -40,6 +40,11 @@ class ChangeFeed {
   };
   // Up to `max` changes after `after` of feed `epoch` (another epoch: from the oldest kept, lost).
   Page since(uint64_t epoch, uint64_t after, size_t max) const;
+  // Whether a watcher of `client` (0: none) after `after` of feed `epoch` has something to be
+  // told: a change by someone else, lost changes, a full page of `max`, another feed. The
+  // changes up to `checked` are known to be the watcher's own; it is moved on, so that each
+  // change is looked at once however long the watcher sleeps.
+  bool wakes(uint64_t epoch, uint64_t after, uint64_t client, size_t max, uint64_t& checked) const;
   uint64_t epoch() const { return epoch_; }
   uint64_t last() const { return first_ + ring_.size() - 1; }  // seq of the newest change
 

@@ -118,6 +118,7 @@ class MetaServer final : public raft::Application {
   struct Watcher {
     uint64_t epoch = 0, after = 0;
     uint64_t client = 0;  // its own changes do not wake it (it has nothing to drop for them)
+    uint64_t checked = 0; // changes up to here are known to be its own
     kj::Own<kj::PromiseFulfiller<Reply>> fulfiller;
   };
   struct Session {

@@ -63,7 +63,7 @@ kj::Promise<MetaServer::Reply> MetaServer::watch(proto::MetaRequest::Reader requ
     return changesReply(page);
   }
   auto paf = kj::newPromiseAndFulfiller<Reply>();
-  watchers_.push_back(Watcher{w.getEpoch(), w.getAfter(), client, kj::mv(paf.fulfiller)});
+  watchers_.push_back(Watcher{w.getEpoch(), w.getAfter(), client, 0, kj::mv(paf.fulfiller)});
   uint32_t waitMs = std::min<uint32_t>(w.getWaitMs(), 30000);
   uint64_t epoch = w.getEpoch(), after = w.getAfter();
   return paf.promise.exclusiveJoin(
@@ -77,14 +77,13 @@ void MetaServer::wakeWatchers() {
   std::vector<Watcher> still;
   for (auto& w : watchers_) {
     if (!w.fulfiller->isWaiting()) continue;  // answered by its timeout
-    auto page = feed_.since(w.epoch, w.after, MAX_PAGE);
     // Only the watcher's own changes so far: it would drop nothing, so it sleeps on (a mount
     // writing many small files would otherwise be answered after every one of them).
-    if (!foreign(page, w.client) && !page.lost && page.changes.size() < MAX_PAGE) {
+    if (!feed_.wakes(w.epoch, w.after, w.client, MAX_PAGE, w.checked)) {
       still.push_back(kj::mv(w));
       continue;
     }
-    w.fulfiller->fulfill(changesReply(page));
+    w.fulfiller->fulfill(changesReply(feed_.since(w.epoch, w.after, MAX_PAGE)));
   }
   watchers_ = kj::mv(still);
 }

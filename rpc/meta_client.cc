@@ -15,9 +15,9 @@ kj::Own<capnp::MallocMessageBuilder> newMetaRequest() {
 
 MetaClient::MetaClient(kj::AsyncIoContext& io, const ClusterSecret& secret,
                        std::vector<std::string> addrs, proto::Role role, uint64_t clientId,
-                       kj::Duration retryFor)
+                       kj::Duration retryFor, std::atomic<uint64_t>* sharedSeq)
     : io_(io), secret_(secret), addrs_(std::move(addrs)), role_(role), clientId_(clientId),
-      retryFor_(retryFor) {
+      sharedSeq_(sharedSeq), retryFor_(retryFor) {
   KJ_REQUIRE(!addrs_.empty(), "no meta server address given");
   for (auto& a : addrs_) peers_.push_back(std::make_unique<Peer>(io_, secret_, a, role_));
 }
@@ -36,7 +36,7 @@ kj::Promise<kj::Own<capnp::MallocMessageBuilder>> MetaClient::call(
     kj::Own<capnp::MallocMessageBuilder> request) {
   auto root = request->getRoot<proto::MetaRequest>();
   root.setClientId(clientId_);
-  if (root.getSeq() == 0) root.setSeq(nextSeq_++);
+  if (root.getSeq() == 0) root.setSeq(sharedSeq_ ? sharedSeq_->fetch_add(1) : nextSeq_++);
   auto deadline = io_.provider->getTimer().now() + retryFor_;
   auto holder = std::make_shared<kj::Own<capnp::MallocMessageBuilder>>(kj::mv(request));
   std::shared_ptr<capnp::MallocMessageBuilder> shared(holder, holder->get());

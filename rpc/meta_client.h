@@ -6,6 +6,7 @@
 
 #include <capnp/message.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,7 +18,8 @@ namespace cairn {
 class MetaClient {
  public:
   MetaClient(kj::AsyncIoContext& io, const ClusterSecret& secret, std::vector<std::string> addrs,
-             proto::Role role, uint64_t clientId, kj::Duration retryFor = 60 * kj::SECONDS);
+             proto::Role role, uint64_t clientId, kj::Duration retryFor = 60 * kj::SECONDS,
+             std::atomic<uint64_t>* sharedSeq = nullptr);
   ~MetaClient();
 
   // `request`'s root is a MetaRequest. Resolves to a message whose root is the MetaReply.
@@ -39,6 +41,8 @@ class MetaClient {
   proto::Role role_;
   uint64_t clientId_;
   uint64_t nextSeq_ = 1;
+  // Several MetaClients of one client id (one per thread) draw their sequence numbers here.
+  std::atomic<uint64_t>* sharedSeq_ = nullptr;
   size_t leader_ = 0;
   kj::Duration retryFor_;
 };
