@@ -374,7 +374,8 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     // needs no answer from meta.
     if (reply.hasParentAttr()) {
       rememberAbsent(a.getIno(), 0);
-      noteAttr(a.getIno(), a);  // for the kernel's getattr before a chown (install, cp -p)
+      if (!(a.getMode() & (S_ISUID | S_ISGID)))
+        noteAttr(a.getIno(), a);  // for the kernel's getattr before a chown (install, cp -p)
     }
     uint64_t ignored;
     auto f = acquire(a.getIno(), ignored);
@@ -964,8 +965,11 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
       lock.unlock();
     }
     // The kernel refreshes a file's mode before a chown (to clear set-user-ID itself): that
-    // getattr, right after tar's utimes, is answered with these.
-    if (S_ISREG(reply.getAttr().getMode())) noteAttr(cino, reply.getAttr());
+    // getattr, right after tar's utimes, is answered with these. Not for a set-ID file: the
+    // kernel would send the mode it read with the chown, and a mode changed elsewhere meanwhile
+    // would be undone (without set-ID bits it sends none, and meta clears them itself).
+    auto mode = reply.getAttr().getMode();
+    if (S_ISREG(mode) && !(mode & (S_ISUID | S_ISGID))) noteAttr(cino, reply.getAttr());
     replyAttr(req, reply.getAttr());
   });
 }
