@@ -78,7 +78,12 @@ MetaClient* ClusterClient::threadMeta() {
 }
 
 Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request) {
-  if (auto* m = threadMeta()) return m->call(kj::mv(request)).wait(threadIo->io.waitScope);
+  if (auto* m = threadMeta()) {
+    // The loop has not run since this thread's last request: let it see the time (a timeout
+    // set from a clock left minutes behind would fire at once) and what the socket says.
+    threadIo->io.waitScope.poll();
+    return m->call(kj::mv(request)).wait(threadIo->io.waitScope);
+  }
   return loop_.run([this, &request]() { return meta_->call(kj::mv(request)); });
 }
 
