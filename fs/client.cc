@@ -17,15 +17,17 @@ constexpr size_t SEAL_GRAIN = 32, OPEN_GRAIN = 32;  // blocks per piece of pool 
 static_assert(BLOCK == chunk::BLOCK_BYTES && AUX == chunk::AUX_BYTES);
 std::atomic<uint64_t> nextInstance{1};
 
-// What a thread that calls meta() keeps: its event loop and, per ClusterClient, the secret and
-// the connection (members are destroyed bottom up: connections before the loop).
+// What a thread that talks to the cluster keeps: its event loop and, per ClusterClient, the
+// secret and the connections (members are destroyed bottom up: connections before the loop).
 struct ThreadIo {
   kj::AsyncIoContext io = kj::setupAsyncIo();
   std::map<uint64_t, kj::Own<ClusterSecret>> secrets;
   std::map<uint64_t, kj::Own<MetaClient>> metas;
+  std::map<uint64_t, std::map<std::string, std::unique_ptr<Peer>>> chunkPeers;
 };
 thread_local std::unique_ptr<ThreadIo> threadIo;
 thread_local bool threadHasOtherLoop = false;
+thread_local const void* loopThreadOf = nullptr;  // on a client's shared loop thread: the client
 
 void toChunkLoc(proto::ChunkInfo::Reader c, ChunkLoc& out) {
   out.index = c.getIndex();
@@ -44,6 +46,7 @@ ClusterClient::ClusterClient(std::vector<std::string> metaAddrs, const std::stri
   clientId_ |= 1;  // never 0 (0 means "no retry memory")
   uint64_t clientId = clientId_;
   loop_.run([&]() {
+    loopThreadOf = this;
     meta_ = kj::heap<MetaClient>(loop_.io(), *secret_, metaAddrs, proto::Role::CLIENT, clientId,
                                  120 * kj::SECONDS, &nextSeq_);
   });
@@ -57,34 +60,43 @@ ClusterClient::~ClusterClient() {
   });
 }
 
-MetaClient* ClusterClient::threadMeta() {
-  if (threadHasOtherLoop) return nullptr;
+bool ClusterClient::ownLoop() {
+  if (loopThreadOf == this || threadHasOtherLoop) return false;
   if (!threadIo) {
     try {
       threadIo = std::make_unique<ThreadIo>();
     } catch (const kj::Exception&) {  // this thread runs an event loop of its own
       threadHasOtherLoop = true;
-      return nullptr;
+      return false;
     }
   }
-  auto& m = threadIo->metas[instance_];
-  if (!m) {
-    auto& secret = threadIo->secrets[instance_];
-    secret = kj::heap<ClusterSecret>(*secret_);
-    m = kj::heap<MetaClient>(threadIo->io, *secret, metaAddrs_, proto::Role::CLIENT, clientId_,
-                             120 * kj::SECONDS, &nextSeq_);
-  }
-  return m.get();
+  auto& secret = threadIo->secrets[instance_];
+  if (!secret) secret = kj::heap<ClusterSecret>(*secret_);
+  // The loop has not run since this thread's last request: let it see the time (a timeout set
+  // from a clock left minutes behind would fire at once) and what its sockets say.
+  threadIo->io.waitScope.poll();
+  return true;
+}
+
+template <typename Func>
+auto ClusterClient::onLoop(Func&& func) {
+  if (ownLoop()) return kj::evalNow(kj::fwd<Func>(func)).wait(threadIo->io.waitScope);
+  return loop_.run(kj::fwd<Func>(func));
+}
+
+kj::Timer& ClusterClient::timer() {
+  return (loopThreadOf == this ? loop_.io() : threadIo->io).provider->getTimer();
 }
 
 Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request) {
-  if (auto* m = threadMeta()) {
-    // The loop has not run since this thread's last request: let it see the time (a timeout
-    // set from a clock left minutes behind would fire at once) and what the socket says.
-    threadIo->io.waitScope.poll();
-    return m->call(kj::mv(request)).wait(threadIo->io.waitScope);
-  }
-  return loop_.run([this, &request]() { return meta_->call(kj::mv(request)); });
+  return onLoop([this, &request]() {
+    if (loopThreadOf == this) return meta_->call(kj::mv(request));
+    auto& m = threadIo->metas[instance_];
+    if (!m)
+      m = kj::heap<MetaClient>(threadIo->io, *threadIo->secrets[instance_], metaAddrs_,
+                               proto::Role::CLIENT, clientId_, 120 * kj::SECONDS, &nextSeq_);
+    return m->call(kj::mv(request));
+  });
 }
 
 unsigned ClusterClient::serveMetrics(Metrics& metrics, const std::string& addr) {
@@ -93,8 +105,12 @@ unsigned ClusterClient::serveMetrics(Metrics& metrics, const std::string& addr) 
 }
 
 Peer& ClusterClient::chunkPeer(const std::string& addr) {
-  auto& p = peers_[addr];
-  if (!p) p = std::make_unique<Peer>(loop_.io(), *secret_, addr, proto::Role::CLIENT);
+  bool shared = loopThreadOf == this;
+  auto& p = shared ? peers_[addr] : threadIo->chunkPeers[instance_][addr];
+  if (!p)
+    p = std::make_unique<Peer>(shared ? loop_.io() : threadIo->io,
+                               shared ? *secret_ : *threadIo->secrets[instance_], addr,
+                               proto::Role::CLIENT);
   return *p;
 }
 
@@ -123,7 +139,7 @@ kj::Promise<ClusterClient::RawRead> ClusterClient::readRawAsync(const std::strin
     req.setCount(count);
     return req.send();
   });
-  return loop_.io().provider->getTimer()
+  return timer()
       .timeoutAfter(30 * kj::SECONDS, kj::mv(p))
       .then(
           [count](capnp::Response<proto::Chunk::ReadResults> resp) {
@@ -163,7 +179,7 @@ kj::Promise<ClusterClient::RawRead> ClusterClient::readRawAsync(const std::strin
 ClusterClient::RawRead ClusterClient::readRaw(const std::string& addr, const ChunkLoc& loc,
                                               uint32_t first, uint32_t count) {
   try {
-    return loop_.run([&]() { return readRawAsync(addr, loc, first, count); });
+    return onLoop([&]() { return readRawAsync(addr, loc, first, count); });
   } catch (kj::Exception& e) {
     RawRead out;
     out.err = EIO;
@@ -216,7 +232,7 @@ int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
     pieces.push_back(Piece{first + done, std::min(count - done, pieceBlocks), {}});
   if (pieces.size() > 1 && up > 1) {
     try {
-      auto raws = loop_.run([&]() {
+      auto raws = onLoop([&]() {
         auto promises = kj::heapArrayBuilder<kj::Promise<RawRead>>(pieces.size());
         for (size_t i = 0; i < pieces.size(); i++)
           promises.add(readRawAsync(order[i % up], loc, pieces[i].first, pieces[i].n));
@@ -353,7 +369,7 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
     for (int attempt = 0; attempt < 8; attempt++) {
       std::tie(err, failed) = [&]() -> std::pair<int, std::string> {
         try {
-          return loop_.run([&]() {
+          return onLoop([&]() {
             auto& peer = chunkPeer(loc.addrs[0]);
             auto p = peer.get().then([&](capnp::Capability::Client cap) {
               auto req = cap.castAs<proto::Chunk>().writeRequest();
@@ -373,7 +389,7 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
               req.setSync(sync);
               return req.send();
             });
-            return loop_.io().provider->getTimer()
+            return timer()
                 .timeoutAfter(60 * kj::SECONDS, kj::mv(p))
                 .then(
                     [](capnp::Response<proto::Chunk::WriteResults> resp) {
@@ -419,7 +435,7 @@ kj::Promise<int> ClusterClient::headCallAsync(
 int ClusterClient::headCall(const ChunkLoc& loc,
                             kj::Function<kj::Promise<int>(proto::Chunk::Client)> send) {
   try {
-    return loop_.run([&]() { return headCallAsync(loc, send); });
+    return onLoop([&]() { return headCallAsync(loc, send); });
   } catch (kj::Exception& e) {
     return EIO;
   }
@@ -446,7 +462,7 @@ int ClusterClient::syncChunks(const std::vector<ChunkLoc>& locs) {
     });
   }
   try {
-    auto errs = loop_.run([&]() {
+    auto errs = onLoop([&]() {
       auto all = kj::heapArrayBuilder<kj::Promise<int>>(locs.size());
       for (size_t i = 0; i < locs.size(); i++) all.add(headCallAsync(locs[i], sends[i]));
       return kj::joinPromises(all.finish());

@@ -1,8 +1,8 @@
-// mount.cairn's connection to the cluster. Every method blocks the calling (FUSE worker) thread.
-// Meta requests go out on the calling thread's own event loop and connection (a request costs
-// no handoff to another thread and back); chunk I/O runs on one shared event-loop thread, with
-// encryption and decryption on the calling thread and a worker pool, so one large request uses
-// every core.
+// mount.cairn's connection to the cluster. Every method blocks the calling (FUSE worker or
+// background writer) thread. Requests go out on the calling thread's own event loop and
+// connections to meta and chunk servers (a request costs no handoff to another thread and back);
+// encryption and decryption run on the calling thread and a worker pool, so one large request
+// uses every core.
 #pragma once
 
 #include <capnp/message.h>
@@ -70,10 +70,10 @@ class ClusterClient {
     std::string aux;                    // count * AUX
     std::unique_ptr<char[]> data;       // count * BLOCK (absent blocks: not initialised)
   };
-  Peer& chunkPeer(const std::string& addr);  // loop thread only
-  // Runs `send` against the head of the chain on the loop thread; EIO when it is unreachable.
+  Peer& chunkPeer(const std::string& addr);  // of the loop the caller is on
+  // Runs `send` against the head of the chain; EIO when it is unreachable.
   int headCall(const ChunkLoc& loc, kj::Function<kj::Promise<int>(proto::Chunk::Client)> send);
-  // The same on the loop thread; `send` must outlive the promise.
+  // The same on the loop the caller is on; `send` must outlive the promise.
   kj::Promise<int> headCallAsync(const ChunkLoc& loc,
                                  kj::Function<kj::Promise<int>(proto::Chunk::Client)>& send);
   int reportFailure(uint64_t ino, ChunkLoc& loc, const std::string& failedAddr);
@@ -81,7 +81,7 @@ class ClusterClient {
   void reportCorrupt(const ChunkLoc& loc, const std::string& addr);
   RawRead readRaw(const std::string& addr, const ChunkLoc& loc, uint32_t first, uint32_t count);
   kj::Promise<RawRead> readRawAsync(const std::string& addr, const ChunkLoc& loc, uint32_t first,
-                                    uint32_t count);  // loop thread
+                                    uint32_t count);  // on the caller's loop
   // Decrypts `n` fetched blocks into out on the worker pool; false when one fails its check.
   bool openBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
                   const RawRead& raw, uint32_t n, unsigned char* out, const std::string& addr);
@@ -95,9 +95,14 @@ class ClusterClient {
   std::vector<std::string> readOrder(const ChunkLoc& loc, size_t* upCount = nullptr);
   void noteReplica(const std::string& addr, bool reachable);
 
-  // The calling thread's own connection to meta (made on first use); null on a thread that
-  // already runs an event loop of its own, which then goes through loop_.
-  MetaClient* threadMeta();
+  // Requests run on the calling thread's own event loop, with its own connections (made on
+  // first use): no handoff to another thread and back. A thread that runs an event loop of its
+  // own goes through loop_, and so does loop_'s own thread. ownLoop() says which, and readies
+  // the thread's loop; onLoop(func) runs func (which may return a promise) there and waits.
+  bool ownLoop();
+  template <typename Func>
+  auto onLoop(Func&& func);
+  kj::Timer& timer();  // of the loop the caller is on
 
   BlockCipher& cipher_;
   Workers workers_;
@@ -108,8 +113,8 @@ class ClusterClient {
   Metrics* served_ = nullptr;  // served from loop_ (serveMetrics)
   LoopThread loop_;
   kj::Own<ClusterSecret> secret_;
-  kj::Own<MetaClient> meta_;                          // loop thread only
-  std::map<std::string, std::unique_ptr<Peer>> peers_;  // loop thread only
+  kj::Own<MetaClient> meta_;                          // loop_'s thread only
+  std::map<std::string, std::unique_ptr<Peer>> peers_;  // loop_'s thread only
   std::mutex downMutex_;
   std::map<std::string, std::chrono::steady_clock::time_point> downUntil_;
 };

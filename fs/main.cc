@@ -259,8 +259,9 @@ int main(int argc, char** argv) {
       fs::Invalidator invalidator(client, se, root, host, mountpoint, options.metrics, &cfs);
       invalidator.start();
       fuse_loop_config* cfg = fuse_loop_cfg_create();
+      // Threads stay once made: each keeps its own connection to meta (see ClusterClient).
       fuse_loop_cfg_set_max_threads(cfg, 16);
-      fuse_loop_cfg_set_idle_threads(cfg, 8);
+      fuse_loop_cfg_set_idle_threads(cfg, 16);
       rc = fuse_session_loop_mt(se, cfg);
       fuse_loop_cfg_destroy(cfg);
     }
