@@ -24,6 +24,7 @@ constexpr uint32_t RECORD_BYTES = 64;
 constexpr uint32_t HEADER_BYTES = 4096;
 constexpr uint32_t FORMAT_VERSION = 1;
 constexpr uint32_t FLAG_PRESENT = 1;
+constexpr uint32_t WRITEBACK_BLOCKS = 64;  // a write of this many blocks or more starts writeback
 static_assert(AUX_BYTES + 8 <= RECORD_BYTES);
 static_assert(BLOCK_BYTES % 4096 == 0);
 

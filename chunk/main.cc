@@ -145,6 +145,9 @@ struct Scrubber {
       block = 0;
       bad = false;
       if (queue.empty()) {
+        // Nothing stored: a pass over nothing is done. The first copies written are verified
+        // one interval later, not while they are still being written.
+        lastPass = now;
         return io.provider->getTimer().afterDelay(1 * kj::SECONDS).then([this]() { return loop(); });
       }
       lastPass = now;

@@ -11,8 +11,9 @@
 # `up` on an existing DIR brings the same cluster back (same ports, same data).
 # DIR/cluster.env (shell syntax) describes the cluster for scripts. Environment: CAIRN_ZONES and
 # CAIRN_RACKS (comma-separated labels, one per chunk server), CAIRN_GC_GRACE_MS (default 5000),
-# CAIRN_SCRUB_INTERVAL_S (default 10), CAIRN_CHUNK_CAPACITY (bytes each chunk server offers;
-# default: its disk), CAIRN_CHUNK_MIB (chunk size of a new cluster; default 64).
+# CAIRN_SCRUB_INTERVAL_S (default: the server's own, 3600), CAIRN_CHUNK_CAPACITY (bytes each
+# chunk server offers; default: its disk), CAIRN_CHUNK_MIB (chunk size of a new cluster; default
+# 64).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -110,7 +111,7 @@ command_of() {
       [ -n "$rack" ] && labels+=" --rack $rack"
       echo "$BIN/cairn-chunk --listen 127.0.0.1:${!port} --meta $CAIRN_META" \
         "--secret-file $DIR/secret --data $DIR/$name/data --host $name$labels" \
-        "--scrub-interval-s ${CAIRN_SCRUB_INTERVAL_S:-10}" \
+        "${CAIRN_SCRUB_INTERVAL_S:+--scrub-interval-s $CAIRN_SCRUB_INTERVAL_S}" \
         "${CAIRN_CHUNK_CAPACITY:+--capacity $CAIRN_CHUNK_CAPACITY}" \
         "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" ;;
     mount)

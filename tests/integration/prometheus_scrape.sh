@@ -10,6 +10,7 @@ promtool check rules "$ROOT/k8s/monitoring/cairn-alerts.yml" > "$L/promtool.out"
   { cat "$L/promtool.out"; fail "k8s/monitoring/cairn-alerts.yml does not pass promtool"; }
 check "the Kubernetes scrape configuration and alert rules pass promtool"
 
+export CAIRN_SCRUB_INTERVAL_S=2  # scrub progress must show within the test
 cluster_up --metas 3 --chunks 3 --replicas 3
 
 targets=""
