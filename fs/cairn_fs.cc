@@ -137,7 +137,7 @@ void CairnFs::init(fuse_conn_info* conn) {
   else
     options_.acl = false;
   conn->max_write = 1 << 20;
-  conn->max_readahead = 1 << 20;
+  conn->max_readahead = options_.readaheadBytes;
   conn->max_background = 64;
   conn->congestion_threshold = 48;
 }

@@ -36,6 +36,7 @@ struct FsOptions {
   double entryTimeoutSec = 1.0;
   bool writebackCache = true;
   bool acl = true;  // POSIX ACLs (-o noacl: refused with EOPNOTSUPP)
+  uint32_t readaheadBytes = 1 << 20;  // offered to the kernel at INIT (it keeps the smaller)
 };
 
 class CairnFs final : public OpenFiles {

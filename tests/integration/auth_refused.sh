@@ -49,8 +49,27 @@ timeout 60 "$BIN/mount.cairn" "$CAIRN_META:/vol" "$L/m4" -o "secretfile=$CAIRN_S
   || fail "subdirectory mount"
 [ "$(cat "$L/m4/a/f")" = inside ] || fail "subdirectory content"
 [ ! -e "$L/m4/vol" ] && [ ! -e "$L/m4/enc" ] || fail "subdirectory mount shows the parent"
+ra="$(cat "/sys/class/bdi/$(mountpoint -d "$L/m4")/read_ahead_kb")"
+[ "$ra" = 16384 ] || fail "the mount's readahead is $ra KiB, not 16384"
 fusermount3 -u "$L/m4"
-check "subdirectory mount"
+check "subdirectory mount (readahead 16 MiB)"
+
+# Mount options: readahead_kb sets the kernel's readahead; a bad number is refused clearly.
+mkdir -p "$L/m6"
+EXTRA_MOUNTS+=("$L/m6")
+timeout 60 "$BIN/mount.cairn" "$CAIRN_META:/vol" "$L/m6" \
+  -o "secretfile=$CAIRN_SECRET_FILE,keyfile=$CAIRN_KEY_FILE,readahead_kb=2048" || fail "mount with readahead_kb"
+ra="$(cat "/sys/class/bdi/$(mountpoint -d "$L/m6")/read_ahead_kb")"
+[ "$ra" = 2048 ] || fail "readahead_kb=2048 gave $ra KiB"
+[ "$(cat "$L/m6/a/f")" = inside ] || fail "content with readahead_kb"
+fusermount3 -u "$L/m6"
+if timeout 60 "$BIN/mount.cairn" "$CAIRN_META:/vol" "$L/m6" \
+     -o "secretfile=$CAIRN_SECRET_FILE,keyfile=$CAIRN_KEY_FILE,readahead_kb=lots" 2>"$L/raerr"; then
+  fail "readahead_kb=lots accepted"
+fi
+grep -q "readahead_kb=lots: not a number" "$L/raerr" || fail "unclear error: $(cat "$L/raerr")"
+mountpoint -q "$L/m6" && fail "mounted with a bad option"
+check "readahead_kb=2048 applied; readahead_kb=lots refused: $(cat "$L/raerr")"
 
 # mount(8) with -t cairn runs /sbin/mount.cairn (installed by tools/build.sh), as fstab does.
 if [ -x /sbin/mount.cairn ]; then
