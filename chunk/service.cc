@@ -62,24 +62,20 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   kj::Promise<std::pair<int, std::string>> downstream = std::make_pair(0, std::string());
   if (chain.size() > 0) {
     std::string next = chain[0];
-    auto req = kj::heap<capnp::MallocMessageBuilder>();
-    auto copy = req->initRoot<proto::Chunk::WriteParams>();
-    copy.setChunk(ref);
-    copy.setFirstBlock(first);
-    copy.setBlocks(blocks);
-    auto rest = copy.initChain(chain.size() - 1);
-    for (uint i = 1; i < chain.size(); i++) rest.set(i - 1, chain[i]);
-    copy.setSync(params.getSync());
     auto& p = peer(next);
     downstream =
         p.get()
-            .then([req = kj::mv(req)](capnp::Capability::Client cap) mutable {
+            .then([context](capnp::Capability::Client cap) mutable {
+              // Built from our own request's parameters (kept by the context until we answer):
+              // the blocks are copied once, into the request that goes on.
+              auto src = context.getParams();
+              auto chain = src.getChain();
               auto r = cap.castAs<proto::Chunk>().writeRequest();
-              auto src = req->getRoot<proto::Chunk::WriteParams>();
               r.setChunk(src.getChunk());
               r.setFirstBlock(src.getFirstBlock());
               r.setBlocks(src.getBlocks());
-              r.setChain(src.getChain());
+              auto rest = r.initChain(chain.size() - 1);
+              for (uint i = 1; i < chain.size(); i++) rest.set(i - 1, chain[i]);
               r.setSync(src.getSync());
               return r.send();
             })

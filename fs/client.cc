@@ -351,19 +351,6 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
   if (loc.addrs.empty()) return EIO;
   for (uint32_t done = 0; done < count;) {
     uint32_t n = std::min(count - done, MAX_BLOCKS_PER_RPC);
-    // Sealed (and checksummed) on the worker pool and this thread.
-    std::unique_ptr<unsigned char[]> cipher(new unsigned char[size_t(n) * BLOCK]);
-    std::unique_ptr<unsigned char[]> aux(new unsigned char[size_t(n) * AUX]);
-    std::vector<uint32_t> crcs(n);
-    workers_.parallelFor(n, SEAL_GRAIN, [&](size_t begin, size_t end) {
-      for (size_t i = begin; i < end; i++) {
-        uint64_t blockNo = loc.index * chunkBlocks + first + done + i;
-        auto* c = cipher.get() + i * BLOCK;
-        auto* a = aux.get() + i * AUX;
-        cipher_.seal(ino, blockNo, plain + (done + i) * BLOCK, c, a);
-        crcs[i] = chunk::blockCrc(a, AUX, c, BLOCK);
-      }
-    });
     int err = 0;
     std::string failed;
     for (int attempt = 0; attempt < 8; attempt++) {
@@ -376,14 +363,24 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
               req.getChunk().setId(loc.id);
               req.getChunk().setVersion(loc.version);
               req.setFirstBlock(first + done);
+              // Sealed (and checksummed) straight into the request, on the worker pool and
+              // this thread.
               auto blocks = req.initBlocks(n);
+              std::vector<unsigned char*> data(n), aux(n);
               for (uint32_t i = 0; i < n; i++) {
-                auto b = blocks[i];
-                b.setPresent(true);
-                b.setCrc(crcs[i]);
-                b.setAux(kj::arrayPtr(aux.get() + size_t(i) * AUX, AUX));
-                b.setData(kj::arrayPtr(cipher.get() + size_t(i) * BLOCK, BLOCK));
+                blocks[i].setPresent(true);
+                data[i] = blocks[i].initData(BLOCK).begin();
+                aux[i] = blocks[i].initAux(AUX).begin();
               }
+              std::vector<uint32_t> crcs(n);
+              workers_.parallelFor(n, SEAL_GRAIN, [&](size_t begin, size_t end) {
+                for (size_t i = begin; i < end; i++) {
+                  uint64_t blockNo = loc.index * chunkBlocks + first + done + i;
+                  cipher_.seal(ino, blockNo, plain + (done + i) * BLOCK, data[i], aux[i]);
+                  crcs[i] = chunk::blockCrc(aux[i], AUX, data[i], BLOCK);
+                }
+              });
+              for (uint32_t i = 0; i < n; i++) blocks[i].setCrc(crcs[i]);
               auto chain = req.initChain(loc.addrs.size() - 1);
               for (size_t i = 1; i < loc.addrs.size(); i++) chain.set(i - 1, loc.addrs[i]);
               req.setSync(sync);
