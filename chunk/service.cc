@@ -10,6 +10,7 @@ namespace cairn::chunk {
 namespace {
 constexpr uint32_t MAX_BLOCKS_PER_CALL = 1024;  // 4 MiB
 constexpr uint32_t MAX_CHAIN = 8;
+constexpr uint32_t IO_THREAD_BLOCKS = 32;  // reads of this many blocks or more: on I/O threads
 }  // namespace
 
 ChunkServiceImpl::ChunkServiceImpl(kj::AsyncIoContext& io, const ClusterSecret& secret,
@@ -44,6 +45,37 @@ int ChunkServiceImpl::checkVersion(uint64_t id, uint64_t version, bool create) {
     store_.noteVersion(id, version);
   }
   return 0;
+}
+
+template <typename Func>
+kj::Promise<void> ChunkServiceImpl::onIoThread(Func&& func) {
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+  auto done = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(paf.fulfiller));
+  ioThreads_.submit([func = kj::fwd<Func>(func), done]() mutable {
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&]() { func(); })) {
+      (*done)->reject(kj::mv(*e));
+    } else {
+      (*done)->fulfill();
+    }
+  });
+  return kj::mv(paf.promise);
+}
+
+kj::Promise<void> ChunkServiceImpl::idle(uint64_t id) {
+  auto it = busy_.find(id);
+  if (it == busy_.end()) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  it->second.waiters.push_back(kj::mv(paf.fulfiller));
+  // Woken when the last read ends; other reads may have begun since: wait again.
+  return paf.promise.then([this, id]() { return idle(id); });
+}
+
+void ChunkServiceImpl::readDone(uint64_t id) {
+  auto it = busy_.find(id);
+  if (it == busy_.end() || --it->second.reads > 0) return;
+  auto waiters = kj::mv(it->second.waiters);
+  busy_.erase(it);
+  for (auto& w : waiters) w->fulfill();
 }
 
 kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
@@ -95,8 +127,9 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   }
 
   // The local write waits for the events already queued, the forward's send among them: the
-  // next replica then writes while we do, instead of after.
-  auto local = kj::evalLater([this, context, first]() mutable -> int {
+  // next replica then writes while we do, instead of after (and for reads of the chunk on the
+  // I/O threads).
+  auto local = idle(ref.getId()).then([this, context, first]() mutable -> int {
     auto params = context.getParams();
     auto ref = params.getChunk();
     auto blocks = params.getBlocks();
@@ -158,6 +191,7 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
     results.setErr(err);
     return kj::READY_NOW;
   }
+  if (count >= IO_THREAD_BLOCKS) return readOnIoThreads(context, store_.share(ref.getId()));
   auto* f = store_.find(ref.getId());
   auto out = results.initBlocks(count);
   // Records in one read, then every present block's bytes read straight into the reply.
@@ -187,6 +221,60 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
     bytesRead_.inc(BLOCK_BYTES);
   }
   return kj::READY_NOW;
+}
+
+kj::Promise<void> ChunkServiceImpl::readOnIoThreads(ReadContext context,
+                                                    std::shared_ptr<ChunkFile> file) {
+  // The records first, then the reply is laid out here and the present blocks' bytes are read
+  // straight into it; only plain memory and the file cross to the I/O threads.
+  struct Job {
+    std::shared_ptr<ChunkFile> file;
+    uint32_t first, count;
+    std::vector<BlockMeta> meta;
+    std::vector<unsigned char*> into;
+    int64_t bad = -1;  // the first block whose checksum did not match
+  };
+  auto params = context.getParams();
+  uint64_t id = params.getChunk().getId();
+  auto job = std::make_shared<Job>(Job{kj::mv(file), params.getFirstBlock(), params.getCount(), {}, {}});
+  busy_[id].reads++;
+  auto timer = kj::heap<ScopedLatency>(readLatency_);
+  return onIoThread([job]() { job->file->readMeta(job->first, job->count, job->meta); })
+      .then([this, context, job]() mutable {
+        auto out = context.getResults().initBlocks(job->count);
+        job->into.assign(job->count, nullptr);
+        for (uint i = 0; i < job->count; i++) {
+          auto& m = job->meta[i];
+          if (!m.present) {
+            out[i].setPresent(false);
+            continue;
+          }
+          out[i].setPresent(true);
+          out[i].setCrc(m.crc);
+          out[i].setAux(kj::arrayPtr(reinterpret_cast<const kj::byte*>(m.aux), AUX_BYTES));
+          job->into[i] = out[i].initData(BLOCK_BYTES).begin();
+        }
+        return onIoThread([job]() {
+          job->file->readData(job->first, job->into);
+          for (uint i = 0; i < job->count && job->bad < 0; i++)
+            if (job->into[i] &&
+                blockCrc(job->meta[i].aux, AUX_BYTES, job->into[i], BLOCK_BYTES) != job->meta[i].crc)
+              job->bad = i;
+        });
+      })
+      .then([this, context, job, id]() mutable {
+        auto results = context.getResults();
+        if (job->bad >= 0) {
+          corruptBlocks_.inc();
+          spdlog::error("chunk {:016x} block {}: checksum mismatch", id, job->first + job->bad);
+          results.setErr(EBADMSG);  // the reader takes another replica and reports this one
+          results.initBlocks(0);
+          return;
+        }
+        for (auto* p : job->into)
+          if (p) bytesRead_.inc(BLOCK_BYTES);
+      })
+      .attach(kj::mv(timer), kj::defer([this, id]() { readDone(id); }));
 }
 
 kj::Promise<std::pair<int, std::string>> ChunkServiceImpl::forward(
@@ -252,31 +340,35 @@ kj::Promise<void> ChunkServiceImpl::sync(SyncContext context) {
 
 kj::Promise<void> ChunkServiceImpl::truncate(TruncateContext context) {
   auto params = context.getParams();
-  auto ref = params.getChunk();
-  auto chain = params.getChain();
-  KJ_REQUIRE(chain.size() <= MAX_CHAIN, "replica chain too long");
-  int err = checkVersion(ref.getId(), ref.getVersion(), false);
-  if (err == ENOENT) err = 0;
-  if (err == 0) {
-    if (auto* f = store_.find(ref.getId())) f->truncate(params.getBlocks());
-  }
-  if (chain.size() == 0 || err != 0) {
-    context.getResults().setErr(err);
-    return kj::READY_NOW;
-  }
-  uint64_t id = ref.getId(), version = ref.getVersion();
-  uint32_t keep = params.getBlocks();
-  return forward(chain,
-                 [id, version, keep](proto::Chunk::Client c, const std::vector<std::string>& rest) {
-                   auto r = c.truncateRequest();
-                   fillChainRequest(r, id, version, rest);
-                   r.setBlocks(keep);
-                   return r.send().then([](auto response) { return int(response.getErr()); });
-                 })
-      .then([context](std::pair<int, std::string> down) mutable {
-        context.getResults().setErr(down.first);
-        if (down.first != 0) context.getResults().setFailedAddr(down.second);
-      });
+  KJ_REQUIRE(params.getChain().size() <= MAX_CHAIN, "replica chain too long");
+  // After any read of the chunk in flight on the I/O threads.
+  return idle(params.getChunk().getId()).then([this, context]() mutable -> kj::Promise<void> {
+    auto params = context.getParams();
+    auto ref = params.getChunk();
+    auto chain = params.getChain();
+    int err = checkVersion(ref.getId(), ref.getVersion(), false);
+    if (err == ENOENT) err = 0;
+    if (err == 0) {
+      if (auto* f = store_.find(ref.getId())) f->truncate(params.getBlocks());
+    }
+    if (chain.size() == 0 || err != 0) {
+      context.getResults().setErr(err);
+      return kj::READY_NOW;
+    }
+    uint64_t id = ref.getId(), version = ref.getVersion();
+    uint32_t keep = params.getBlocks();
+    return forward(chain,
+                   [id, version, keep](proto::Chunk::Client c, const std::vector<std::string>& rest) {
+                     auto r = c.truncateRequest();
+                     fillChainRequest(r, id, version, rest);
+                     r.setBlocks(keep);
+                     return r.send().then([](auto response) { return int(response.getErr()); });
+                   })
+        .then([context](std::pair<int, std::string> down) mutable {
+          context.getResults().setErr(down.first);
+          if (down.first != 0) context.getResults().setFailedAddr(down.second);
+        });
+  });
 }
 
 kj::Promise<void> ChunkServiceImpl::remove(RemoveContext context) {

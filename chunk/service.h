@@ -8,6 +8,7 @@
 #include "chunk/store.h"
 #include "rpc/metrics.h"
 #include "rpc/net.h"
+#include "rpc/workers.h"
 
 namespace cairn::chunk {
 
@@ -38,6 +39,14 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
                                  uint64_t rate, uint64_t copied);
   // Checks the version of an existing chunk; returns an errno (ESTALE when the caller's is older).
   int checkVersion(uint64_t id, uint64_t version, bool create);
+  // Large reads run on I/O threads, so that a server keeps several disk reads in flight and
+  // the event loop serves others meanwhile. A change to a chunk (write, truncation) waits
+  // until no such read of it is in flight: a read never sees half of a write.
+  template <typename Func>
+  kj::Promise<void> onIoThread(Func&& func);
+  kj::Promise<void> idle(uint64_t id);
+  void readDone(uint64_t id);
+  kj::Promise<void> readOnIoThreads(ReadContext context, std::shared_ptr<ChunkFile> file);
 
   kj::AsyncIoContext& io_;
   const ClusterSecret& secret_;
@@ -50,6 +59,12 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
   Counter& replicatedBytes_;
   Histogram& writeLatency_;
   Histogram& readLatency_;
+  struct Busy {
+    int reads = 0;
+    std::vector<kj::Own<kj::PromiseFulfiller<void>>> waiters;
+  };
+  std::map<uint64_t, Busy> busy_;  // chunks with reads in flight on the I/O threads
+  TaskQueue ioThreads_{4};         // last: joined first, while everything else is still here
 };
 
 }  // namespace cairn::chunk

@@ -53,7 +53,7 @@ std::string ChunkStore::pathOf(size_t dir, uint64_t id) const {
 }
 
 ChunkFile& ChunkStore::cache(uint64_t id, ChunkFile file) {
-  open_.emplace_front(id, std::make_unique<ChunkFile>(std::move(file)));
+  open_.emplace_front(id, std::make_shared<ChunkFile>(std::move(file)));
   openIndex_[id] = open_.begin();
   while (open_.size() > MAX_OPEN) {
     openIndex_.erase(open_.back().first);
@@ -71,6 +71,11 @@ ChunkFile* ChunkStore::find(uint64_t id) {
   auto e = index_.find(id);
   if (e == index_.end()) return nullptr;
   return &cache(id, ChunkFile::open(pathOf(e->second.dir, id)));
+}
+
+std::shared_ptr<ChunkFile> ChunkStore::share(uint64_t id) {
+  if (!find(id)) return nullptr;
+  return open_.front().second;  // find() put it first
 }
 
 ChunkFile& ChunkStore::findOrCreate(uint64_t id, uint64_t version) {

@@ -28,6 +28,8 @@ class ChunkStore {
 
   // The chunk with this id, or nullptr.
   ChunkFile* find(uint64_t id);
+  // The same, kept open for as long as the caller holds it (I/O on another thread).
+  std::shared_ptr<ChunkFile> share(uint64_t id);
   // The chunk, created at `version` in the emptiest directory when absent.
   ChunkFile& findOrCreate(uint64_t id, uint64_t version);
   bool remove(uint64_t id);
@@ -59,7 +61,7 @@ class ChunkStore {
   std::map<uint64_t, Entry> index_;
   // Open files, most recently used first; bounded by MAX_OPEN.
   static constexpr size_t MAX_OPEN = 256;
-  std::list<std::pair<uint64_t, std::unique_ptr<ChunkFile>>> open_;
+  std::list<std::pair<uint64_t, std::shared_ptr<ChunkFile>>> open_;
   std::map<uint64_t, decltype(open_)::iterator> openIndex_;
 };
 

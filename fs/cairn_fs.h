@@ -25,7 +25,7 @@
 
 #include "fs/client.h"
 #include "fs/invalidator.h"
-#include "fs/workers.h"
+#include "rpc/workers.h"
 #include "rpc/metrics.h"
 
 namespace cairn::fs {

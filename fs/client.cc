@@ -142,7 +142,7 @@ kj::Promise<ClusterClient::RawRead> ClusterClient::readRawAsync(const std::strin
   return timer()
       .timeoutAfter(30 * kj::SECONDS, kj::mv(p))
       .then(
-          [count](capnp::Response<proto::Chunk::ReadResults> resp) {
+          [count, keep = loopThreadOf != this](capnp::Response<proto::Chunk::ReadResults> resp) {
             RawRead out;
             out.err = resp.getErr();
             if (out.err != 0) return out;
@@ -152,8 +152,9 @@ kj::Promise<ClusterClient::RawRead> ClusterClient::readRawAsync(const std::strin
               return out;
             }
             out.present.resize(count);
-            out.aux.resize(size_t(count) * AUX);
-            out.data.reset(new char[size_t(count) * BLOCK]);
+            out.aux.resize(count);
+            out.data.resize(count);
+            if (!keep) out.copy.reset(new unsigned char[size_t(count) * (AUX + BLOCK)]);
             for (uint32_t i = 0; i < count; i++) {
               auto b = blocks[i];
               if (!b.getPresent()) continue;
@@ -162,9 +163,17 @@ kj::Promise<ClusterClient::RawRead> ClusterClient::readRawAsync(const std::strin
                 return out;
               }
               out.present[i] = true;
-              memcpy(out.aux.data() + size_t(i) * AUX, b.getAux().begin(), AUX);
-              memcpy(out.data.get() + size_t(i) * BLOCK, b.getData().begin(), BLOCK);
+              out.aux[i] = b.getAux().begin();
+              out.data[i] = b.getData().begin();
+              if (!keep) {
+                unsigned char* c = out.copy.get() + size_t(i) * (AUX + BLOCK);
+                memcpy(c, out.aux[i], AUX);
+                memcpy(c + AUX, out.data[i], BLOCK);
+                out.aux[i] = c;
+                out.data[i] = c + AUX;
+              }
             }
+            if (keep) out.reply = kj::mv(resp);
             return out;
           },
           [&peer, &addr](kj::Exception&& e) {
@@ -199,9 +208,7 @@ bool ClusterClient::openBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunk
         continue;
       }
       uint64_t blockNo = loc.index * chunkBlocks + first + i;
-      if (!cipher_.open(ino, blockNo,
-                        reinterpret_cast<const unsigned char*>(raw.data.get()) + i * BLOCK,
-                        reinterpret_cast<const unsigned char*>(raw.aux.data()) + i * AUX, dst)) {
+      if (!cipher_.open(ino, blockNo, raw.data[i], raw.aux[i], dst)) {
         spdlog::error("inode {} block {}: authentication failed on replica {} (wrong data key, "
                       "or corrupted data)", ino, blockNo, addr);
         good = false;

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "fs/crypto.h"
-#include "fs/workers.h"
+#include "rpc/workers.h"
 #include "rpc/meta_client.h"
 #include "rpc/metrics.h"
 #include "rpc/runtime.h"
@@ -67,8 +67,11 @@ class ClusterClient {
   struct RawRead {
     int err = 0;
     std::vector<bool> present;
-    std::string aux;                    // count * AUX
-    std::unique_ptr<char[]> data;       // count * BLOCK (absent blocks: not initialised)
+    std::vector<const unsigned char*> aux, data;  // per block (AUX and BLOCK bytes), when present
+    // What they point into: the reply itself when it is read on the thread that opens the blocks
+    // (its own loop), else a copy (a reply may not leave its loop's thread).
+    kj::Maybe<capnp::Response<proto::Chunk::ReadResults>> reply;
+    std::unique_ptr<unsigned char[]> copy;
   };
   Peer& chunkPeer(const std::string& addr);  // of the loop the caller is on
   // Runs `send` against the head of the chain; EIO when it is unreachable.

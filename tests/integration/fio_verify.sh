@@ -68,3 +68,21 @@ timeout 120 fio --name=order --filename="$M/order-fio" --rw=randwrite --bs=4k --
   --ioengine=libaio --iodepth=16 --verify=crc32c --do_verify=1 --verify_fatal=1 \
   --output="$L/order.out" || { cat "$L/order.out"; fail "fio direct randwrite iodepth 16"; }
 check "fio direct randwrite 4k, 16 in flight, verified"
+
+# Large reads run on the chunk servers' I/O threads while writes of the same blocks arrive
+# from another client: a read must never see half of a write (it would read as a damaged copy).
+mount_extra "$T/b"
+dd if=/dev/urandom of="$M/mixed" bs=1M count=32 status=none
+before=$(cat "$CL"/logs/chunk*.log | grep -c "checksum mismatch" || true)
+common="--filename=mixed --bs=256k --size=32m --direct=1 --ioengine=libaio --iodepth=8 --time_based --runtime=8"
+(cd "$M" && timeout 120 fio --name=w $common --rw=randwrite --output="$L/mixed-w.out") &
+writer=$!
+(cd "$T/b" && timeout 120 fio --name=r $common --rw=randread --output="$L/mixed-r.out") ||
+  { cat "$L/mixed-r.out"; fail "fio 256 KiB reads during another client's writes"; }
+wait $writer || { cat "$L/mixed-w.out"; fail "fio 256 KiB writes"; }
+after=$(cat "$CL"/logs/chunk*.log | grep -c "checksum mismatch" || true)
+[ "$after" = "$before" ] || fail "reads concurrent with writes saw damaged blocks ($((after - before)) mismatches)"
+! grep -q "authentication failed" "$T"/mount*.log "$CL"/logs/mount.log 2>/dev/null ||
+  fail "a client could not open blocks read during writes"
+io="$(grep -hE "READ:|WRITE:" "$L"/mixed-?.out | sed 's/^ *//' | cut -d, -f1 | tr '\n' ' ')"
+check "random 256 KiB direct reads on one mount during writes of the same file on another, 8 s, no torn read ($io)"

@@ -1,5 +1,5 @@
 // The worker pool that seals and opens the blocks of one request on every core.
-#include "fs/workers.h"
+#include "rpc/workers.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <thread>
 #include <vector>
 
-namespace cairn::fs {
+namespace cairn {
 namespace {
 
 TEST(Workers, EveryIndexRunsExactlyOnceWhileManyCallersShareThePool) {
@@ -82,4 +82,4 @@ TEST(TaskQueue, RunsEveryTaskAndFinishesTheQueueBeforeItGoes) {
 }
 
 }  // namespace
-}  // namespace cairn::fs
+}  // namespace cairn

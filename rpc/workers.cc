@@ -1,9 +1,9 @@
-#include "fs/workers.h"
+#include "rpc/workers.h"
 
 #include <algorithm>
 #include <atomic>
 
-namespace cairn::fs {
+namespace cairn {
 
 struct Workers::Job {
   size_t count = 0, grain = 1, pieces = 0;
@@ -115,4 +115,4 @@ void TaskQueue::submit(std::function<void()> task) {
   wake_.notify_one();
 }
 
-}  // namespace cairn::fs
+}  // namespace cairn

@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-namespace cairn::fs {
+namespace cairn {
 
 class Workers {
  public:
@@ -58,4 +58,4 @@ class TaskQueue {
   std::vector<std::thread> threads_;
 };
 
-}  // namespace cairn::fs
+}  // namespace cairn
