@@ -759,6 +759,22 @@ void CairnFs::rememberAbsent(uint64_t ino, int kind) {
                            std::chrono::duration<double>(options_.attrTimeoutSec));
 }
 
+void CairnFs::noteDirEnd(uint64_t dir, uint64_t cookie) {
+  std::lock_guard<std::mutex> lock(dirEndMutex_);
+  if (dirEnds_.size() >= 4096) dirEnds_.clear();
+  dirEnds_[dir] = DirEnd{cookie, std::chrono::steady_clock::now()};
+}
+
+bool CairnFs::takeDirEnd(uint64_t dir, uint64_t cookie) {
+  std::lock_guard<std::mutex> lock(dirEndMutex_);
+  auto it = dirEnds_.find(dir);
+  if (it == dirEnds_.end()) return false;
+  bool hit = it->second.cookie == cookie &&
+             std::chrono::steady_clock::now() - it->second.at < std::chrono::seconds(1);
+  dirEnds_.erase(it);
+  return hit;
+}
+
 void CairnFs::forgetDirAttr(uint64_t dir) {
   std::lock_guard<std::mutex> lock(dirAttrMutex_);
   dirAttrs_.erase(dir);
@@ -1077,34 +1093,77 @@ void CairnFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
 }
 
 void CairnFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
-  guard(req, "readdir", [&]() {
+  listDir(req, ino, size, off, false);
+}
+
+void CairnFs::readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
+  listDir(req, ino, size, off, true);
+}
+
+void CairnFs::listDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  guard(req, plus ? "readdirplus" : "readdir", [&]() {
     std::vector<char> buf(size);
     size_t used = 0;
-    auto add = [&](const char* name, uint64_t entryIno, uint32_t mode, off_t next) {
-      struct stat st;
-      memset(&st, 0, sizeof(st));
-      st.st_ino = entryIno;
-      st.st_mode = mode;
-      size_t need = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
+    // attr null: the name and type only (".", "..", or an entry meta sent no attributes for).
+    auto add = [&](const char* name, uint64_t entryIno, uint32_t mode, off_t next,
+                   const proto::Attr::Reader* attr) {
+      size_t need;
+      if (plus) {
+        fuse_entry_param e;
+        memset(&e, 0, sizeof(e));
+        e.attr.st_ino = entryIno;
+        e.attr.st_mode = mode;
+        if (attr) {
+          e.ino = entryIno;  // counts as a lookup, as the kernel caches it
+          e.generation = 1;
+          fillStat(*attr, e.attr);
+          e.attr_timeout = options_.attrTimeoutSec;
+          e.entry_timeout = options_.entryTimeoutSec;
+        }
+        need = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
+      } else {
+        struct stat st;
+        memset(&st, 0, sizeof(st));
+        st.st_ino = entryIno;
+        st.st_mode = mode;
+        need = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
+      }
       if (need > size - used) return false;
       used += need;
       return true;
     };
-    if (off < 1 && !add(".", ino, S_IFDIR, 1)) return (void)fuse_reply_buf(req, buf.data(), used);
-    if (off < 2 && !add("..", ino, S_IFDIR, 2))
+    if (off < 1 && !add(".", ino, S_IFDIR, 1, nullptr))
+      return (void)fuse_reply_buf(req, buf.data(), used);
+    if (off < 2 && !add("..", ino, S_IFDIR, 2, nullptr))
       return (void)fuse_reply_buf(req, buf.data(), used);
     uint64_t after = off < 2 ? 2 : static_cast<uint64_t>(off);
+    uint64_t dir = toCluster(ino);
+    if (off >= 2 && takeDirEnd(dir, after)) return (void)fuse_reply_buf(req, nullptr, 0);
     auto m = request();
     auto rd = opOf(m).initReaddir();
-    rd.setIno(toCluster(ino));
+    rd.setIno(dir);
     rd.setAfter(after);
-    rd.setMaxEntries(static_cast<uint32_t>(std::max<size_t>(16, size / 32)));
+    // An entry with attributes takes about 150 bytes of the kernel's buffer, a bare one 32.
+    uint32_t max = static_cast<uint32_t>(std::max<size_t>(16, size / (plus ? 128 : 32)));
+    rd.setMaxEntries(max);
+    rd.setAttrs(plus);
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
-    for (auto e : reply.getEntries()) {
-      if (!add(e.getName().cStr(), toFuse(e.getIno()), e.getMode(), static_cast<off_t>(e.getCookie())))
+    auto entries = reply.getEntries();
+    uint32_t added = 0;
+    for (auto e : entries) {
+      auto attr = e.getAttr();
+      if (!add(e.getName().cStr(), toFuse(e.getIno()), e.getMode(),
+               static_cast<off_t>(e.getCookie()), plus && e.hasAttr() ? &attr : nullptr))
         break;
+      added++;
+    }
+    // Fewer than asked for, all passed on: the listing ends here, and the kernel's next call
+    // (from the last cookie) is answered "no more" without asking meta again.
+    if (entries.size() < max && added == entries.size()) {
+      if (added > 0) noteDirEnd(dir, entries[added - 1].getCookie());
+      else if (off < 2) noteDirEnd(dir, 2);  // empty: the next call starts after ".."
     }
     fuse_reply_buf(req, buf.data(), used);
   });
@@ -1378,6 +1437,9 @@ const fuse_lowlevel_ops OPS = [] {
   o.opendir = [](fuse_req_t r, fuse_ino_t, fuse_file_info* fi) { fuse_reply_open(r, fi); };
   o.readdir = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info*) {
     self(r)->readdir(r, i, s, o);
+  };
+  o.readdirplus = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info*) {
+    self(r)->readdirplus(r, i, s, o);
   };
   o.releasedir = [](fuse_req_t r, fuse_ino_t, fuse_file_info*) { fuse_reply_err(r, 0); };
   o.fsyncdir = [](fuse_req_t r, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(r, 0); };

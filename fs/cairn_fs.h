@@ -70,6 +70,21 @@ class CairnFs final : public OpenFiles {
   void flock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op);
   void fsync(fuse_req_t req, fuse_ino_t ino, int datasync);
   void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
+  // The same with each entry's attributes, which the kernel caches as if looked up (rm -r,
+  // ls -l and find then ask nothing per entry).
+  void readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
+  void listDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus);
+  // Where a listing just ended (meta sent its last entries): the kernel's next call, from that
+  // cookie, is answered "no more" here, once and within a second (entries made meanwhile may
+  // or may not appear in a listing under way, as POSIX allows).
+  void noteDirEnd(uint64_t dir, uint64_t cookie);
+  bool takeDirEnd(uint64_t dir, uint64_t cookie);
+  struct DirEnd {
+    uint64_t cookie;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::mutex dirEndMutex_;  // guards dirEnds_; taken alone
+  std::unordered_map<uint64_t, DirEnd> dirEnds_;
   void statfs(fuse_req_t req, fuse_ino_t ino);
   void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                 int flags);

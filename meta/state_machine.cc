@@ -1325,6 +1325,11 @@ void StateMachine::read(Txn& t, proto::MetaRequest::Reader req, proto::MetaReply
         out[i].setIno(found[i].d.ino);
         out[i].setMode(found[i].d.mode);
         out[i].setCookie(found[i].d.cookie);
+        if (rd.getAttrs()) {
+          // An entry whose inode is missing (fsck's business) goes without: the reader looks
+          // it up and hears ENOENT.
+          if (auto r = store_.getInode(t, found[i].d.ino)) fillAttr(found[i].d.ino, *r, out[i].initAttr());
+        }
       }
       break;
     }

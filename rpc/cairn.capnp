@@ -50,6 +50,7 @@ struct DirEntry {
   ino @1 :UInt64;
   mode @2 :UInt32;     # file type bits only
   cookie @3 :UInt64;   # resume point: readdir(after = cookie) continues after this entry
+  attr @4 :Attr;       # with ReaddirOp.attrs (readdirplus)
 }
 
 struct Replica {
@@ -305,7 +306,10 @@ struct MetaRequest {
     parent @0 :UInt64; name @1 :Text; newParent @2 :UInt64; newName @3 :Text;
     flags @4 :UInt32;   # RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2
   }
-  struct ReaddirOp { ino @0 :UInt64; after @1 :UInt64; maxEntries @2 :UInt32; }
+  struct ReaddirOp {
+    ino @0 :UInt64; after @1 :UInt64; maxEntries @2 :UInt32;
+    attrs @3 :Bool;   # each entry's attributes too (the kernel's readdirplus: no lookup after)
+  }
   struct XattrOp { ino @0 :UInt64; name @1 :Text; value @2 :Data; flags @3 :UInt32; }
   struct ChunkGetOp { ino @0 :UInt64; index @1 :UInt64; allocate @2 :Bool; }
   struct CommitWriteOp { ino @0 :UInt64; size @1 :UInt64; mtimeNs @2 :Int64; }

@@ -131,3 +131,32 @@ setcap cap_net_raw+ep "$M/capf" || fail "setcap on a new file"
 echo more >> "$M/capf"
 [ -z "$(getcap "$M/capf")" ] || fail "a write did not drop the file's capability"
 check "file capabilities set after create and dropped by a write"
+
+# A listing carries every entry's attributes (readdirplus): ls -l of 300 files asks meta for
+# no entry one by one, and shows each file's own size and mode.
+mkdir "$M/plus"
+python3 - "$M/plus" <<'PY'
+import os, sys
+for i in range(300):
+    p = f"{sys.argv[1]}/f{i:03d}"
+    with open(p, "wb") as f: f.write(b"x" * i)
+    os.chmod(p, 0o600 if i % 2 else 0o644)
+PY
+source "$CL/cluster.env"
+lookups() { curl -s "127.0.0.1:$META0_METRICS/metrics" | awk -F' ' '/request_seconds_count\{op="lookup"\}/ {print $2}'; }
+listings() { curl -s "127.0.0.1:$META0_METRICS/metrics" | awk -F' ' '/request_seconds_count\{op="readdir"\}/ {print $2}'; }
+echo 3 > /proc/sys/vm/drop_caches
+l0=$(lookups); r0=$(listings)
+ls -l "$M/plus" > "$L/plus.ls"
+l1=$(lookups); r1=$(listings)
+python3 - "$L/plus.ls" <<'PY' || fail "ls -l shows wrong attributes"
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.startswith("-")]
+assert len(rows) == 300, len(rows)
+for r in rows:
+    i = int(r[-1][1:])
+    assert int(r[4]) == i, (r, "size")
+    assert r[0] == ("-rw-------" if i % 2 else "-rw-r--r--"), (r, "mode")
+PY
+[ $((l1 - l0)) -le 5 ] || fail "ls -l looked up $((l1 - l0)) entries one by one"
+check "ls -l of 300 files: sizes and modes right, $((l1 - l0)) lookups and $((r1 - r0)) listing requests at meta"
