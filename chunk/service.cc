@@ -178,7 +178,7 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
   uint32_t count = params.getCount();
   KJ_REQUIRE(count <= MAX_BLOCKS_PER_CALL, "too many blocks in one read");
   KJ_REQUIRE(uint64_t(first) + count <= store_.maxBlocks(), "read beyond chunk end");
-  ScopedLatency timer(readLatency_);
+  auto timer = kj::heap<ScopedLatency>(readLatency_);
   auto results = context.getResults();
   int err = checkVersion(ref.getId(), ref.getVersion(), false);
   if (err == ENOENT) {
@@ -191,7 +191,8 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
     results.setErr(err);
     return kj::READY_NOW;
   }
-  if (count >= IO_THREAD_BLOCKS) return readOnIoThreads(context, store_.share(ref.getId()));
+  if (count >= IO_THREAD_BLOCKS)
+    return readOnIoThreads(context, store_.share(ref.getId())).attach(kj::mv(timer));
   auto* f = store_.find(ref.getId());
   auto out = results.initBlocks(count);
   // Records in one read, then every present block's bytes read straight into the reply.
@@ -238,7 +239,6 @@ kj::Promise<void> ChunkServiceImpl::readOnIoThreads(ReadContext context,
   uint64_t id = params.getChunk().getId();
   auto job = std::make_shared<Job>(Job{kj::mv(file), params.getFirstBlock(), params.getCount(), {}, {}});
   busy_[id].reads++;
-  auto timer = kj::heap<ScopedLatency>(readLatency_);
   return onIoThread([job]() { job->file->readMeta(job->first, job->count, job->meta); })
       .then([this, context, job]() mutable {
         auto out = context.getResults().initBlocks(job->count);
@@ -274,7 +274,7 @@ kj::Promise<void> ChunkServiceImpl::readOnIoThreads(ReadContext context,
         for (auto* p : job->into)
           if (p) bytesRead_.inc(BLOCK_BYTES);
       })
-      .attach(kj::mv(timer), kj::defer([this, id]() { readDone(id); }));
+      .attach(kj::defer([this, id]() { readDone(id); }));
 }
 
 kj::Promise<std::pair<int, std::string>> ChunkServiceImpl::forward(

@@ -54,7 +54,10 @@ CairnFs::CairnFs(ClusterClient& client, uint64_t rootIno, uint64_t chunkSizeByte
       rootIno_(rootIno),
       chunkSize_(chunkSizeBytes),
       chunkBlocks_(chunkSizeBytes / BLOCK),
-      options_(options) {}
+      options_(options),
+      writtenBytes_(options.metrics ? &options.metrics->counter("cairn_client_written_bytes_total",
+                                                                "Bytes written by applications")
+                                    : nullptr) {}
 
 void CairnFs::fillStat(proto::Attr::Reader a, struct stat& st) const {
   memset(&st, 0, sizeof(st));
@@ -578,7 +581,7 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
     forgetDirAttr(cino);  // its size and times change
     auto f = file(cino, true);
     uint64_t end = uint64_t(off) + size;
-    if (options_.metrics) options_.metrics->counter("cairn_client_written_bytes_total", "Bytes written by applications").inc(size);
+    if (writtenBytes_) writtenBytes_->inc(size);
     if (size < WRITE_BEHIND_BYTES) {
       // Small writes that follow each other are gathered (up to WRITE_BEHIND_BYTES) and written
       // as one: the data is in this client's memory until then, as the durability rules say of
@@ -1159,9 +1162,9 @@ void CairnFs::listDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bo
         break;
       added++;
     }
-    // Fewer than asked for, all passed on: the listing ends here, and the kernel's next call
-    // (from the last cookie) is answered "no more" without asking meta again.
-    if (entries.size() < max && added == entries.size()) {
+    // The last entries, all passed on: the kernel's next call (from the last cookie) is
+    // answered "no more" without asking meta again.
+    if (reply.getListEnd() && added == entries.size()) {
       if (added > 0) noteDirEnd(dir, entries[added - 1].getCookie());
       else if (off < 2) noteDirEnd(dir, 2);  // empty: the next call starts after ".."
     }

@@ -179,6 +179,7 @@ class CairnFs final : public OpenFiles {
   uint64_t chunkSize_;
   uint64_t chunkBlocks_;
   FsOptions options_;
+  Counter* writtenBytes_;  // of options_.metrics (null without)
   // Sends one lock request; granted, or a conflict in `conflict` (may be null). With `wait`, asks
   // again (backing off) until granted or the request is interrupted (EINTR).
   int lockRequest(fuse_req_t req, uint64_t cino, uint64_t owner, uint32_t pid, int type,
@@ -246,9 +247,14 @@ template <typename Fn>
 void CairnFs::guard(fuse_req_t req, const char* op, Fn&& fn) {
   std::optional<ScopedLatency> latency;
   if (options_.metrics) {
-    latency.emplace(options_.metrics->histogram("cairn_client_request_seconds",
-                                                "FUSE request latency by operation",
-                                                std::string("op=\"") + op + "\""));
+    // Looked up once per thread and operation, not per request (the registry takes a lock).
+    thread_local std::map<std::pair<const Metrics*, const char*>, Histogram*> byOp;
+    auto& h = byOp[{options_.metrics, op}];
+    if (!h)
+      h = &options_.metrics->histogram("cairn_client_request_seconds",
+                                       "FUSE request latency by operation",
+                                       std::string("op=\"") + op + "\"");
+    latency.emplace(*h);
   }
   try {
     fn();

@@ -1312,13 +1312,14 @@ void StateMachine::read(Txn& t, proto::MetaRequest::Reader req, proto::MetaReply
       };
       std::vector<Found> found;
       std::string prefix = be64(rd.getIno());
-      for (Cursor c(t, store_.cookies, prefix, prefix + be64(rd.getAfter() + 1));
-           c.valid() && found.size() < max; c.next()) {
+      Cursor c(t, store_.cookies, prefix, prefix + be64(rd.getAfter() + 1));
+      for (; c.valid() && found.size() < max; c.next()) {
         std::string name(c.value());
         auto d = store_.getDentry(t, rd.getIno(), name);
         KJ_ASSERT(d.has_value(), "cookie without dentry", rd.getIno(), name);
         found.push_back(Found{name, *d});
       }
+      reply.setListEnd(!c.valid());
       auto out = reply.initEntries(found.size());
       for (size_t i = 0; i < found.size(); i++) {
         out[i].setName(found[i].name);

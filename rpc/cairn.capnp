@@ -487,6 +487,7 @@ struct MetaReply {
   # mknod, symlink, link, unlink, rmdir: the directory's attributes after the change, so that
   # the client answers the kernel's next getattr of it without asking again.
   parentAttr @21 :Attr;
+  listEnd @22 :Bool;      # readdir: the directory has no entries after these
 }
 
 # One entry of the meta log: a mutation with everything the state machine needs to apply it

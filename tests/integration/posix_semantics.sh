@@ -160,3 +160,19 @@ for r in rows:
 PY
 [ $((l1 - l0)) -le 5 ] || fail "ls -l looked up $((l1 - l0)) entries one by one"
 check "ls -l of 300 files: sizes and modes right, $((l1 - l0)) lookups and $((r1 - r0)) listing requests at meta"
+
+# A listing longer than one reply of meta's (4,096 entries) is whole, by ls and by getdents.
+mkdir "$M/long"
+python3 - "$M/long" <<'PY'
+import os, sys, threading
+def make(t):
+    for i in range(t, 5000, 8): os.close(os.open(f"{sys.argv[1]}/e{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+ts = [threading.Thread(target=make, args=(t,)) for t in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+PY
+echo 3 > /proc/sys/vm/drop_caches
+n1=$(ls "$M/long" | wc -l)
+n2=$(python3 -c "import os,sys; print(len(os.listdir(sys.argv[1])))" "$M/long")
+n3=$(ls -l "$M/long" | grep -c "^-")
+[ "$n1" = 5000 ] && [ "$n2" = 5000 ] && [ "$n3" = 5000 ] || fail "a directory of 5000 lists as $n1 / $n2 / $n3"
+check "a directory of 5000 entries lists whole (ls, listdir, ls -l)"
