@@ -193,13 +193,12 @@ void ChunkFile::write(uint32_t firstBlock, const std::vector<BlockView>& blocks)
   }
   pwriteAll(fd_, records.data(), records.size() * RECORD_BYTES,
             HEADER_BYTES + uint64_t(firstBlock) * RECORD_BYTES);
-  if (blocks.size() >= WRITEBACK_BLOCKS) {
-    // A large run (a stream): start writing it to disk now, without waiting, so that a later
-    // fsync finds little left to write instead of everything since the file was opened.
-    uint64_t start = dataOffset() + uint64_t(firstBlock) * BLOCK_BYTES;
-    ::sync_file_range(fd_, static_cast<off_t>(start),
-                      static_cast<off_t>(blocks.size() * BLOCK_BYTES), SYNC_FILE_RANGE_WRITE);
-  }
+}
+
+void ChunkFile::startWriteback(uint32_t firstBlock, uint32_t count) const {
+  uint64_t start = dataOffset() + uint64_t(firstBlock) * BLOCK_BYTES;
+  ::sync_file_range(fd_, static_cast<off_t>(start), static_cast<off_t>(uint64_t(count) * BLOCK_BYTES),
+                    SYNC_FILE_RANGE_WRITE);
 }
 
 void ChunkFile::readMeta(uint32_t first, uint32_t count, std::vector<BlockMeta>& out) const {

@@ -87,6 +87,9 @@ class ChunkFile {
   // Drops blocks >= keep.
   void truncate(uint32_t keep);
   void sync();
+  // Starts writing blocks [first, first + count) to disk without waiting for it (it may wait
+  // for room in the disk's queue: call it off the event loop).
+  void startWriteback(uint32_t firstBlock, uint32_t count) const;
   // Bytes allocated on disk.
   uint64_t allocatedBytes() const;
 

@@ -149,7 +149,15 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
     try {
       auto& f = store_.findOrCreate(ref.getId(), ref.getVersion());
       f.write(first, data);
-      if (params.getSync()) f.sync();
+      if (params.getSync()) {
+        f.sync();
+      } else if (data.size() >= WRITEBACK_BLOCKS) {
+        // A large run (a stream): its writeback starts now, so that a later fsync finds little
+        // left to write instead of everything since the file was opened.
+        writeback_.submit([file = store_.share(ref.getId()), first, n = uint32_t(data.size())]() {
+          file->startWriteback(first, n);
+        });
+      }
       bytesWritten_.inc(uint64_t(blocks.size()) * BLOCK_BYTES);
     } catch (kj::Exception& e) {
       spdlog::error("write chunk {:016x}: {}", ref.getId(), e.getDescription().cStr());

@@ -64,6 +64,7 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
     std::vector<kj::Own<kj::PromiseFulfiller<void>>> waiters;
   };
   std::map<uint64_t, Busy> busy_;  // chunks with reads in flight on the I/O threads
+  TaskQueue writeback_{1};         // starts writeback of large written runs
   TaskQueue ioThreads_{4};         // last: joined first, while everything else is still here
 };
 
