@@ -199,90 +199,63 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
     results.setErr(err);
     return kj::READY_NOW;
   }
-  if (count >= IO_THREAD_BLOCKS)
-    return readOnIoThreads(context, store_.share(ref.getId())).attach(kj::mv(timer));
-  auto* f = store_.find(ref.getId());
-  auto out = results.initBlocks(count);
-  // Records in one read, then every present block's bytes read straight into the reply.
-  std::vector<BlockMeta> meta;
-  f->readMeta(first, count, meta);
-  std::vector<unsigned char*> into(count, nullptr);
-  for (uint i = 0; i < count; i++) {
-    if (!meta[i].present) {
+  // Records in one read, then the reply is laid out and every present block's bytes are read
+  // straight into it. A short read (from the page cache, most likely) runs here at once; a
+  // longer one does its I/O on the I/O threads (only plain memory and the file cross there).
+  uint64_t id = ref.getId();
+  auto job = std::make_shared<ReadJob>(ReadJob{store_.share(id), first, count, {}, {}});
+  if (count < IO_THREAD_BLOCKS) {
+    job->readRecords();
+    layOut(results, *job);
+    job->readBlocks();
+    answer(results, *job, id);
+    return kj::READY_NOW;
+  }
+  busy_[id].reads++;
+  return onIoThread([job]() { job->readRecords(); })
+      .then([this, context, job]() mutable {
+        layOut(context.getResults(), *job);
+        return onIoThread([job]() { job->readBlocks(); });
+      })
+      .then([this, context, job, id]() mutable { answer(context.getResults(), *job, id); })
+      .attach(kj::mv(timer), kj::defer([this, id]() { readDone(id); }));
+}
+
+void ChunkServiceImpl::ReadJob::readRecords() { file->readMeta(first, count, meta); }
+
+void ChunkServiceImpl::ReadJob::readBlocks() {
+  file->readData(first, into);
+  for (uint32_t i = 0; i < count && bad < 0; i++)
+    if (into[i] && blockCrc(meta[i].aux, AUX_BYTES, into[i], BLOCK_BYTES) != meta[i].crc) bad = i;
+}
+
+void ChunkServiceImpl::layOut(proto::Chunk::ReadResults::Builder results, ReadJob& job) {
+  auto out = results.initBlocks(job.count);
+  job.into.assign(job.count, nullptr);
+  for (uint32_t i = 0; i < job.count; i++) {
+    auto& m = job.meta[i];
+    if (!m.present) {
       out[i].setPresent(false);
       continue;
     }
     out[i].setPresent(true);
-    out[i].setCrc(meta[i].crc);
-    out[i].setAux(kj::arrayPtr(reinterpret_cast<const kj::byte*>(meta[i].aux), AUX_BYTES));
-    into[i] = out[i].initData(BLOCK_BYTES).begin();
+    out[i].setCrc(m.crc);
+    out[i].setAux(kj::arrayPtr(reinterpret_cast<const kj::byte*>(m.aux), AUX_BYTES));
+    job.into[i] = out[i].initData(BLOCK_BYTES).begin();
   }
-  f->readData(first, into);
-  for (uint i = 0; i < count; i++) {
-    if (!into[i]) continue;
-    if (blockCrc(meta[i].aux, AUX_BYTES, into[i], BLOCK_BYTES) != meta[i].crc) {
-      corruptBlocks_.inc();
-      spdlog::error("chunk {:016x} block {}: checksum mismatch", ref.getId(), first + i);
-      results.setErr(EBADMSG);  // the reader takes another replica and reports this one
-      results.initBlocks(0);
-      return kj::READY_NOW;
-    }
-    bytesRead_.inc(BLOCK_BYTES);
-  }
-  return kj::READY_NOW;
 }
 
-kj::Promise<void> ChunkServiceImpl::readOnIoThreads(ReadContext context,
-                                                    std::shared_ptr<ChunkFile> file) {
-  // The records first, then the reply is laid out here and the present blocks' bytes are read
-  // straight into it; only plain memory and the file cross to the I/O threads.
-  struct Job {
-    std::shared_ptr<ChunkFile> file;
-    uint32_t first, count;
-    std::vector<BlockMeta> meta;
-    std::vector<unsigned char*> into;
-    int64_t bad = -1;  // the first block whose checksum did not match
-  };
-  auto params = context.getParams();
-  uint64_t id = params.getChunk().getId();
-  auto job = std::make_shared<Job>(Job{kj::mv(file), params.getFirstBlock(), params.getCount(), {}, {}});
-  busy_[id].reads++;
-  return onIoThread([job]() { job->file->readMeta(job->first, job->count, job->meta); })
-      .then([this, context, job]() mutable {
-        auto out = context.getResults().initBlocks(job->count);
-        job->into.assign(job->count, nullptr);
-        for (uint i = 0; i < job->count; i++) {
-          auto& m = job->meta[i];
-          if (!m.present) {
-            out[i].setPresent(false);
-            continue;
-          }
-          out[i].setPresent(true);
-          out[i].setCrc(m.crc);
-          out[i].setAux(kj::arrayPtr(reinterpret_cast<const kj::byte*>(m.aux), AUX_BYTES));
-          job->into[i] = out[i].initData(BLOCK_BYTES).begin();
-        }
-        return onIoThread([job]() {
-          job->file->readData(job->first, job->into);
-          for (uint i = 0; i < job->count && job->bad < 0; i++)
-            if (job->into[i] &&
-                blockCrc(job->meta[i].aux, AUX_BYTES, job->into[i], BLOCK_BYTES) != job->meta[i].crc)
-              job->bad = i;
-        });
-      })
-      .then([this, context, job, id]() mutable {
-        auto results = context.getResults();
-        if (job->bad >= 0) {
-          corruptBlocks_.inc();
-          spdlog::error("chunk {:016x} block {}: checksum mismatch", id, job->first + job->bad);
-          results.setErr(EBADMSG);  // the reader takes another replica and reports this one
-          results.initBlocks(0);
-          return;
-        }
-        for (auto* p : job->into)
-          if (p) bytesRead_.inc(BLOCK_BYTES);
-      })
-      .attach(kj::defer([this, id]() { readDone(id); }));
+void ChunkServiceImpl::answer(proto::Chunk::ReadResults::Builder results, const ReadJob& job,
+                              uint64_t id) {
+  if (job.bad >= 0) {
+    corruptBlocks_.inc();
+    spdlog::error("chunk {:016x} block {}: checksum mismatch", id, job.first + job.bad);
+    results.setErr(EBADMSG);  // the reader takes another replica and reports this one
+    results.initBlocks(0);
+    return;
+  }
+  for (auto* p : job.into)
+    if (p) bytesRead_.inc(BLOCK_BYTES);
 }
 
 kj::Promise<std::pair<int, std::string>> ChunkServiceImpl::forward(

@@ -46,7 +46,19 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
   kj::Promise<void> onIoThread(Func&& func);
   kj::Promise<void> idle(uint64_t id);
   void readDone(uint64_t id);
-  kj::Promise<void> readOnIoThreads(ReadContext context, std::shared_ptr<ChunkFile> file);
+  // A read's state across its steps: the records, the reply laid out from them, the blocks'
+  // bytes read into it and checked, the answer.
+  struct ReadJob {
+    std::shared_ptr<ChunkFile> file;
+    uint32_t first, count;
+    std::vector<BlockMeta> meta;
+    std::vector<unsigned char*> into;  // where each present block's bytes go in the reply
+    int64_t bad = -1;                  // the first block whose checksum did not match
+    void readRecords();
+    void readBlocks();
+  };
+  void layOut(proto::Chunk::ReadResults::Builder results, ReadJob& job);
+  void answer(proto::Chunk::ReadResults::Builder results, const ReadJob& job, uint64_t id);
 
   kj::AsyncIoContext& io_;
   const ClusterSecret& secret_;
