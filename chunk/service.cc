@@ -90,40 +90,25 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   KJ_REQUIRE(chain.size() <= MAX_CHAIN, "replica chain too long");
   auto timer = kj::heap<ScopedLatency>(writeLatency_);
 
-  // Forward first, so the next replica writes while we do.
+  // Forwarded first, so the other replicas write while we do: to all of them at once (each
+  // then has no one to forward to), so that a write waits for one more hop, not one per replica.
+  // Every replica still applies writes in this server's order: its forwards to each of them go
+  // one after another on one connection.
   kj::Promise<std::pair<int, std::string>> downstream = std::make_pair(0, std::string());
   if (chain.size() > 0) {
-    std::string next = chain[0];
-    auto& p = peer(next);
-    downstream =
-        p.get()
-            .then([context](capnp::Capability::Client cap) mutable {
-              // Built from our own request's parameters (kept by the context until we answer):
-              // the blocks are copied once, into the request that goes on.
-              auto src = context.getParams();
-              auto chain = src.getChain();
-              auto r = cap.castAs<proto::Chunk>().writeRequest();
-              r.setChunk(src.getChunk());
-              r.setFirstBlock(src.getFirstBlock());
-              r.setBlocks(src.getBlocks());
-              auto rest = r.initChain(chain.size() - 1);
-              for (uint i = 1; i < chain.size(); i++) rest.set(i - 1, chain[i]);
-              r.setSync(src.getSync());
-              return r.send();
-            })
-            .then(
-                [next](auto response) {
-                  return std::make_pair(int(response.getErr()),
-                                        response.getFailedAddr().size() > 0
-                                            ? std::string(response.getFailedAddr().cStr())
-                                            : (response.getErr() ? next : std::string()));
-                },
-                [next, &p](kj::Exception&& e) {
-                  spdlog::warn("forwarding write to {} failed: {}", next,
-                               e.getDescription().cStr());
-                  p.reset();
-                  return std::make_pair(int(EIO), next);
-                });
+    downstream = forward(chain, [context](proto::Chunk::Client c) mutable {
+      // Built from our own request's parameters (kept by the context until we answer): the
+      // blocks are copied once, into each request that goes on.
+      auto src = context.getParams();
+      auto r = c.writeRequest();
+      r.setChunk(src.getChunk());
+      r.setFirstBlock(src.getFirstBlock());
+      r.setBlocks(src.getBlocks());
+      r.setSync(src.getSync());
+      return r.send().then([](auto response) {
+        return std::make_pair(int(response.getErr()), std::string(response.getFailedAddr()));
+      });
+    });
   }
 
   // The local write waits for the events already queued, the forward's send among them: the
@@ -260,30 +245,44 @@ void ChunkServiceImpl::answer(proto::Chunk::ReadResults::Builder results, const 
 
 kj::Promise<std::pair<int, std::string>> ChunkServiceImpl::forward(
     capnp::List<capnp::Text>::Reader chain,
-    kj::Function<kj::Promise<int>(proto::Chunk::Client, const std::vector<std::string>&)> send) {
-  std::string next = chain[0];
-  std::vector<std::string> rest;
-  for (uint i = 1; i < chain.size(); i++) rest.push_back(chain[i]);
-  auto& p = peer(next);
-  return p.get()
-      .then([send = kj::mv(send), rest = kj::mv(rest)](capnp::Capability::Client cap) mutable {
-        return send(cap.castAs<proto::Chunk>(), rest);
-      })
-      .then([next](int err) { return std::make_pair(err, err != 0 ? next : std::string()); },
-            [next, &p](kj::Exception&& e) {
-              p.reset();
-              return std::make_pair(int(EIO), next);
-            });
+    kj::Function<kj::Promise<std::pair<int, std::string>>(proto::Chunk::Client)> send) {
+  auto shared = std::make_shared<decltype(send)>(kj::mv(send));
+  auto each = kj::heapArrayBuilder<kj::Promise<std::pair<int, std::string>>>(chain.size());
+  for (auto a : chain) {
+    std::string addr(a.cStr(), a.size());
+    auto& p = peer(addr);
+    each.add(p.get()
+                 .then([shared](capnp::Capability::Client cap) {
+                   return (*shared)(cap.castAs<proto::Chunk>());
+                 })
+                 .then(
+                     [addr](std::pair<int, std::string> r) {
+                       if (r.first != 0 && r.second.empty()) r.second = addr;
+                       return r;
+                     },
+                     [addr, &p](kj::Exception&& e) {
+                       spdlog::warn("forwarding to {} failed: {}", addr, e.getDescription().cStr());
+                       p.reset();
+                       return std::make_pair(int(EIO), addr);
+                     }));
+  }
+  return kj::joinPromises(each.finish()).then([](kj::Array<std::pair<int, std::string>> all) {
+    for (auto& r : all)
+      if (r.first != 0) return kj::mv(r);  // the first failure, in the chain's order
+    return std::make_pair(0, std::string());
+  });
 }
 
 namespace {
 template <typename Request>
-void fillChainRequest(Request& r, uint64_t id, uint64_t version,
-                      const std::vector<std::string>& rest) {
+void fillRef(Request& r, uint64_t id, uint64_t version) {
   r.getChunk().setId(id);
   r.getChunk().setVersion(version);
-  auto c = r.initChain(rest.size());
-  for (size_t i = 0; i < rest.size(); i++) c.set(i, rest[i]);
+}
+
+template <typename Response>
+std::pair<int, std::string> outcome(Response& response) {
+  return std::make_pair(int(response.getErr()), std::string(response.getFailedAddr()));
 }
 }  // namespace
 
@@ -295,13 +294,13 @@ kj::Promise<void> ChunkServiceImpl::sync(SyncContext context) {
   int err = checkVersion(ref.getId(), ref.getVersion(), false);
   if (err == ENOENT) err = 0;  // nothing written here yet: nothing to sync
   uint64_t id = ref.getId(), version = ref.getVersion();
-  // The rest of the chain is asked first, and syncs while we do.
+  // The other replicas are asked first, and sync while we do.
   kj::Promise<std::pair<int, std::string>> downstream = std::make_pair(0, std::string());
   if (chain.size() > 0 && err == 0) {
-    downstream = forward(chain, [id, version](proto::Chunk::Client c, const std::vector<std::string>& rest) {
+    downstream = forward(chain, [id, version](proto::Chunk::Client c) {
       auto r = c.syncRequest();
-      fillChainRequest(r, id, version, rest);
-      return r.send().then([](auto response) { return int(response.getErr()); });
+      fillRef(r, id, version);
+      return r.send().then([](auto response) { return outcome(response); });
     });
   }
   auto local = kj::evalLater([this, id, err]() {
@@ -339,11 +338,11 @@ kj::Promise<void> ChunkServiceImpl::truncate(TruncateContext context) {
     uint64_t id = ref.getId(), version = ref.getVersion();
     uint32_t keep = params.getBlocks();
     return forward(chain,
-                   [id, version, keep](proto::Chunk::Client c, const std::vector<std::string>& rest) {
+                   [id, version, keep](proto::Chunk::Client c) {
                      auto r = c.truncateRequest();
-                     fillChainRequest(r, id, version, rest);
+                     fillRef(r, id, version);
                      r.setBlocks(keep);
-                     return r.send().then([](auto response) { return int(response.getErr()); });
+                     return r.send().then([](auto response) { return outcome(response); });
                    })
         .then([context](std::pair<int, std::string> down) mutable {
           context.getResults().setErr(down.first);

@@ -1,5 +1,5 @@
-// cairn-chunk's RPC adapter: checks every parameter at the boundary, forwards writes down the
-// replica chain, and does the block I/O through ChunkStore.
+// cairn-chunk's RPC adapter: checks every parameter at the boundary, forwards writes to the
+// other replicas of the chain, and does the block I/O through ChunkStore.
 #pragma once
 
 #include <map>
@@ -30,11 +30,12 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
 
  private:
   Peer& peer(const std::string& addr);
-  // Sends a request to chain[0] (which forwards it along the rest of the chain); resolves to
-  // (errno, the address of the replica that failed).
+  // Sends a request to every other replica of the chain at once (`send` builds and sends one,
+  // and resolves to (errno, the failed replica's address or "")); resolves when all have
+  // answered, to the first failure in the chain's order, or (0, "").
   kj::Promise<std::pair<int, std::string>> forward(
       capnp::List<capnp::Text>::Reader chain,
-      kj::Function<kj::Promise<int>(proto::Chunk::Client, const std::vector<std::string>&)> send);
+      kj::Function<kj::Promise<std::pair<int, std::string>>(proto::Chunk::Client)> send);
   kj::Promise<uint64_t> copyFrom(uint64_t id, uint64_t version, uint32_t next, Peer& target,
                                  uint64_t rate, uint64_t copied);
   // Checks the version of an existing chunk; returns an errno (ESTALE when the caller's is older).

@@ -559,9 +559,10 @@ struct ChunkRef {
 interface Chunk {
   write @0 (chunk :ChunkRef, firstBlock :UInt32, blocks :List(Block), chain :List(Text), sync :Bool)
       -> (err :Int32, failedAddr :Text);
-  # Writes blocks firstBlock.. and forwards them to chain[0] (which forwards to chain[1], ...).
-  # Answers once every server of the chain has the blocks (in its page cache, or on disk when
-  # sync). failedAddr names the replica that failed, when one did.
+  # Writes blocks firstBlock.. and forwards them to every server of chain at once (each with an
+  # empty chain: the first server orders the writes for all). Answers once every server has the
+  # blocks (in its page cache, or on disk when sync). failedAddr names the replica that failed,
+  # the first in the chain's order when several did. sync and truncate go on the same way.
 
   read @1 (chunk :ChunkRef, firstBlock :UInt32, count :UInt32) -> (err :Int32, blocks :List(Block));
   sync @2 (chunk :ChunkRef, chain :List(Text)) -> (err :Int32, failedAddr :Text);
