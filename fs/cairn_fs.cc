@@ -368,6 +368,7 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     uint64_t gen = ++openGens_;
     op.setOpenGen(gen);  // meta records it open in our session
     auto r = client_.meta(kj::mv(m));
+    namespaceChanged();
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(parent), reply);
@@ -778,6 +779,29 @@ bool CairnFs::takeDirEnd(uint64_t dir, uint64_t cookie) {
   return hit;
 }
 
+void CairnFs::noteListed(uint64_t dir) {
+  std::lock_guard<std::mutex> lock(dirEndMutex_);
+  if (listed_.size() >= 16384) listed_.clear();
+  listed_[dir] = std::chrono::steady_clock::now();
+}
+
+bool CairnFs::listedLately(uint64_t dir) {
+  std::lock_guard<std::mutex> lock(dirEndMutex_);
+  auto it = listed_.find(dir);
+  if (it == listed_.end()) return false;
+  if (std::chrono::steady_clock::now() - it->second <
+      std::chrono::duration<double>(options_.entryTimeoutSec))
+    return true;
+  listed_.erase(it);
+  return false;
+}
+
+void CairnFs::namespaceChanged() {
+  nsGen_++;
+  std::lock_guard<std::mutex> lock(dirEndMutex_);
+  listings_.clear();
+}
+
 void CairnFs::forgetDirAttr(uint64_t dir) {
   std::lock_guard<std::mutex> lock(dirAttrMutex_);
   dirAttrs_.erase(dir);
@@ -785,6 +809,12 @@ void CairnFs::forgetDirAttr(uint64_t dir) {
 
 void CairnFs::changedElsewhere(uint64_t ino) {
   forgetDirAttr(ino);
+  {
+    std::lock_guard<std::mutex> lock(dirEndMutex_);
+    listed_.erase(ino);
+    dirEnds_.erase(ino);
+    listings_.erase(ino);
+  }
   std::lock_guard<std::mutex> lock(absentMutex_);
   absent_.erase(ino);
 }
@@ -1019,6 +1049,7 @@ void CairnFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
     op.setUmask(ctx->umask);  // meta applies it unless the directory has a default ACL
     op.setExclusive(true);
     auto r = client_.meta(kj::mv(m));
+    namespaceChanged();
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(parent), reply);
@@ -1038,6 +1069,7 @@ void CairnFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, con
     op.setUid(ctx->uid);
     op.setGid(ctx->gid);
     auto r = client_.meta(kj::mv(m));
+    namespaceChanged();
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(parent), reply);
@@ -1054,6 +1086,7 @@ void CairnFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newParent, const c
     op.setNewParent(toCluster(newParent));
     op.setNewName(newName);
     auto r = client_.meta(kj::mv(m));
+    namespaceChanged();
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(newParent), reply);
@@ -1069,6 +1102,7 @@ void CairnFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
     n.setParent(toCluster(parent));
     n.setName(name);
     auto r = client_.meta(kj::mv(m));
+    namespaceChanged();
     if (replyOf(r).getErr() == 0) noteDirAttr(toCluster(parent), replyOf(r));
     fuse_reply_err(req, replyOf(r).getErr());
   });
@@ -1091,8 +1125,18 @@ void CairnFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
       dirAttrs_.clear();  // both directories, and a moved directory itself, change
     }
     auto r = client_.meta(kj::mv(m));
+    namespaceChanged();
     fuse_reply_err(req, replyOf(r).getErr());
   });
+}
+
+void CairnFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  // The kernel may cache what we list (its copy is reset by its own changes of the directory,
+  // and by ours through the invalidator); it keeps that copy for this open only when we listed
+  // the directory to its end within the entry timeout and nothing changed it elsewhere since.
+  fi->cache_readdir = 1;
+  fi->keep_cache = listedLately(toCluster(ino)) ? 1 : 0;
+  fuse_reply_open(req, fi);
 }
 
 void CairnFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
@@ -1102,6 +1146,10 @@ void CairnFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
 void CairnFs::readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   listDir(req, ino, size, off, true);
 }
+
+namespace {
+constexpr size_t MAX_KEPT_LISTING = 1024;  // entries of a listing kept for a second listing
+}  // namespace
 
 void CairnFs::listDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
   guard(req, plus ? "readdirplus" : "readdir", [&]() {
@@ -1142,6 +1190,33 @@ void CairnFs::listDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bo
     uint64_t after = off < 2 ? 2 : static_cast<uint64_t>(off);
     uint64_t dir = toCluster(ino);
     if (off >= 2 && takeDirEnd(dir, after)) return (void)fuse_reply_buf(req, nullptr, 0);
+    if (off < 2) {
+      std::optional<Listing> kept;
+      {
+        std::lock_guard<std::mutex> lock(dirEndMutex_);
+        auto it = listings_.find(dir);
+        if (it != listings_.end()) {
+          if (std::chrono::steady_clock::now() - it->second.at < std::chrono::seconds(1))
+            kept = std::move(it->second);
+          listings_.erase(it);
+        }
+      }
+      if (kept) {
+        size_t added = 0;
+        for (auto& e : kept->entries) {
+          if (!add(e.name.c_str(), toFuse(e.ino), e.mode, static_cast<off_t>(e.cookie), nullptr))
+            break;
+          added++;
+        }
+        if (added == kept->entries.size())
+          noteDirEnd(dir, added > 0 ? kept->entries.back().cookie : 2);
+        if (options_.metrics)
+          options_.metrics->counter("cairn_client_listings_kept_total",
+                                    "Directory listings answered from the one kept here").inc();
+        return (void)fuse_reply_buf(req, buf.data(), used);
+      }
+    }
+    uint64_t gen = nsGen_.load();
     auto m = request();
     auto rd = opOf(m).initReaddir();
     rd.setIno(dir);
@@ -1167,6 +1242,23 @@ void CairnFs::listDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bo
     if (reply.getListEnd() && added == entries.size()) {
       if (added > 0) noteDirEnd(dir, entries[added - 1].getCookie());
       else if (off < 2) noteDirEnd(dir, 2);  // empty: the next call starts after ".."
+      noteListed(dir);
+      // The directory's own attributes: the kernel asks for them after a listing (which made
+      // its atime unknown to it), and is answered with these once.
+      noteDirAttr(dir, reply);
+      if (off < 2 && entries.size() <= MAX_KEPT_LISTING) {
+        Listing l;
+        l.at = std::chrono::steady_clock::now();
+        l.entries.reserve(entries.size());
+        for (auto e : entries)
+          l.entries.push_back(Listing::Entry{std::string(e.getName().cStr(), e.getName().size()),
+                                              e.getIno(), e.getMode(), e.getCookie()});
+        std::lock_guard<std::mutex> lock(dirEndMutex_);
+        if (nsGen_.load() == gen) {
+          if (listings_.size() >= 1024) listings_.clear();
+          listings_[dir] = std::move(l);
+        }
+      }
     }
     fuse_reply_buf(req, buf.data(), used);
   });
@@ -1437,7 +1529,7 @@ const fuse_lowlevel_ops OPS = [] {
     self(r)->flock(r, i, fi, op);
   };
   o.fsync = [](fuse_req_t r, fuse_ino_t i, int d, fuse_file_info*) { self(r)->fsync(r, i, d); };
-  o.opendir = [](fuse_req_t r, fuse_ino_t, fuse_file_info* fi) { fuse_reply_open(r, fi); };
+  o.opendir = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r)->opendir(r, i, fi); };
   o.readdir = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info*) {
     self(r)->readdir(r, i, s, o);
   };

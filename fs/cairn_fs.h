@@ -69,6 +69,7 @@ class CairnFs final : public OpenFiles {
   void setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep);
   void flock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op);
   void fsync(fuse_req_t req, fuse_ino_t ino, int datasync);
+  void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
   // The same with each entry's attributes, which the kernel caches as if looked up (rm -r,
   // ls -l and find then ask nothing per entry).
@@ -83,8 +84,32 @@ class CairnFs final : public OpenFiles {
     uint64_t cookie;
     std::chrono::steady_clock::time_point at;
   };
-  std::mutex dirEndMutex_;  // guards dirEnds_; taken alone
+  // Directories listed to their end lately: an opendir within a second keeps the kernel's
+  // cached listing (FOPEN_CACHE_DIR), which our own changes reset in the kernel and changes
+  // elsewhere reset through the invalidator (changedElsewhere of the directory).
+  void noteListed(uint64_t dir);
+  bool listedLately(uint64_t dir);
+  // A small directory's whole listing, kept once and for a second: a program that lists a
+  // directory twice in a row (rm -r: once to count, once to remove) is answered the second
+  // time here, with names only (the kernel looks up what it no longer knows). Any change of
+  // the namespace through this mount forgets every one (nsGen_ tells a listing that crossed
+  // one not to keep what it read); a change elsewhere forgets that directory's.
+  struct Listing {
+    struct Entry {
+      std::string name;
+      uint64_t ino;
+      uint32_t mode;
+      uint64_t cookie;
+    };
+    std::vector<Entry> entries;
+    std::chrono::steady_clock::time_point at;
+  };
+  void namespaceChanged();
+  std::mutex dirEndMutex_;  // guards dirEnds_, listed_ and listings_; taken alone
   std::unordered_map<uint64_t, DirEnd> dirEnds_;
+  std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> listed_;
+  std::unordered_map<uint64_t, Listing> listings_;
+  std::atomic<uint64_t> nsGen_{0};
   void statfs(fuse_req_t req, fuse_ino_t ino);
   void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                 int flags);

@@ -1320,6 +1320,7 @@ void StateMachine::read(Txn& t, proto::MetaRequest::Reader req, proto::MetaReply
         found.push_back(Found{name, *d});
       }
       reply.setListEnd(!c.valid());
+      if (rd.getAttrs()) fillAttr(rd.getIno(), *dir, reply.initParentAttr());
       auto out = reply.initEntries(found.size());
       for (size_t i = 0; i < found.size(); i++) {
         out[i].setName(found[i].name);

@@ -308,7 +308,8 @@ struct MetaRequest {
   }
   struct ReaddirOp {
     ino @0 :UInt64; after @1 :UInt64; maxEntries @2 :UInt32;
-    attrs @3 :Bool;   # each entry's attributes too (the kernel's readdirplus: no lookup after)
+    attrs @3 :Bool;   # each entry's attributes too (the kernel's readdirplus: no lookup after),
+                      # and the directory's own in parentAttr
   }
   struct XattrOp { ino @0 :UInt64; name @1 :Text; value @2 :Data; flags @3 :UInt32; }
   struct ChunkGetOp { ino @0 :UInt64; index @1 :UInt64; allocate @2 :Bool; }

@@ -55,6 +55,21 @@ mkdir "$C/d"
 ls "$B/d" >/dev/null
 touch "$C/d/inside"
 within 3 "an entry made in a directory the other mount listed" lists "$B/d" inside
+# A directory B holds open and has listed to its end (the kernel may keep that listing): after
+# a change on C, listing it again from its start through the same descriptor shows the change.
+mkdir "$C/held"
+touch "$C/held/one"
+python3 - "$B/held" "$C/held" <<'PY' || fail "a held directory's listing missed a change made elsewhere"
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+for _ in range(3): assert os.listdir(fd) == ["one"], os.listdir(fd)
+open(sys.argv[2] + "/two", "w").close()
+end = time.monotonic() + 3
+while sorted(os.listdir(fd)) != ["one", "two"]:
+    assert time.monotonic() < end, os.listdir(fd)
+    time.sleep(0.1)
+PY
+rm -r "$C/held"
 rm "$B/y"
 within 3 "unlink" absent "$C/y"
 rm "$B/d/inside"; rmdir "$B/d"

@@ -161,6 +161,27 @@ PY
 [ $((l1 - l0)) -le 5 ] || fail "ls -l looked up $((l1 - l0)) entries one by one"
 check "ls -l of 300 files: sizes and modes right, $((l1 - l0)) lookups and $((r1 - r0)) listing requests at meta"
 
+# A directory listed twice in a row (rm -r does) is asked of meta once; a change through this
+# mount shows in the very next listing.
+mkdir "$M/twice"
+for i in 1 2 3; do echo $i > "$M/twice/f$i"; done
+ls "$M/twice" > /dev/null
+r0=$(listings)
+a=$(ls "$M/twice" | tr '\n' ' '); b=$(ls "$M/twice" | tr '\n' ' ')
+r1=$(listings)
+[ "$a" = "f1 f2 f3 " ] && [ "$b" = "$a" ] || fail "listed twice: '$a' then '$b'"
+[ $((r1 - r0)) -le 1 ] || fail "two listings in a row asked meta $((r1 - r0)) times"
+for round in 1 2 3; do
+  ls "$M/twice" > /dev/null
+  touch "$M/twice/new$round"
+  ls "$M/twice" | grep -qx "new$round" || fail "a file made after a listing is missing from the next"
+  rm "$M/twice/f$round"
+  ! ls "$M/twice" | grep -qx "f$round" || fail "a removed file is still listed"
+  mv "$M/twice/new$round" "$M/twice/moved$round"
+  [ "$(ls "$M/twice" | grep -c "new$round\|moved$round")" = 1 ] || fail "a renamed file listed wrong"
+done
+check "a directory listed twice in a row: $((r1 - r0)) listing at meta; changes here show at once"
+
 # A listing longer than one reply of meta's (4,096 entries) is whole, by ls and by getdents.
 mkdir "$M/long"
 python3 - "$M/long" <<'PY'
