@@ -214,6 +214,20 @@ int CairnFs::chunkFor(OpenFile& f, uint64_t ino, uint64_t index, bool allocate, 
       return 0;
     }
   }
+  if (allocate && index == 0) {
+    std::lock_guard<std::mutex> lock(f.state);
+    if (auto it = f.chunks.find(0); it != f.chunks.end()) {
+      out = it->second;  // another writer took the offer meanwhile
+      return 0;
+    }
+    if (f.offered) {
+      f.unboundWritten.assign(chunkBlocks_, false);
+      out = f.chunks.emplace(0, *f.offered).first->second;
+      f.offered.reset();
+      if (options_.metrics) options_.metrics->counter("cairn_client_chunk_cache_total", "Chunk location lookups by result", "result=\"offered\"").inc();
+      return 0;
+    }
+  }
   if (options_.metrics) options_.metrics->counter("cairn_client_chunk_cache_total", "Chunk location lookups by result", "result=\"miss\"").inc();
   ChunkLoc loc;
   int err = client_.getChunk(ino, index, allocate, loc);
@@ -237,6 +251,7 @@ void CairnFs::rememberChunk(OpenFile& f, const ChunkLoc& loc) {
 int CairnFs::readFresh(OpenFile& f, uint64_t ino, ChunkLoc& loc, uint32_t first, uint32_t count,
                        unsigned char* out) {
   int err = client_.readBlocks(ino, loc, chunkBlocks_, first, count, out);
+  if (loc.unbound) return err;  // meta knows no other chain for it (nor must we forget it)
   bool refreshed = false;
   // ESTALE: our location is old (a replica failed, or a repair is fencing writers): ask meta
   // again until the new chain is committed (bounded: about 20 s). EIO from every replica of a
@@ -365,6 +380,7 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     op.setGid(ctx->gid);
     op.setUmask(ctx->umask);
     op.setExclusive((fi->flags & O_EXCL) != 0);
+    op.setFirstChunk(true);  // the first write then needs no chunk allocation of its own
     uint64_t gen = ++openGens_;
     op.setOpenGen(gen);  // meta records it open in our session
     auto r = client_.meta(kj::mv(m));
@@ -387,6 +403,12 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
       std::lock_guard<std::mutex> lock(f->state);
       f->openGen = std::max(f->openGen, gen);
       if (!f->dirty) f->size = a.getSize();
+      if (reply.hasOfferedChunk() && f->chunks.empty() && !f->offered) {
+        ChunkLoc offer;
+        toChunkLoc(reply.getOfferedChunk(), offer);
+        offer.unbound = true;
+        f->offered = std::move(offer);
+      }
     }
     fuse_entry_param e;
     memset(&e, 0, sizeof(e));
@@ -453,7 +475,23 @@ int CairnFs::writeRange(OpenFile& f, uint64_t cino, const char* data, size_t siz
       if (err != 0) return err;
       blocks = plain.data();
     }
+    if (loc.unbound) {
+      std::lock_guard<std::mutex> s(f.state);
+      auto it = f.chunks.find(index);
+      if (it != f.chunks.end() && it->second.unbound)
+        for (uint32_t b = first; b < first + count && b < f.unboundWritten.size(); b++)
+          f.unboundWritten[b] = true;
+    }
     err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, blocks, false);
+    if (err != 0 && loc.unbound) {
+      // Meta must know the chunk before a replica can be replaced: bind it, then write again
+      // through the chain meta keeps (ESTALE below).
+      spdlog::warn("write to the new chunk {:016x} of inode {} failed ({}): recording it first",
+                   loc.id, cino, strerror(err));
+      int be = bindNow(f, cino);
+      if (be != 0) return be;
+      err = ESTALE;
+    }
     for (int retry = 0; err == ESTALE && retry < 200; retry++) {
       if (retry > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
       forgetChunk(f, index);
@@ -668,8 +706,13 @@ int CairnFs::commit(OpenFile& f, uint64_t ino) {
   op.setIno(ino);
   op.setSize(size);
   op.setMtimeNs(wallClockNs());
+  bool binding = addBind(f, op);
   auto r = client_.meta(kj::mv(m));
   auto reply = replyOf(r);
+  if (binding && (reply.getErr() == 0 || reply.getErr() == EEXIST)) {
+    if (int e = afterBind(f, ino, reply)) return e;
+    if (reply.getErr() == EEXIST) return commit(f, ino);  // the size, without the bind
+  }
   if (reply.getErr() == EDQUOT || reply.getErr() == EFBIG) {
     // The growth is refused for good: forget it (the bytes past the committed size are not
     // part of the file) and report it to the application.
@@ -686,6 +729,80 @@ int CairnFs::commit(OpenFile& f, uint64_t ino) {
   f.dirty = false;
   f.size = std::max<uint64_t>(f.size, reply.getAttr().getSize());
   return 0;
+}
+
+bool CairnFs::addBind(OpenFile& f, proto::MetaRequest::CommitWriteOp::Builder op) {
+  std::lock_guard<std::mutex> lock(f.state);
+  auto it = f.chunks.find(0);
+  if (it == f.chunks.end() || !it->second.unbound) return false;
+  fromChunkLoc(it->second, op.initBind());
+  return true;
+}
+
+int CairnFs::afterBind(OpenFile& f, uint64_t ino, proto::MetaReply::Reader reply) {
+  if (reply.getErr() == 0) {
+    std::lock_guard<std::mutex> lock(f.state);
+    auto it = f.chunks.find(0);
+    if (it != f.chunks.end()) it->second.unbound = false;
+    f.unboundWritten.clear();
+    return 0;
+  }
+  if (!reply.hasBoundChunk()) return EIO;
+  ChunkLoc winner;
+  toChunkLoc(reply.getBoundChunk(), winner);
+  return moveUnbound(f, ino, winner);
+}
+
+int CairnFs::moveUnbound(OpenFile& f, uint64_t ino, ChunkLoc winner) {
+  // Another writer of this file had chunk 0 recorded first. The blocks we wrote into ours go
+  // into that one (ours is left to fsck, which no file names): as if our writes came after.
+  ChunkLoc own;
+  std::vector<bool> written;
+  {
+    std::lock_guard<std::mutex> lock(f.state);
+    auto it = f.chunks.find(0);
+    if (it == f.chunks.end() || !it->second.unbound) return 0;
+    own = it->second;
+    written = f.unboundWritten;
+  }
+  spdlog::info("inode {}: chunk 0 was recorded by another writer first; moving our blocks of "
+               "{:016x} into {:016x}", ino, own.id, winner.id);
+  std::vector<unsigned char> buf;
+  for (uint32_t b = 0; b < written.size();) {
+    if (!written[b]) {
+      b++;
+      continue;
+    }
+    uint32_t n = 0;
+    while (b + n < written.size() && written[b + n] && n < 256) n++;
+    buf.resize(size_t(n) * BLOCK);
+    int err = client_.readBlocks(ino, own, chunkBlocks_, b, n, buf.data());
+    if (err == 0) err = client_.writeBlocks(ino, winner, chunkBlocks_, b, n, buf.data(), false);
+    if (err != 0) {
+      spdlog::error("inode {}: moving blocks {}..{} into chunk {:016x} failed: {}", ino, b,
+                    b + n - 1, winner.id, strerror(err));
+      return err;
+    }
+    b += n;
+  }
+  std::lock_guard<std::mutex> lock(f.state);
+  f.chunks[0] = winner;
+  f.unboundWritten.clear();
+  return 0;
+}
+
+int CairnFs::bindNow(OpenFile& f, uint64_t ino) {
+  auto m = request();
+  auto op = opOf(m).initCommitWrite();
+  op.setIno(ino);
+  op.setSize(0);  // sizes only grow: the size stays, the chunk is recorded
+  op.setMtimeNs(wallClockNs());
+  if (!addBind(f, op)) return 0;
+  auto r = client_.meta(kj::mv(m));
+  auto reply = replyOf(r);
+  if (reply.getErr() != 0 && reply.getErr() != EEXIST) return reply.getErr();
+  if (reply.getErr() == EEXIST) return EIO;  // a second writer and a failed replica at once
+  return afterBind(f, ino, reply);
 }
 
 void CairnFs::flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -945,7 +1062,7 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
     }
     std::shared_ptr<OpenFile> f = file(cino, (toSet & FUSE_SET_ATTR_SIZE) != 0);
     std::unique_lock<std::shared_mutex> lock;
-    bool folded = false;
+    bool folded = false, binding = false;
     if (f) {
       // Our own buffered data and unflushed size and mtime first: meta's view of the old size
       // must be right, and times set now must not be overwritten by a later commit. Without a
@@ -965,6 +1082,7 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
         c.setIno(cino);
         c.setSize(size);
         c.setMtimeNs(wallClockNs());
+        binding = addBind(*f, c);
         folded = true;
       } else if (err == 0) {
         err = commit(*f, cino);
@@ -990,9 +1108,13 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
     if (folded) attrCopy.setRoot(a.asReader());
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
-    if (folded && (reply.getErr() == EDQUOT || reply.getErr() == EFBIG)) {
+    if (binding && (reply.getErr() == 0 || reply.getErr() == EEXIST)) {
+      if (int e = afterBind(*f, cino, reply)) return (void)fuse_reply_err(req, e);
+    }
+    if (folded && (reply.getErr() == EDQUOT || reply.getErr() == EFBIG || reply.getErr() == EEXIST)) {
       // The size growth was refused: commit() forgets it, and the application hears at its
-      // next write, fsync or close; the attribute change itself goes again, alone.
+      // next write, fsync or close; the attribute change itself goes again, alone. (EEXIST:
+      // our first chunk has just moved into the one recorded first; commit() commits the size.)
       if (int ce = commit(*f, cino); ce != 0) {
         std::lock_guard<std::mutex> s(f->state);
         if (f->asyncErr == 0) f->asyncErr = ce;
@@ -1378,6 +1500,8 @@ void CairnFs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off
     auto f = file(cino, true);
     std::unique_lock<std::shared_mutex> lock(f->mutex);
     if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
+    // Meta punches only the chunks it knows of.
+    if (int err = bindNow(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
     uint64_t end = uint64_t(off) + uint64_t(len);
     if (punch || zero) {
       uint64_t size;

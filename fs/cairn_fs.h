@@ -140,6 +140,11 @@ class CairnFs final : public OpenFiles {
     bool dirty = false;       // size/mtime not yet committed to meta
     std::set<uint64_t> unsynced;             // chunks written since the last fsync
     std::map<uint64_t, ChunkLoc> chunks;     // index -> location
+    // The first chunk meta offered when we created the file (used by the first write of it,
+    // then bound by the next commit), and which blocks of it were written while unbound: they
+    // move to another writer's chunk if that one was recorded first.
+    std::optional<ChunkLoc> offered;
+    std::vector<bool> unboundWritten;
     // Small consecutive writes not yet sent (write-behind), guarded by `mutex` held
     // exclusively; `pendingBytes` mirrors pending.size() for a check without the lock.
     std::string pending;
@@ -173,6 +178,15 @@ class CairnFs final : public OpenFiles {
                 unsigned char* out);
   int readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsigned char* out);
   int commit(OpenFile& f, uint64_t ino);
+  // The commit's bind of an unbound first chunk, when there is one (callers hold f.mutex).
+  bool addBind(OpenFile& f, proto::MetaRequest::CommitWriteOp::Builder op);
+  // After a commit that carried a bind: bound now (ok), or another chunk was recorded first
+  // (EEXIST, `reply` names it): our blocks move into it. Returns an errno.
+  int afterBind(OpenFile& f, uint64_t ino, proto::MetaReply::Reader reply);
+  int moveUnbound(OpenFile& f, uint64_t ino, ChunkLoc winner);
+  // A commit of nothing but the bind (a write to the unbound chunk failed: meta must know the
+  // chunk before it can change its chain).
+  int bindNow(OpenFile& f, uint64_t ino);
   // Writes [off, off + size) through the replica chains (read-modify-write of partial blocks).
   // Callers hold f.mutex: exclusively when a block is partial.
   // `fileSize`: the size of what is stored (blocks past it read as zeros, not from servers).

@@ -29,14 +29,31 @@ thread_local std::unique_ptr<ThreadIo> threadIo;
 thread_local bool threadHasOtherLoop = false;
 thread_local const void* loopThreadOf = nullptr;  // on a client's shared loop thread: the client
 
+}  // namespace
+
 void toChunkLoc(proto::ChunkInfo::Reader c, ChunkLoc& out) {
   out.index = c.getIndex();
   out.id = c.getId();
   out.version = c.getVersion();
   out.addrs.clear();
-  for (auto rep : c.getReplicas()) out.addrs.emplace_back(rep.getAddr().cStr());
+  out.servers.clear();
+  out.unbound = false;
+  for (auto rep : c.getReplicas()) {
+    out.addrs.emplace_back(rep.getAddr().cStr());
+    out.servers.push_back(rep.getServer());
+  }
 }
-}  // namespace
+
+void fromChunkLoc(const ChunkLoc& loc, proto::ChunkInfo::Builder out) {
+  out.setIndex(loc.index);
+  out.setId(loc.id);
+  out.setVersion(loc.version);
+  auto reps = out.initReplicas(static_cast<unsigned>(loc.addrs.size()));
+  for (size_t i = 0; i < loc.addrs.size(); i++) {
+    reps[i].setAddr(loc.addrs[i]);
+    if (i < loc.servers.size()) reps[i].setServer(loc.servers[i]);
+  }
+}
 
 ClusterClient::ClusterClient(std::vector<std::string> metaAddrs, const std::string& secretBytes,
                              BlockCipher& cipher)

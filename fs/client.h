@@ -28,7 +28,14 @@ struct ChunkLoc {
   uint64_t id = 0;
   uint64_t version = 0;
   std::vector<std::string> addrs;  // replica chain, head first
+  std::vector<uint32_t> servers;   // their server ids
+  // Offered at create and not yet recorded by meta: the next commit binds it (see
+  // CommitWriteOp.bind). Meta cannot change its chain meanwhile.
+  bool unbound = false;
 };
+
+void toChunkLoc(proto::ChunkInfo::Reader c, ChunkLoc& out);
+void fromChunkLoc(const ChunkLoc& loc, proto::ChunkInfo::Builder out);
 
 using Reply = kj::Own<capnp::MallocMessageBuilder>;
 

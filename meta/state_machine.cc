@@ -188,6 +188,9 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
       break;
     case W::MKNOD:
       err = mknod(t, now, op.getMknod(), "", reply);
+      if (err == 0 && op.getMknod().getFirstChunk() && reply.hasParentAttr() &&
+          S_ISREG(op.getMknod().getMode()) && cmd.getPlacement().size() > 0)
+        offerChunk(t, cmd.getPlacement(), reply);
       break;
     case W::SYMLINK: {
       auto s = op.getSymlink();
@@ -1144,17 +1147,63 @@ int StateMachine::chunkAllocate(Txn& t, proto::Command::Reader cmd,
   return 0;
 }
 
+void StateMachine::offerChunk(Txn& t, capnp::List<uint32_t>::Reader placement,
+                              proto::MetaReply::Builder reply) {
+  // An id and the leader's placement for the new file's first chunk, recorded nowhere but in
+  // the id counter: the creator writes the chunk, and its commit records it (bind). A file
+  // that is never written costs no chunk record, and one whose creator dies before it commits
+  // leaves copies that no file names (fsck: chunk-extra).
+  ChunkRecord c;
+  c.id = store_.getCounter(t, "next_chunk");
+  store_.putCounter(t, "next_chunk", c.id + 1);
+  c.version = 1;
+  for (auto s : placement)
+    if (store_.getServer(t, s)) c.servers.push_back(s);
+  if (c.servers.empty()) return;
+  fillChunk(t, 0, c, reply.initOfferedChunk());
+}
+
 int StateMachine::commitWrite(Txn& t, int64_t now, proto::MetaRequest::CommitWriteOp::Reader op,
                               proto::MetaReply::Builder reply) {
   auto r = store_.getInode(t, op.getIno());
   if (!r) return ENOENT;
   if (!S_ISREG(r->mode)) return EINVAL;
   if (op.getSize() > (1ull << 50)) return EFBIG;
+  // A chunk offered at create (see mknod): checked here, recorded once nothing can fail.
+  std::optional<ChunkRecord> bind;
+  if (op.hasBind()) {
+    auto b = op.getBind();
+    if (b.getIndex() != 0 || b.getVersion() != 1 || b.getId() == 0 ||
+        b.getId() >= store_.getCounter(t, "next_chunk") || b.getReplicas().size() == 0 ||
+        b.getReplicas().size() > 8)
+      return EINVAL;
+    if (auto there = store_.getChunk(t, op.getIno(), 0)) {
+      if (there->id != b.getId()) {
+        // Another writer's chunk got there first: the client moves its blocks into that one.
+        fillChunk(t, 0, *there, reply.initBoundChunk());
+        return EEXIST;
+      }
+      // Already recorded (a retry): nothing to add.
+    } else {
+      if (t.get(store_.owners, be64(b.getId()))) return EINVAL;  // the id is someone else's
+      ChunkRecord c;
+      c.id = b.getId();
+      c.version = 1;
+      for (auto rep : b.getReplicas()) {
+        if (!store_.getServer(t, rep.getServer())) return EINVAL;
+        if (std::find(c.servers.begin(), c.servers.end(), rep.getServer()) != c.servers.end())
+          return EINVAL;
+        c.servers.push_back(rep.getServer());
+      }
+      bind = std::move(c);
+    }
+  }
   if (op.getSize() > r->size) {
     if (r->nlink > 0)
       if (int e = charge(t, r->realm, int64_t(op.getSize() - r->size), 0)) return e;
     r->size = op.getSize();
   }
+  if (bind) store_.putChunk(t, op.getIno(), 0, *bind);
   r->mtimeNs = op.getMtimeNs() != 0 ? op.getMtimeNs() : now;
   r->ctimeNs = now;
   // Writing clears set-user-ID, and set-group-ID when group-executable.

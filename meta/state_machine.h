@@ -88,6 +88,7 @@ class StateMachine {
            proto::MetaReply::Builder reply);
   int xattrChange(Txn& t, int64_t now, proto::MetaRequest::Reader req);
   int chunkAllocate(Txn& t, proto::Command::Reader cmd, proto::MetaReply::Builder reply);
+  void offerChunk(Txn& t, capnp::List<uint32_t>::Reader placement, proto::MetaReply::Builder reply);
   int commitWrite(Txn& t, int64_t now, proto::MetaRequest::CommitWriteOp::Reader op,
                   proto::MetaReply::Builder reply);
   int registerServer(Txn& t, proto::MetaRequest::RegisterOp::Reader op,

@@ -6,6 +6,8 @@
 
 #include "meta/service.h"
 
+#include <sys/stat.h>
+
 namespace cairn::meta {
 
 uint64_t MetaServer::newEpoch() {
@@ -144,7 +146,13 @@ kj::Promise<MetaServer::Reply> MetaServer::openFile(proto::MetaRequest::Reader r
 kj::Promise<MetaServer::Reply> MetaServer::createAndOpen(proto::MetaRequest::Reader request) {
   uint64_t client = request.getClientId();
   uint64_t gen = request.getOp().getMknod().getOpenGen();
-  return propose(request, {}).then([this, client, gen](Reply reply) {
+  std::vector<uint32_t> placement;
+  if (request.getOp().getMknod().getFirstChunk() && S_ISREG(request.getOp().getMknod().getMode())) {
+    // Replicas for the new file's first chunk, offered with the reply (StateMachine::offerChunk).
+    Txn t(store_.env(), false);
+    placement = place(t, sm_.replicas(t));
+  }
+  return propose(request, kj::mv(placement)).then([this, client, gen](Reply reply) {
     auto r = reply->getRoot<proto::MetaReply>();
     if (client != 0 && r.getErr() == 0 && r.isAttr()) fileOpened(client, r.getAttr().getIno(), gen);
     return reply;

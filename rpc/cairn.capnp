@@ -299,6 +299,8 @@ struct MetaRequest {
     uid @4 :UInt32; gid @5 :UInt32; exclusive @6 :Bool;
     openGen @7 :UInt64;   # not 0: created by open(O_CREAT), open in the session from now on
     umask @8 :UInt32;     # the creator's umask: applied unless the parent has a default ACL
+    firstChunk @9 :Bool;  # a new regular file: offer a chunk id and replicas for its first
+                          # chunk (offeredChunk), which the creator's first commit binds
   }
   struct SymlinkOp { parent @0 :UInt64; name @1 :Text; target @2 :Text; uid @3 :UInt32; gid @4 :UInt32; }
   struct LinkOp { ino @0 :UInt64; newParent @1 :UInt64; newName @2 :Text; }
@@ -313,7 +315,13 @@ struct MetaRequest {
   }
   struct XattrOp { ino @0 :UInt64; name @1 :Text; value @2 :Data; flags @3 :UInt32; }
   struct ChunkGetOp { ino @0 :UInt64; index @1 :UInt64; allocate @2 :Bool; }
-  struct CommitWriteOp { ino @0 :UInt64; size @1 :UInt64; mtimeNs @2 :Int64; }
+  struct CommitWriteOp {
+    ino @0 :UInt64; size @1 :UInt64; mtimeNs @2 :Int64;
+    # A chunk offered at create and written since: recorded as the file's chunk at its index
+    # (index 0, version 1), unless another is there already, which fails the commit with EEXIST
+    # and names that one in boundChunk.
+    bind @3 :ChunkInfo;
+  }
   struct RegisterOp {
     uuid @0 :Text; addr @1 :Text; host @2 :Text;
     capacityBytes @3 :UInt64; usedBytes @4 :UInt64; chunks @5 :UInt64;
@@ -489,6 +497,8 @@ struct MetaReply {
   # the client answers the kernel's next getattr of it without asking again.
   parentAttr @21 :Attr;
   listEnd @22 :Bool;      # readdir: the directory has no entries after these
+  offeredChunk @23 :ChunkInfo;  # mknod with firstChunk: a chunk not yet recorded (see bind)
+  boundChunk @24 :ChunkInfo;    # commit refused with EEXIST: the chunk already at that index
 }
 
 # One entry of the meta log: a mutation with everything the state machine needs to apply it

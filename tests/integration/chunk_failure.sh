@@ -63,3 +63,34 @@ done
 echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 cmp "$L/big" "$M/big" || fail "data differs after the stale server returned"
 check "returning server's stale replicas deleted"
+
+# A new file's first chunk is recorded by meta only at the file's first commit: a replica that
+# dies before that commit is handled all the same (the client records the chunk, then meta
+# replaces the replica). Two of the four servers die, so the new chunk had one of them.
+head -c 8M /dev/urandom > "$L/young"
+# (The kill comes from outside: a fork of the writer would close its descriptor and commit.)
+python3 - "$L/young" "$M/young2" "$L" <<'PY' &
+import os, sys, time
+src = open(sys.argv[1], "rb").read()
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(fd, src[:4 << 20])   # whole blocks: written in the background, the chunk not recorded
+open(sys.argv[3] + "/half", "w").close()
+end = time.monotonic() + 60
+while not os.path.exists(sys.argv[3] + "/killed"):
+    assert time.monotonic() < end
+    time.sleep(0.05)
+os.write(fd, src[4 << 20:])
+os.close(fd)
+PY
+writer=$!
+end=$((SECONDS + 60))
+until [ -e "$L/half" ]; do [ $SECONDS -lt $end ] || fail "the writer never got half way"; sleep 0.1; done
+bash "$ROOT/tools/cluster.sh" kill --dir "$CL" chunk1
+bash "$ROOT/tools/cluster.sh" kill --dir "$CL" chunk2
+touch "$L/killed"
+wait $writer || fail "a write to a new file failed when replicas died"
+echo 3 > /proc/sys/vm/drop_caches
+cmp "$L/young" "$M/young2" || fail "a new file written while replicas died differs"
+grep -q "recording it first" "$CL/logs/mount.log" ||
+  fail "the write to the unrecorded chunk never met the dead replicas"
+check "a new file's first chunk, not yet recorded, survives the death of its replicas"

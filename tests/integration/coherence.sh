@@ -76,6 +76,37 @@ rm "$B/d/inside"; rmdir "$B/d"
 within 3 "rmdir" absent "$C/d"
 check "rename, mkdir, unlink and rmdir show up on the other mount"
 
+# A new file's first chunk comes with its creation and is recorded by the creator's first
+# commit. Here the other mount writes the file first (its chunk is recorded by the usual
+# allocation): the creator's commit finds that chunk there, moves its blocks into it, and both
+# writes are in the file.
+python3 - "$B/race" "$C/race" <<'PY' || fail "a new file written from two mounts lost a write"
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.pwrite(fd, b"A" * 8192, 0)          # stays in B's kernel cache until the close
+end = time.monotonic() + 5
+while not os.path.exists(sys.argv[2]):
+    assert time.monotonic() < end, "C never saw the file"
+    time.sleep(0.05)
+other = os.open(sys.argv[2], os.O_WRONLY)
+os.pwrite(other, b"B" * 4096, 65536)
+os.close(other)                        # C's chunk is recorded first
+os.close(fd)                           # B's commit meets it
+PY
+echo 3 > /proc/sys/vm/drop_caches
+python3 - "$M/race" <<'PY' || fail "the file written from two mounts reads wrong"
+import sys
+d = open(sys.argv[1], "rb").read()
+assert len(d) == 69632, len(d)
+assert d[:8192] == b"A" * 8192, "the creator's blocks"
+assert d[8192:65536] == bytes(65536 - 8192), "the hole"
+assert d[65536:] == b"B" * 4096, "the other writer's blocks"
+PY
+grep -q "recorded by another writer first" "$T/mount-b.log" ||
+  fail "the creator's commit did not meet the other chunk (the test raced past it)"
+rm "$M/race"
+check "a new file written first from another mount: the creator's blocks move into its chunk"
+
 # Data written through mmap reaches the other mount after msync and close.
 head -c 65536 /dev/zero > "$B/m"
 cat "$C/m" > /dev/null

@@ -803,5 +803,112 @@ TEST(SetattrWithCommit, CommitsTheSizeAndTheAttributesTogetherOrNeither) {
   EXPECT_EQ(u.get().getParentAttr().getIno(), d.ino());
 }
 
+TEST(FirstChunkOffer, IsRecordedOnlyByTheCommitThatBindsItAndNeverTwice) {
+  // Proves the first chunk offered at create: the create reply offers an id and the leader's
+  // replicas and records no chunk; the creator's commit binds it (a retry binds nothing more);
+  // a commit binding it where another writer's chunk was recorded first fails with EEXIST and
+  // names that chunk; bad binds (unknown server, an id never handed out or already used,
+  // another index) fail with EINVAL; a growth the quota refuses records no chunk either.
+  Namespace ns;
+  uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
+  uint32_t s2 = ns.registerServer("uuid-2", "127.0.0.2:7000", "h2");
+  auto create = [&](uint64_t parent, const std::string& name, bool ask, uint32_t mode = S_IFREG | 0644,
+                    bool exclusive = true) {
+    return ns.apply(
+        [&](Op op) {
+          auto m = op.initMknod();
+          m.setParent(parent);
+          m.setName(name);
+          m.setMode(mode);
+          m.setExclusive(exclusive);
+          m.setOpenGen(1);
+          m.setFirstChunk(ask);
+        },
+        0, 0, {s2, s1});
+  };
+  auto commit = [&](uint64_t ino, uint64_t size, proto::ChunkInfo::Reader bind) {
+    return ns.apply([&](Op op) {
+      auto w = op.initCommitWrite();
+      w.setIno(ino);
+      w.setSize(size);
+      w.setBind(bind);
+    });
+  };
+  auto f = create(ROOT_INO, "f", true);
+  ASSERT_EQ(f.err(), 0);
+  ASSERT_TRUE(f.get().hasOfferedChunk());
+  auto offer = f.get().getOfferedChunk();
+  EXPECT_EQ(offer.getIndex(), 0u);
+  EXPECT_EQ(offer.getVersion(), 1u);
+  ASSERT_EQ(offer.getReplicas().size(), 2u);
+  EXPECT_EQ(offer.getReplicas()[0].getServer(), s2);
+  EXPECT_STREQ(offer.getReplicas()[0].getAddr().cStr(), "127.0.0.2:7000");
+  EXPECT_EQ(ns.chunkList(f.ino()).get().getChunks().size(), 0u) << "an offer records nothing";
+
+  auto g = create(ROOT_INO, "g", true);
+  ASSERT_TRUE(g.get().hasOfferedChunk());
+  EXPECT_NE(g.get().getOfferedChunk().getId(), offer.getId());
+  EXPECT_FALSE(create(ROOT_INO, "plain", false).get().hasOfferedChunk());
+  EXPECT_FALSE(create(ROOT_INO, "d", true, S_IFDIR | 0755).get().hasOfferedChunk());
+  auto reopened = create(ROOT_INO, "f", true, S_IFREG | 0644, false);
+  ASSERT_EQ(reopened.err(), 0);
+  EXPECT_FALSE(reopened.get().hasOfferedChunk()) << "an existing file may have chunks";
+
+  auto bound = commit(f.ino(), 5000, offer);
+  ASSERT_EQ(bound.err(), 0);
+  EXPECT_EQ(bound.attr().getSize(), 5000u);
+  auto chunks = ns.chunkList(f.ino()).get().getChunks();
+  ASSERT_EQ(chunks.size(), 1u);
+  EXPECT_EQ(chunks[0].getId(), offer.getId());
+  EXPECT_EQ(chunks[0].getVersion(), 1u);
+  ASSERT_EQ(chunks[0].getReplicas().size(), 2u);
+  EXPECT_EQ(chunks[0].getReplicas()[1].getServer(), s1);
+  ASSERT_EQ(commit(f.ino(), 6000, offer).err(), 0) << "a retry of the bind";
+  EXPECT_EQ(ns.chunkList(f.ino()).get().getChunks().size(), 1u);
+  EXPECT_EQ(ns.getattr(f.ino()).attr().getSize(), 6000u);
+
+  // Another writer's chunk first: EEXIST, that chunk named, nothing changed.
+  auto theirs = ns.allocate(g.ino(), 0, {s1});
+  ASSERT_EQ(theirs.err(), 0);
+  auto lost = commit(g.ino(), 100, g.get().getOfferedChunk());
+  EXPECT_EQ(lost.err(), EEXIST);
+  ASSERT_TRUE(lost.get().hasBoundChunk());
+  EXPECT_EQ(lost.get().getBoundChunk().getId(), theirs.get().getChunk().getId());
+  EXPECT_EQ(ns.getattr(g.ino()).attr().getSize(), 0u);
+  EXPECT_EQ(ns.chunkList(g.ino()).get().getChunks()[0].getId(), theirs.get().getChunk().getId());
+
+  auto h = create(ROOT_INO, "h", true);
+  auto badBind = [&](const std::function<void(proto::ChunkInfo::Builder)>& spoil) {
+    capnp::MallocMessageBuilder m;
+    auto b = m.initRoot<proto::ChunkInfo>();
+    b.setIndex(0);
+    b.setId(h.get().getOfferedChunk().getId());
+    b.setVersion(1);
+    b.initReplicas(1)[0].setServer(s1);
+    spoil(b);
+    return commit(h.ino(), 10, b.asReader()).err();
+  };
+  EXPECT_EQ(badBind([&](proto::ChunkInfo::Builder b) { b.getReplicas()[0].setServer(99); }), EINVAL);
+  EXPECT_EQ(badBind([&](proto::ChunkInfo::Builder b) { b.setId(1ull << 40); }), EINVAL);
+  EXPECT_EQ(badBind([&](proto::ChunkInfo::Builder b) { b.setId(offer.getId()); }), EINVAL);
+  EXPECT_EQ(badBind([&](proto::ChunkInfo::Builder b) { b.setIndex(1); }), EINVAL);
+  EXPECT_EQ(badBind([&](proto::ChunkInfo::Builder b) { b.setVersion(2); }), EINVAL);
+  EXPECT_EQ(ns.chunkList(h.ino()).get().getChunks().size(), 0u);
+  EXPECT_EQ(ns.getattr(h.ino()).attr().getSize(), 0u);
+  EXPECT_EQ(badBind([](proto::ChunkInfo::Builder) {}), 0);
+
+  // All or nothing under a quota.
+  auto q = ns.mkdir(ROOT_INO, "q");
+  ASSERT_EQ(ns.apply([&](Op op) {
+    auto s = op.initQuotaSet();
+    s.setIno(q.ino());
+    s.setLimitBytes(1000);
+  }).err(), 0);
+  auto inq = create(q.ino(), "big", true);
+  ASSERT_TRUE(inq.get().hasOfferedChunk());
+  EXPECT_EQ(commit(inq.ino(), 5000, inq.get().getOfferedChunk()).err(), EDQUOT);
+  EXPECT_EQ(ns.chunkList(inq.ino()).get().getChunks().size(), 0u);
+}
+
 }  // namespace
 }  // namespace cairn::meta
