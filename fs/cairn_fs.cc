@@ -148,6 +148,16 @@ void CairnFs::init(fuse_conn_info* conn) {
 void CairnFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   guard(req, "lookup", [&]() {
     if (int e = checkName(name)) return (void)fuse_reply_err(req, e);
+    double left;
+    if (knownAbsent(toCluster(parent), name, left)) {
+      fuse_entry_param e;
+      memset(&e, 0, sizeof(e));
+      e.entry_timeout = left;  // no longer than we know it
+      if (options_.metrics)
+        options_.metrics->counter("cairn_client_lookups_known_absent_total",
+                                  "Lookups answered here: the name is not in a directory known whole").inc();
+      return (void)fuse_reply_entry(req, &e);
+    }
     auto m = request();
     auto l = opOf(m).initLookup();
     l.setParent(toCluster(parent));
@@ -386,6 +396,9 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
+    // An existing file opened: the kernel thought the name absent, so nothing here may say so.
+    nameChanged(toCluster(parent), name, true,
+                reply.getErr() != 0 ? reply.getErr() : reply.hasParentAttr() ? 0 : EEXIST);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(parent), reply);
     auto a = reply.getAttr();
@@ -913,6 +926,38 @@ bool CairnFs::listedLately(uint64_t dir) {
   return false;
 }
 
+void CairnFs::knowDir(uint64_t dir, std::unordered_set<std::string> names) {
+  std::lock_guard<std::mutex> lock(knownMutex_);
+  if (known_.size() >= 4096) known_.clear();
+  known_[dir] = KnownDir{std::move(names), std::chrono::steady_clock::now()};
+}
+
+bool CairnFs::knownAbsent(uint64_t dir, const char* name, double& leftSec) {
+  std::lock_guard<std::mutex> lock(knownMutex_);
+  auto it = known_.find(dir);
+  if (it == known_.end()) return false;
+  leftSec = options_.entryTimeoutSec -
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - it->second.at).count();
+  if (leftSec < 0.01) {
+    known_.erase(it);
+    return false;
+  }
+  return it->second.names.count(name) == 0;
+}
+
+void CairnFs::nameChanged(uint64_t dir, const char* name, bool added, int err) {
+  std::lock_guard<std::mutex> lock(knownMutex_);
+  auto it = known_.find(dir);
+  if (it == known_.end()) return;
+  if (err != 0 || it->second.names.size() >= 65536) {
+    known_.erase(it);
+  } else if (added) {
+    it->second.names.insert(name);
+  } else {
+    it->second.names.erase(name);
+  }
+}
+
 void CairnFs::namespaceChanged() {
   nsGen_++;
   std::lock_guard<std::mutex> lock(dirEndMutex_);
@@ -926,6 +971,10 @@ void CairnFs::forgetDirAttr(uint64_t dir) {
 
 void CairnFs::changedElsewhere(uint64_t ino) {
   forgetDirAttr(ino);
+  {
+    std::lock_guard<std::mutex> lock(knownMutex_);
+    known_.erase(ino);
+  }
   {
     std::lock_guard<std::mutex> lock(dirEndMutex_);
     listed_.erase(ino);
@@ -1173,7 +1222,9 @@ void CairnFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
+    nameChanged(toCluster(parent), name, true, reply.getErr());
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    if (S_ISDIR(mode)) knowDir(reply.getAttr().getIno(), {});  // empty: every name is known
     noteDirAttr(toCluster(parent), reply);
     replyEntry(req, reply.getAttr());
   });
@@ -1193,6 +1244,7 @@ void CairnFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, con
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
+    nameChanged(toCluster(parent), name, true, reply.getErr());
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(parent), reply);
     replyEntry(req, reply.getAttr());
@@ -1210,6 +1262,7 @@ void CairnFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newParent, const c
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
+    nameChanged(toCluster(newParent), newName, true, reply.getErr());
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(newParent), reply);
     replyEntry(req, reply.getAttr());
@@ -1225,6 +1278,7 @@ void CairnFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
     n.setName(name);
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
+    nameChanged(toCluster(parent), name, false, replyOf(r).getErr());
     if (replyOf(r).getErr() == 0) noteDirAttr(toCluster(parent), replyOf(r));
     fuse_reply_err(req, replyOf(r).getErr());
   });
@@ -1248,7 +1302,12 @@ void CairnFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
     }
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
-    fuse_reply_err(req, replyOf(r).getErr());
+    int err = replyOf(r).getErr();
+    if (err != 0 || !(flags & RENAME_EXCHANGE)) {  // an exchange keeps both names
+      nameChanged(toCluster(parent), name, false, err);
+      nameChanged(toCluster(newParent), newName, true, err);
+    }
+    fuse_reply_err(req, err);
   });
 }
 

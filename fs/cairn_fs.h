@@ -22,6 +22,7 @@
 #include <shared_mutex>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "fs/client.h"
 #include "fs/invalidator.h"
@@ -105,6 +106,20 @@ class CairnFs final : public OpenFiles {
     std::chrono::steady_clock::time_point at;
   };
   void namespaceChanged();
+  // Directories whose every name is known here (made by us, or listed whole), for an entry
+  // timeout from when that was learnt: a lookup of another name is answered "no such entry"
+  // without asking meta, as a negative entry the kernel cached then would be. Our own changes
+  // keep the names current (a failed one forgets the directory: its state is unknown); changes
+  // elsewhere forget it (changedElsewhere).
+  struct KnownDir {
+    std::unordered_set<std::string> names;
+    std::chrono::steady_clock::time_point at;
+  };
+  void knowDir(uint64_t dir, std::unordered_set<std::string> names);
+  bool knownAbsent(uint64_t dir, const char* name, double& leftSec);
+  void nameChanged(uint64_t dir, const char* name, bool added, int err);
+  std::mutex knownMutex_;  // guards known_; taken alone
+  std::unordered_map<uint64_t, KnownDir> known_;
   std::mutex dirEndMutex_;  // guards dirEnds_, listed_ and listings_; taken alone
   std::unordered_map<uint64_t, DirEnd> dirEnds_;
   std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> listed_;

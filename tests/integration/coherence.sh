@@ -70,6 +70,12 @@ while sorted(os.listdir(fd)) != ["one", "two"]:
     time.sleep(0.1)
 PY
 rm -r "$C/held"
+# A directory B made (B knows all its names, for 60 s here): a name C adds shows on B.
+mkdir "$B/made"
+stat "$B/made/late" >/dev/null 2>&1 && fail "a name in an empty directory"
+touch "$C/made/late"
+within 3 "a name added elsewhere to a directory made here" stat "$B/made/late"
+rm -r "$B/made"
 rm "$B/y"
 within 3 "unlink" absent "$C/y"
 rm "$B/d/inside"; rmdir "$B/d"

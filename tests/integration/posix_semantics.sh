@@ -182,6 +182,47 @@ for round in 1 2 3; do
 done
 check "a directory listed twice in a row: $((r1 - r0)) listing at meta; changes here show at once"
 
+# In a directory made here, every name is known for an entry timeout: creating files asks meta
+# no lookup first, and the names stay right through creates, removals, renames and links.
+l0=$(lookups)
+python3 - "$M/fresh" <<'PY' || fail "names in a directory made here went wrong"
+import os, sys, errno
+d = sys.argv[1]
+os.mkdir(d)
+for i in range(50):
+    os.close(os.open(f"{d}/f{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+def absent(p):
+    try:
+        os.lstat(p)
+    except FileNotFoundError:
+        return True
+    return False
+assert not absent(f"{d}/f7")
+os.unlink(f"{d}/f1")
+assert absent(f"{d}/f1")
+os.close(os.open(f"{d}/f1", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+assert not absent(f"{d}/f1")
+os.rename(f"{d}/f2", f"{d}/g2")
+assert absent(f"{d}/f2") and not absent(f"{d}/g2")
+os.link(f"{d}/f3", f"{d}/h3")
+os.symlink("f4", f"{d}/s4")
+os.mkfifo(f"{d}/p5")
+os.mkdir(f"{d}/sub")
+assert not absent(f"{d}/h3") and not absent(f"{d}/s4") and not absent(f"{d}/p5")
+assert not absent(f"{d}/sub") and absent(f"{d}/sub/none")
+try:
+    os.open(f"{d}/f9", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    raise SystemExit("O_EXCL create of an existing name succeeded")
+except FileExistsError:
+    pass
+assert sorted(os.listdir(d)) == sorted([f"f{i}" for i in range(50) if i != 2] + ["g2", "h3", "s4", "p5", "sub"])
+PY
+l1=$(lookups)
+[ $((l1 - l0)) -le 10 ] || fail "56 new names in a new directory cost $((l1 - l0)) lookups at meta"
+echo 3 > /proc/sys/vm/drop_caches
+[ "$(ls "$M/fresh" | wc -l)" = 54 ] || fail "the new directory lists $(ls "$M/fresh" | wc -l) names"
+check "a directory made here: 56 new names with $((l1 - l0)) lookups at meta; removals, renames, links right"
+
 # A listing longer than one reply of meta's (4,096 entries) is whole, by ls and by getdents.
 mkdir "$M/long"
 python3 - "$M/long" <<'PY'
