@@ -134,6 +134,7 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
     try {
       auto& f = store_.findOrCreate(ref.getId(), ref.getVersion());
       f.write(first, data);
+      store_.noteSize(ref.getId());
       if (params.getSync()) {
         f.sync();
       } else if (data.size() >= WRITEBACK_BLOCKS) {
@@ -329,7 +330,10 @@ kj::Promise<void> ChunkServiceImpl::truncate(TruncateContext context) {
     int err = checkVersion(ref.getId(), ref.getVersion(), false);
     if (err == ENOENT) err = 0;
     if (err == 0) {
-      if (auto* f = store_.find(ref.getId())) f->truncate(params.getBlocks());
+      if (auto* f = store_.find(ref.getId())) {
+        f->truncate(params.getBlocks());
+        store_.noteSize(ref.getId());
+      }
     }
     if (chain.size() == 0 || err != 0) {
       context.getResults().setErr(err);

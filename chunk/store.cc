@@ -35,7 +35,8 @@ ChunkStore::ChunkStore(std::vector<std::string> dirs, uint32_t maxBlocks)
                         ent->d_name, f.id());
           continue;
         }
-        index_[id] = Entry{d, f.version()};
+        index_[id] = Entry{d, f.version(), f.allocatedBytes()};
+        usedBytes_ += index_[id].bytes;
       } catch (kj::Exception& e) {
         spdlog::error("skipping unreadable chunk file {}/{}: {}", sub, ent->d_name,
                       e.getDescription().cStr());
@@ -94,8 +95,17 @@ ChunkFile& ChunkStore::findOrCreate(uint64_t id, uint64_t version) {
     }
   }
   auto f = ChunkFile::create(pathOf(best, id), id, version, maxBlocks_);
-  index_[id] = Entry{best, version};
+  index_[id] = Entry{best, version, 0};
   return cache(id, std::move(f));
+}
+
+void ChunkStore::noteSize(uint64_t id) {
+  auto e = index_.find(id);
+  auto* f = find(id);
+  if (e == index_.end() || f == nullptr) return;
+  uint64_t now = f->allocatedBytes();
+  usedBytes_ = usedBytes_ - std::min(usedBytes_, e->second.bytes) + now;
+  e->second.bytes = now;
 }
 
 bool ChunkStore::remove(uint64_t id) {
@@ -108,6 +118,7 @@ bool ChunkStore::remove(uint64_t id) {
   }
   auto path = pathOf(e->second.dir, id);
   if (::unlink(path.c_str()) != 0) spdlog::warn("unlink {}: {}", path, strerror(errno));
+  usedBytes_ -= std::min(usedBytes_, e->second.bytes);
   index_.erase(e);
   return true;
 }
@@ -132,6 +143,7 @@ std::vector<std::pair<uint64_t, uint64_t>> ChunkStore::pageAfter(uint64_t after,
         open_.erase(o->second);
         openIndex_.erase(o);
       }
+      usedBytes_ -= std::min(usedBytes_, it->second.bytes);
       it = index_.erase(it);
       continue;
     }
@@ -157,10 +169,7 @@ StoreUsage ChunkStore::usage() {
     if (!seen.insert(st.st_dev).second) continue;  // two directories on one filesystem
     u.capacityBytes += uint64_t(vfs.f_blocks) * vfs.f_frsize;
   }
-  for (auto& [id, e] : index_) {
-    struct stat st;
-    if (stat(pathOf(e.dir, id).c_str(), &st) == 0) u.usedBytes += uint64_t(st.st_blocks) * 512;
-  }
+  u.usedBytes = usedBytes_;
   u.chunks = index_.size();
   if (capacityLimit_ != 0) u.capacityBytes = std::min(u.capacityBytes, capacityLimit_);
   return u;

@@ -40,6 +40,9 @@ class ChunkStore {
   // disk are forgotten (and logged) instead of listed.
   std::vector<std::pair<uint64_t, uint64_t>> pageAfter(uint64_t after, size_t max);
   void noteVersion(uint64_t id, uint64_t version) { index_[id].version = version; }
+  // After a write or truncation of the chunk: its allocated size is counted again (one fstat),
+  // so that usage() need not look at every chunk file.
+  void noteSize(uint64_t id);
 
   StoreUsage usage();
   // Reports at most this much capacity (0: the file systems' size), e.g. to give a server only
@@ -51,6 +54,7 @@ class ChunkStore {
   struct Entry {
     size_t dir = 0;
     uint64_t version = 0;
+    uint64_t bytes = 0;  // allocated on disk, as last counted
   };
   std::string pathOf(size_t dir, uint64_t id) const;
   ChunkFile& cache(uint64_t id, ChunkFile file);
@@ -59,6 +63,7 @@ class ChunkStore {
   uint32_t maxBlocks_;
   uint64_t capacityLimit_ = 0;
   std::map<uint64_t, Entry> index_;
+  uint64_t usedBytes_ = 0;  // the sum of the entries' bytes
   // Open files, most recently used first; bounded by MAX_OPEN.
   static constexpr size_t MAX_OPEN = 256;
   std::list<std::pair<uint64_t, std::shared_ptr<ChunkFile>>> open_;

@@ -12,6 +12,9 @@
 #include <vector>
 
 #include "chunk/chunk_file.h"
+#include "chunk/store.h"
+
+#include <sys/stat.h>
 
 namespace cairn::chunk {
 namespace {
@@ -283,6 +286,46 @@ TEST(BlockCrc, EqualsZlibCrc32OfAuxThenData) {
       }
     }
   }
+}
+
+TEST(ChunkStore, CountsUsedBytesAsWrittenWithoutLookingAtEveryFile) {
+  // Proves the store's running count of bytes on disk: after writes, a truncation and a
+  // removal (each noted) it equals what stat(2) says of the chunk files, and a store opened
+  // again over the same directory counts the same.
+  TempDir dir;
+  auto onDisk = [&]() {
+    uint64_t sum = 0;
+    for (auto& e : std::filesystem::directory_iterator(dir.path + "/chunks")) {
+      struct stat st;
+      if (stat(e.path().c_str(), &st) == 0) sum += uint64_t(st.st_blocks) * 512;
+    }
+    return sum;
+  };
+  std::vector<BlockData> keep;
+  for (int i = 0; i < 64; i++) keep.push_back(makeBlock(static_cast<char>('a' + i % 26)));
+  std::vector<BlockView> views;
+  for (auto& b : keep) views.push_back(BlockView{b.crc, b.aux.data(), b.data.data()});
+  {
+    ChunkStore store({dir.path}, 1024);
+    EXPECT_EQ(store.usage().usedBytes, 0u);
+    for (uint64_t id = 1; id <= 5; id++) {
+      store.findOrCreate(id, 1).write(static_cast<uint32_t>(id * 10), views);
+      store.noteSize(id);
+    }
+    EXPECT_GE(store.usage().usedBytes, 5u * 64 * BLOCK_BYTES);
+    EXPECT_EQ(store.usage().usedBytes, onDisk());
+    uint64_t before = store.usage().usedBytes;
+    store.find(2)->truncate(20);
+    store.noteSize(2);
+    EXPECT_LT(store.usage().usedBytes, before);
+    EXPECT_EQ(store.usage().usedBytes, onDisk());
+    ASSERT_TRUE(store.remove(3));
+    EXPECT_EQ(store.usage().usedBytes, onDisk());
+    EXPECT_EQ(store.usage().chunks, 4u);
+  }
+  ChunkStore again({dir.path}, 1024);
+  EXPECT_EQ(again.usage().usedBytes, onDisk());
+  EXPECT_EQ(again.usage().chunks, 4u);
 }
 
 }  // namespace
