@@ -230,8 +230,12 @@ int CairnFs::chunkFor(OpenFile& f, uint64_t ino, uint64_t index, bool allocate, 
       out = it->second;  // another writer took the offer meanwhile
       return 0;
     }
+    // An offer left unused for seconds is let go: meta takes offers back after ten or more.
+    if (f.offered && std::chrono::steady_clock::now() - f.offeredAt > std::chrono::seconds(3))
+      f.offered.reset();
     if (f.offered) {
       f.unboundWritten.assign(chunkBlocks_, false);
+      f.unboundSince = std::chrono::steady_clock::now();
       out = f.chunks.emplace(0, *f.offered).first->second;
       f.offered.reset();
       if (options_.metrics) options_.metrics->counter("cairn_client_chunk_cache_total", "Chunk location lookups by result", "result=\"offered\"").inc();
@@ -421,6 +425,7 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
         toChunkLoc(reply.getOfferedChunk(), offer);
         offer.unbound = true;
         f->offered = std::move(offer);
+        f->offeredAt = std::chrono::steady_clock::now();
       }
     }
     fuse_entry_param e;
@@ -501,7 +506,7 @@ int CairnFs::writeRange(OpenFile& f, uint64_t cino, const char* data, size_t siz
       // through the chain meta keeps (ESTALE below).
       spdlog::warn("write to the new chunk {:016x} of inode {} failed ({}): recording it first",
                    loc.id, cino, strerror(err));
-      int be = bindNow(f, cino);
+      int be = bindNow(f, cino, false);
       if (be != 0) return be;
       err = ESTALE;
     }
@@ -722,9 +727,9 @@ int CairnFs::commit(OpenFile& f, uint64_t ino) {
   bool binding = addBind(f, op);
   auto r = client_.meta(kj::mv(m));
   auto reply = replyOf(r);
-  if (binding && (reply.getErr() == 0 || reply.getErr() == EEXIST)) {
+  if (binding && (reply.getErr() == 0 || reply.getErr() == EEXIST || reply.getErr() == ESTALE)) {
     if (int e = afterBind(f, ino, reply)) return e;
-    if (reply.getErr() == EEXIST) return commit(f, ino);  // the size, without the bind
+    if (reply.getErr() != 0) return commit(f, ino);  // the size, without the bind
   }
   if (reply.getErr() == EDQUOT || reply.getErr() == EFBIG) {
     // The growth is refused for good: forget it (the bytes past the committed size are not
@@ -760,9 +765,15 @@ int CairnFs::afterBind(OpenFile& f, uint64_t ino, proto::MetaReply::Reader reply
     f.unboundWritten.clear();
     return 0;
   }
-  if (!reply.hasBoundChunk()) return EIO;
   ChunkLoc winner;
-  toChunkLoc(reply.getBoundChunk(), winner);
+  if (reply.getErr() == ESTALE) {
+    // Offered too long ago: a chunk allocated the usual way takes the blocks.
+    spdlog::info("inode {}: the offered first chunk was not recorded in time; allocating one", ino);
+    if (int e = client_.getChunk(ino, 0, true, winner)) return e;
+  } else {
+    if (!reply.hasBoundChunk()) return EIO;
+    toChunkLoc(reply.getBoundChunk(), winner);
+  }
   return moveUnbound(f, ino, winner);
 }
 
@@ -804,7 +815,7 @@ int CairnFs::moveUnbound(OpenFile& f, uint64_t ino, ChunkLoc winner) {
   return 0;
 }
 
-int CairnFs::bindNow(OpenFile& f, uint64_t ino) {
+int CairnFs::bindNow(OpenFile& f, uint64_t ino, bool mayMove) {
   auto m = request();
   auto op = opOf(m).initCommitWrite();
   op.setIno(ino);
@@ -813,9 +824,45 @@ int CairnFs::bindNow(OpenFile& f, uint64_t ino) {
   if (!addBind(f, op)) return 0;
   auto r = client_.meta(kj::mv(m));
   auto reply = replyOf(r);
-  if (reply.getErr() != 0 && reply.getErr() != EEXIST) return reply.getErr();
-  if (reply.getErr() == EEXIST) return EIO;  // a second writer and a failed replica at once
+  int err = reply.getErr();
+  if (err != 0 && err != EEXIST && err != ESTALE) return err;
+  if (err != 0 && !mayMove) {
+    spdlog::error("inode {}: its first chunk could not be recorded ({}) while writes were in "
+                  "flight", ino, strerror(err));
+    return EIO;
+  }
   return afterBind(f, ino, reply);
+}
+
+void CairnFs::tick() {
+  auto now = std::chrono::steady_clock::now();
+  std::vector<std::pair<uint64_t, std::shared_ptr<OpenFile>>> due;
+  {
+    std::lock_guard<std::mutex> lock(filesMutex_);
+    for (auto& [ino, f] : files_) {
+      std::lock_guard<std::mutex> s(f->state);
+      auto it = f->chunks.find(0);
+      if (it != f->chunks.end() && it->second.unbound && now - f->unboundSince >= std::chrono::seconds(2))
+        due.emplace_back(ino, f);
+    }
+  }
+  for (auto& [ino, f] : due) {
+    try {
+      std::unique_lock<std::shared_mutex> exclusive(f->mutex);
+      if (int err = drainWrites(*f); err != 0) {
+        std::lock_guard<std::mutex> s(f->state);
+        if (f->asyncErr == 0) f->asyncErr = err;  // told at the next write, fsync or close
+        continue;
+      }
+      if (int err = bindNow(*f, ino, true); err != 0) {
+        spdlog::error("inode {}: recording its first chunk failed: {}", ino, strerror(err));
+        std::lock_guard<std::mutex> s(f->state);
+        if (f->asyncErr == 0) f->asyncErr = err;
+      }
+    } catch (kj::Exception& e) {
+      spdlog::warn("inode {}: recording its first chunk: {}", ino, e.getDescription().cStr());
+    }
+  }
 }
 
 void CairnFs::flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -1157,10 +1204,11 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
     if (folded) attrCopy.setRoot(a.asReader());
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
-    if (binding && (reply.getErr() == 0 || reply.getErr() == EEXIST)) {
+    if (binding && (reply.getErr() == 0 || reply.getErr() == EEXIST || reply.getErr() == ESTALE)) {
       if (int e = afterBind(*f, cino, reply)) return (void)fuse_reply_err(req, e);
     }
-    if (folded && (reply.getErr() == EDQUOT || reply.getErr() == EFBIG || reply.getErr() == EEXIST)) {
+    if (folded && (reply.getErr() == EDQUOT || reply.getErr() == EFBIG || reply.getErr() == EEXIST ||
+                   (binding && reply.getErr() == ESTALE))) {
       // The size growth was refused: commit() forgets it, and the application hears at its
       // next write, fsync or close; the attribute change itself goes again, alone. (EEXIST:
       // our first chunk has just moved into the one recorded first; commit() commits the size.)
@@ -1560,7 +1608,7 @@ void CairnFs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off
     std::unique_lock<std::shared_mutex> lock(f->mutex);
     if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
     // Meta punches only the chunks it knows of.
-    if (int err = bindNow(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
+    if (int err = bindNow(*f, cino, true); err != 0) return (void)fuse_reply_err(req, err);
     uint64_t end = uint64_t(off) + uint64_t(len);
     if (punch || zero) {
       uint64_t size;

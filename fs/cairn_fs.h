@@ -160,6 +160,8 @@ class CairnFs final : public OpenFiles {
     // move to another writer's chunk if that one was recorded first.
     std::optional<ChunkLoc> offered;
     std::vector<bool> unboundWritten;
+    std::chrono::steady_clock::time_point offeredAt;     // when meta offered it
+    std::chrono::steady_clock::time_point unboundSince;  // when the offer was taken
     // Small consecutive writes not yet sent (write-behind), guarded by `mutex` held
     // exclusively; `pendingBytes` mirrors pending.size() for a check without the lock.
     std::string pending;
@@ -200,8 +202,11 @@ class CairnFs final : public OpenFiles {
   int afterBind(OpenFile& f, uint64_t ino, proto::MetaReply::Reader reply);
   int moveUnbound(OpenFile& f, uint64_t ino, ChunkLoc winner);
   // A commit of nothing but the bind (a write to the unbound chunk failed: meta must know the
-  // chunk before it can change its chain).
-  int bindNow(OpenFile& f, uint64_t ino);
+  // chunk before it can change its chain; or the chunk has been unbound for a while: meta
+  // takes offers back after max(10 s, gc grace / 2)). Moving the blocks into another chunk
+  // (`mayMove`) needs f.mutex held exclusively with no write in flight; without, it is EIO.
+  int bindNow(OpenFile& f, uint64_t ino, bool mayMove);
+  void tick() override;  // binds chunks unbound for 2 s or more
   // Writes [off, off + size) through the replica chains (read-modify-write of partial blocks).
   // Callers hold f.mutex: exclusively when a block is partial.
   // `fileSize`: the size of what is stored (blocks past it read as zeros, not from servers).

@@ -55,6 +55,7 @@ void Invalidator::run() {
   bool resync = true;  // the next watch tells every open file (a new feed: a new leader)
   while (!stop_) {
     auto start = std::chrono::steady_clock::now();
+    if (files_) files_->tick();
     std::vector<OpenFiles::Ref> closed;
     try {
       auto req = newMetaRequest();

@@ -32,6 +32,8 @@ class OpenFiles {
   // Another client changed the inode: whatever the mount remembers of it beyond the kernel's
   // caches goes too.
   virtual void changedElsewhere(uint64_t ino) {}
+  // Called from every poll (at least every few seconds), for the mount's own timed chores.
+  virtual void tick() {}
 };
 
 class Invalidator {

@@ -77,6 +77,7 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::OPEN_FILE: return "open_file";
     case W::RECLAIM: return "reclaim";
     case W::PUNCH: return "punch";
+    case W::OFFER_FLOOR: return "offer_floor";
   }
   return "unknown";
 }
@@ -530,9 +531,38 @@ kj::Promise<void> MetaServer::repairLoop() {
       planRepairs();
       expireSessions();
       reclaimUnlinked();
+      raiseOfferFloor();
+    } else {
+      offerMarks_.clear();
     }
     return repairLoop();
   });
+}
+
+void MetaServer::raiseOfferFloor() {
+  auto now = std::chrono::steady_clock::now();
+  auto window = std::max<std::chrono::steady_clock::duration>(std::chrono::seconds(10),
+                                                              timeouts_.gcGrace / 2);
+  uint64_t next, floor;
+  {
+    Txn t(store_.env(), false);
+    next = store_.getCounter(t, "next_chunk");
+    floor = store_.getCounter(t, "offer_floor");
+  }
+  offerMarks_.emplace_back(now, next);
+  // The newest mark at least a window old: every id below it was offered before then.
+  uint64_t target = 0;
+  while (!offerMarks_.empty() && now - offerMarks_.front().first >= window) {
+    target = offerMarks_.front().second;
+    offerMarks_.pop_front();
+  }
+  if (target <= floor || raisingFloor_ || !repairTasks_) return;
+  raisingFloor_ = true;
+  capnp::MallocMessageBuilder req;
+  req.initRoot<proto::MetaRequest>().getOp().setOfferFloor(target);
+  repairTasks_->add(propose(req.getRoot<proto::MetaRequest>().asReader(), {})
+                        .then([this](Reply) { raisingFloor_ = false; },
+                              [this](kj::Exception&&) { raisingFloor_ = false; }));
 }
 
 void MetaServer::refreshServers(Txn& t) {
@@ -919,8 +949,13 @@ void MetaServer::checkInventory(Txn& t, uint32_t server, uint64_t after,
   for (auto it = seen.upper_bound(after); it != seen.end() && it->first <= last;)
     it = listed.count(it->first) ? std::next(it) : seen.erase(it);
   std::vector<uint64_t> ready;
+  uint64_t floor = store_.getCounter(t, "offer_floor");
+  uint64_t next = store_.getCounter(t, "next_chunk");
   for (auto id : ids) {
-    bool orphan = !repairing_.count(id);
+    // An id offered with a create lately (at or above the floor, and recorded nowhere yet) may
+    // still be bound by its creator's commit: not an orphan yet.
+    bool orphan = !repairing_.count(id) &&
+                  !(id >= floor && id < next && !t.get(store_.owners, be64(id)));
     if (orphan) {
       if (auto owner = t.get(store_.owners, be64(id))) {
         auto c = store_.getChunk(t, readBe64(*owner), readBe64(*owner, 8));
@@ -1135,6 +1170,7 @@ bool MetaServiceImpl::allowed(proto::Role role, proto::MetaRequest::Op::Which op
     case W::SESSION_END:
     case W::SESSION_START:
     case W::RECLAIM:
+    case W::OFFER_FLOOR:
       return false;  // only meta's leader proposes these, straight into its log
     default:
       return true;

@@ -12,6 +12,7 @@
 #include <kj/async-io.h>
 
 #include <chrono>
+#include <deque>
 #include <map>
 #include <random>
 #include <set>
@@ -137,6 +138,12 @@ class MetaServer final : public raft::Application {
   // Proposes RECLAIM for unlinked files no session holds open, once every session is synced.
   void reclaimUnlinked();
   bool reclaiming_ = false;  // a RECLAIM is in flight
+  // Chunk ids offered with creates become unbindable (and their copies garbage) once they are
+  // older than max(10 s, gc grace / 2): the leader remembers the id counter each second and
+  // raises the floor to what it was that long ago.
+  void raiseOfferFloor();
+  std::deque<std::pair<std::chrono::steady_clock::time_point, uint64_t>> offerMarks_;
+  bool raisingFloor_ = false;
   static constexpr size_t MAX_OPEN_PER_SESSION = 1 << 20;
   static constexpr size_t MAX_RECLAIM = 1024;  // files in one RECLAIM
   static uint64_t newEpoch();  // random, never 0

@@ -98,6 +98,7 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::SESSION_START:
     case W::RECLAIM:
     case W::PUNCH:
+    case W::OFFER_FLOOR:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -278,6 +279,12 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
     case W::RECLAIM:
       reclaim(t, op.getReclaim());
       break;
+    case W::OFFER_FLOOR: {
+      // Only up: offers below it can no longer be bound (see commitWrite's bind).
+      uint64_t floor = std::min(op.getOfferFloor(), store_.getCounter(t, "next_chunk"));
+      if (floor > store_.getCounter(t, "offer_floor")) store_.putCounter(t, "offer_floor", floor);
+      break;
+    }
     case W::PUNCH: {
       auto pu = op.getPunch();
       auto r = store_.getInode(t, pu.getIno());
@@ -314,7 +321,11 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
         err = ENOENT;
         break;
       }
+      uint64_t floor = store_.getCounter(t, "offer_floor");
+      uint64_t next = store_.getCounter(t, "next_chunk");
       for (auto id : o.getIds()) {
+        if (id >= floor && id < next && !t.get(store_.owners, be64(id)))
+          continue;  // an offer that may still be bound
         if (auto owner = t.get(store_.owners, be64(id))) {
           auto c = store_.getChunk(t, readBe64(*owner), readBe64(*owner, 8));
           if (c && c->id == id &&
@@ -1177,6 +1188,9 @@ int StateMachine::commitWrite(Txn& t, int64_t now, proto::MetaRequest::CommitWri
         b.getId() >= store_.getCounter(t, "next_chunk") || b.getReplicas().size() == 0 ||
         b.getReplicas().size() > 8)
       return EINVAL;
+    // Offered too long ago: its copies may be garbage by now. The client writes its blocks
+    // into a chunk allocated the usual way instead.
+    if (b.getId() < store_.getCounter(t, "offer_floor")) return ESTALE;
     if (auto there = store_.getChunk(t, op.getIno(), 0)) {
       if (there->id != b.getId()) {
         // Another writer's chunk got there first: the client moves its blocks into that one.

@@ -168,6 +168,9 @@ struct MetaRequest {
     reclaim @51 :List(UInt64);         # files unlinked while open that no session holds open
                                        # any more: their data goes (meta proposes it)
     punch @52 :PunchOp;                # fallocate(PUNCH_HOLE): whole chunks of a file go
+    offerFloor @53 :UInt64;            # chunk ids offered at create below this can no longer
+                                       # be bound, and copies of them may be garbage (meta
+                                       # proposes it, a while after handing them out)
   }
 
   # Chunks [first, first + count) of a regular file are dropped (the client zeroes the partial

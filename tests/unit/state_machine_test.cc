@@ -910,5 +910,74 @@ TEST(FirstChunkOffer, IsRecordedOnlyByTheCommitThatBindsItAndNeverTwice) {
   EXPECT_EQ(ns.chunkList(inq.ino()).get().getChunks().size(), 0u);
 }
 
+TEST(FirstChunkOffer, IsTakenBackOnceTheFloorPassesIt) {
+  // Proves the offer floor: it only rises and never above the id counter; a bind of an id
+  // below it fails with ESTALE and records nothing; inventory garbage spares copies of ids at
+  // or above it (offers that may still be bound) and takes those below.
+  Namespace ns;
+  uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
+  auto create = [&](const std::string& name) {
+    return ns.apply(
+        [&](Op op) {
+          auto m = op.initMknod();
+          m.setParent(ROOT_INO);
+          m.setName(name);
+          m.setMode(S_IFREG | 0644);
+          m.setExclusive(true);
+          m.setOpenGen(1);
+          m.setFirstChunk(true);
+        },
+        0, 0, {s1});
+  };
+  auto floor = [&](uint64_t v) { return ns.apply([&](Op op) { op.setOfferFloor(v); }).err(); };
+  auto orphans = [&](uint64_t id) {
+    return ns.apply([&](Op op) {
+      auto o = op.initChunkOrphans();
+      o.setServer(s1);
+      o.initIds(1).set(0, id);
+    });
+  };
+  auto old = create("old");
+  auto young = create("young");
+  uint64_t oldId = old.get().getOfferedChunk().getId();
+  uint64_t youngId = young.get().getOfferedChunk().getId();
+  ASSERT_LT(oldId, youngId);
+  auto garbage = [&]() {
+    Txn t(ns.store().env(), false);
+    return ns.sm().garbageFor(t, s1, 100, INT64_MAX, 0);
+  };
+  orphans(oldId);
+  EXPECT_EQ(garbage().size(), 0u) << "an offer not yet taken back is no orphan";
+  // A recorded chunk's copy on a server its record does not list is an orphan, recent or not.
+  uint32_t s2 = ns.registerServer("uuid-2", "127.0.0.2:7000", "h2");
+  auto recorded = ns.allocate(old.ino(), 1, {s2});
+  ASSERT_EQ(recorded.err(), 0);
+  orphans(recorded.get().getChunk().getId());
+  ASSERT_EQ(garbage().size(), 1u);
+  EXPECT_EQ(garbage()[0], recorded.get().getChunk().getId());
+
+  ASSERT_EQ(floor(youngId), 0);
+  ASSERT_EQ(floor(oldId), 0);  // never lowered
+  ASSERT_EQ(floor(1ull << 40), 0);  // capped at the id counter
+  auto commit = [&](const Reply& r) {
+    return ns.apply([&](Op op) {
+      auto w = op.initCommitWrite();
+      w.setIno(r.ino());
+      w.setSize(10);
+      w.setBind(r.get().getOfferedChunk());
+    });
+  };
+  EXPECT_EQ(commit(old).err(), ESTALE);
+  for (auto c : ns.chunkList(old.ino()).get().getChunks()) EXPECT_NE(c.getIndex(), 0u);
+  EXPECT_EQ(ns.getattr(old.ino()).attr().getSize(), 0u);
+  EXPECT_EQ(commit(young).err(), ESTALE) << "the floor reached the counter";
+  orphans(oldId);
+  auto g = garbage();
+  ASSERT_EQ(g.size(), 2u);
+  EXPECT_NE(std::find(g.begin(), g.end(), oldId), g.end());
+  auto fresh = create("fresh");
+  EXPECT_EQ(commit(fresh).err(), 0) << "offers after the floor bind";
+}
+
 }  // namespace
 }  // namespace cairn::meta
