@@ -103,6 +103,21 @@ class Namespace {
         },
         clientId, seq);
   }
+  // open(O_CREAT) as the mount sends it: `ask` for a first chunk offered on `placement`.
+  Reply create(uint64_t parent, const std::string& name, const std::vector<uint32_t>& placement,
+               bool ask = true, uint32_t mode = S_IFREG | 0644, bool exclusive = true) {
+    return apply(
+        [&](Op op) {
+          auto m = op.initMknod();
+          m.setParent(parent);
+          m.setName(name);
+          m.setMode(mode);
+          m.setExclusive(exclusive);
+          m.setOpenGen(1);
+          m.setFirstChunk(ask);
+        },
+        0, 0, placement);
+  }
   int64_t now() const { return nowNs_; }
   void advance(int64_t ns) { nowNs_ += ns; }
   int64_t graceNs = 0;  // the garbage grace period the "leader" puts in every command

@@ -812,19 +812,9 @@ TEST(FirstChunkOffer, IsRecordedOnlyByTheCommitThatBindsItAndNeverTwice) {
   Namespace ns;
   uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
   uint32_t s2 = ns.registerServer("uuid-2", "127.0.0.2:7000", "h2");
-  auto create = [&](uint64_t parent, const std::string& name, bool ask, uint32_t mode = S_IFREG | 0644,
-                    bool exclusive = true) {
-    return ns.apply(
-        [&](Op op) {
-          auto m = op.initMknod();
-          m.setParent(parent);
-          m.setName(name);
-          m.setMode(mode);
-          m.setExclusive(exclusive);
-          m.setOpenGen(1);
-          m.setFirstChunk(ask);
-        },
-        0, 0, {s2, s1});
+  auto create = [&](uint64_t parent, const std::string& name, bool ask,
+                    uint32_t mode = S_IFREG | 0644, bool exclusive = true) {
+    return ns.create(parent, name, {s2, s1}, ask, mode, exclusive);
   };
   auto commit = [&](uint64_t ino, uint64_t size, proto::ChunkInfo::Reader bind) {
     return ns.apply([&](Op op) {
@@ -916,19 +906,7 @@ TEST(FirstChunkOffer, IsTakenBackOnceTheFloorPassesIt) {
   // or above it (offers that may still be bound) and takes those below.
   Namespace ns;
   uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
-  auto create = [&](const std::string& name) {
-    return ns.apply(
-        [&](Op op) {
-          auto m = op.initMknod();
-          m.setParent(ROOT_INO);
-          m.setName(name);
-          m.setMode(S_IFREG | 0644);
-          m.setExclusive(true);
-          m.setOpenGen(1);
-          m.setFirstChunk(true);
-        },
-        0, 0, {s1});
-  };
+  auto create = [&](const std::string& name) { return ns.create(ROOT_INO, name, {s1}); };
   auto floor = [&](uint64_t v) { return ns.apply([&](Op op) { op.setOfferFloor(v); }).err(); };
   auto orphans = [&](uint64_t id) {
     return ns.apply([&](Op op) {
