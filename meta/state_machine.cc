@@ -19,7 +19,11 @@ namespace {
 constexpr size_t MAX_XATTR_NAME = 255;
 constexpr size_t MAX_XATTR_VALUE = 64 * 1024;
 constexpr size_t MAX_SYMLINK = 4095;
-constexpr int64_t REPLY_TTL_NS = 10ll * 60 * 1000000000;  // retries come within minutes
+// A client retries a request for at most 60 s, each attempt bounded by 30 s (rpc/meta_client):
+// three minutes keep every retry's first answer with room to spare. Longer costs every commit:
+// the reply memory's trees grow deeper (10-thread creates here: 11,500/s on a fresh store,
+// 9,000/s after 120,000 remembered replies).
+constexpr int64_t REPLY_TTL_NS = 3ll * 60 * 1000000000;
 constexpr size_t MAX_PRUNE_PER_APPLY = 16;
 constexpr unsigned RENAME_NOREPLACE_FLAG = 1;
 constexpr unsigned RENAME_EXCHANGE_FLAG = 2;

@@ -606,6 +606,22 @@ TEST_F(StateMachineTest, RenameDirectoryOverEmptyDirectoryReplacesItAndOverNonEm
   EXPECT_EQ(ns.lookup(d.ino(), "..").ino(), q.ino());
 }
 
+TEST_F(StateMachineTest, RepliesAreRememberedLongerThanAClientRetries) {
+  // Proves the reply memory's lifetime: a retry 170 s after the first attempt (a client retries
+  // for at most 60 s plus one 30 s attempt) is answered from memory; one after more than three
+  // minutes, once later commands have pruned it, is applied again (here: EEXIST).
+  constexpr uint64_t CLIENT = 77;
+  auto first = ns.mknod(ROOT_INO, "kept", S_IFREG | 0644, true, CLIENT, 1);
+  ASSERT_EQ(first.err(), 0);
+  ns.advance(170'000'000'000);
+  auto retry = ns.mknod(ROOT_INO, "kept", S_IFREG | 0644, true, CLIENT, 1);
+  EXPECT_EQ(retry.err(), 0);
+  EXPECT_EQ(retry.ino(), first.ino());
+  ns.advance(20'000'000'000);
+  ns.mkdir(ROOT_INO, "later");  // prunes what is older than the memory's lifetime
+  EXPECT_EQ(ns.mknod(ROOT_INO, "kept", S_IFREG | 0644, true, CLIENT, 1).err(), EEXIST);
+}
+
 TEST_F(StateMachineTest, RetriedCommandReturnsTheFirstReplyAndChangesNothing) {
   // Proves exactly-once application of retried mutations (promise 6): the same (client id,
   // seq) answers the stored reply instead of running again, so a retried exclusive create does
