@@ -842,7 +842,8 @@ void CairnFs::tick() {
     for (auto& [ino, f] : files_) {
       std::lock_guard<std::mutex> s(f->state);
       auto it = f->chunks.find(0);
-      if (it != f->chunks.end() && it->second.unbound && now - f->unboundSince >= std::chrono::seconds(2))
+      if (it != f->chunks.end() && it->second.unbound &&
+          now - f->unboundSince >= std::chrono::duration<double>(options_.recordAfterSec))
         due.emplace_back(ino, f);
     }
   }

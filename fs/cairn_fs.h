@@ -38,6 +38,7 @@ struct FsOptions {
   bool writebackCache = true;
   bool acl = true;  // POSIX ACLs (-o noacl: refused with EOPNOTSUPP)
   uint32_t readaheadBytes = 1 << 20;  // offered to the kernel at INIT (it keeps the smaller)
+  double recordAfterSec = 2.0;  // a written, uncommitted first chunk is recorded after this
 };
 
 class CairnFs final : public OpenFiles {
@@ -206,7 +207,7 @@ class CairnFs final : public OpenFiles {
   // takes offers back after max(10 s, gc grace / 2)). Moving the blocks into another chunk
   // (`mayMove`) needs f.mutex held exclusively with no write in flight; without, it is EIO.
   int bindNow(OpenFile& f, uint64_t ino, bool mayMove);
-  void tick() override;  // binds chunks unbound for 2 s or more
+  void tick() override;  // binds chunks unbound for options_.recordAfterSec or more
   // Writes [off, off + size) through the replica chains (read-modify-write of partial blocks).
   // Callers hold f.mutex: exclusively when a block is partial.
   // `fileSize`: the size of what is stored (blocks past it read as zeros, not from servers).

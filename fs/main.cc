@@ -3,6 +3,8 @@
 // SOURCE is META_ADDRS:/sub/dir, e.g. 127.0.0.1:7000,127.0.0.1:7001:/volumes/v1. Options of
 // our own: secretfile=F, keyfile=K, log=FILE, loglevel=L, attr_timeout=S, metrics=HOST:PORT,
 // readahead_kb=N (the kernel's readahead for the mount; 16384 by default, 0 leaves the kernel's),
+// record_after_s=S (a new file's first chunk, written but not yet committed, is recorded with
+// meta after S seconds: 2 by default; at most 8, as meta takes offers back after 10 s or more),
 // writeback_cache (the kernel's: faster small writes, but other clients' size changes do not
 // reach cached inodes), noacl (POSIX ACLs refused; they are on by default), noallow_other;
 // the mount(8) options rw, defaults, _netdev, auto, noauto, nofail, user, users and x-* are
@@ -32,7 +34,7 @@ namespace {
 void usage() {
   fprintf(stderr,
           "usage: mount.cairn META_ADDRS:/path MOUNTPOINT -o secretfile=F,keyfile=K[,log=FILE]"
-          "[,loglevel=L][,ro][,noallow_other][,noacl][,writeback_cache][,readahead_kb=N] [-f]\n");
+          "[,loglevel=L][,ro][,noallow_other][,noacl][,writeback_cache][,readahead_kb=N][,record_after_s=S] [-f]\n");
 }
 
 // A number given as option `key`; exits with a message when it is not one in [0, max].
@@ -84,6 +86,7 @@ int main(int argc, char** argv) {
   // Sequential reads need many requests in flight to cover the round trips to chunk servers; the
   // kernel's 128 KiB default for a FUSE mount keeps one or two. 16 MiB, as NFS clients use.
   uint32_t readaheadKb = 16384;
+  double recordAfter = 2.0;
   // The kernel's writeback cache keeps a file's size and mtime to itself: sizes that other
   // clients change would never reach this mount's cached inodes. Off by default (coherence);
   // -o writeback_cache turns it on for files only this mount writes.
@@ -109,6 +112,7 @@ int main(int argc, char** argv) {
         else if (k == "metrics") metricsAddr = v;
         else if (k == "attr_timeout") attrTimeout = optionNumber(k, v, 3600);
         else if (k == "readahead_kb") readaheadKb = static_cast<uint32_t>(optionNumber(k, v, 1 << 20));
+        else if (k == "record_after_s") recordAfter = optionNumber(k, v, 8);
         else if (k == "writeback_cache") writebackCache = true;
         else if (k == "allow_other") allowOther = true;
         else if (k == "noallow_other") allowOther = false;
@@ -257,6 +261,7 @@ int main(int argc, char** argv) {
     }
     options.attrTimeoutSec = attrTimeout;
     if (readaheadKb > 0) options.readaheadBytes = readaheadKb << 10;
+    options.recordAfterSec = recordAfter;
     options.writebackCache = writebackCache;
     options.acl = acl;
     options.entryTimeoutSec = attrTimeout;

@@ -68,8 +68,10 @@ check "returning server's stale replicas deleted"
 # dies before that commit is handled all the same (the client records the chunk, then meta
 # replaces the replica). Two of the four servers die, so the new chunk had one of them.
 head -c 8M /dev/urandom > "$L/young"
-# (The kill comes from outside: a fork of the writer would close its descriptor and commit.)
-python3 - "$L/young" "$M/young2" "$L" <<'PY' &
+# (The kill comes from outside: a fork of the writer would close its descriptor and commit. The
+# writer's mount records such a chunk by itself only after 8 s, not 2, so the kill comes first.)
+mount_extra "$T/late" "record_after_s=8"
+python3 - "$L/young" "$T/late/young2" "$L" <<'PY' &
 import os, sys, time
 src = open(sys.argv[1], "rb").read()
 fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -91,6 +93,6 @@ touch "$L/killed"
 wait $writer || fail "a write to a new file failed when replicas died"
 echo 3 > /proc/sys/vm/drop_caches
 cmp "$L/young" "$M/young2" || fail "a new file written while replicas died differs"
-grep -q "recording it first" "$CL/logs/mount.log" ||
+grep -q "recording it first" "$T/mount-late.log" ||
   fail "the write to the unrecorded chunk never met the dead replicas"
 check "a new file's first chunk, not yet recorded, survives the death of its replicas"
