@@ -91,6 +91,16 @@ class Namespace {
 
   Reply mknod(uint64_t parent, const std::string& name, uint32_t mode, bool exclusive = true,
               uint64_t clientId = 0, uint64_t seq = 0) {
+    return mknodWith(parent, name, mode, exclusive, clientId, seq, {}, 0, false);
+  }
+  // open(O_CREAT) as the mount sends it: `ask` for a first chunk offered on `placement`.
+  Reply create(uint64_t parent, const std::string& name, const std::vector<uint32_t>& placement,
+               bool ask = true, uint32_t mode = S_IFREG | 0644, bool exclusive = true) {
+    return mknodWith(parent, name, mode, exclusive, 0, 0, placement, 1, ask);
+  }
+  Reply mknodWith(uint64_t parent, const std::string& name, uint32_t mode, bool exclusive,
+                  uint64_t clientId, uint64_t seq, const std::vector<uint32_t>& placement,
+                  uint64_t openGen, bool firstChunk) {
     return apply(
         [&](Op op) {
           auto m = op.initMknod();
@@ -100,23 +110,10 @@ class Namespace {
           m.setUid(1000);
           m.setGid(1000);
           m.setExclusive(exclusive);
+          m.setOpenGen(openGen);
+          m.setFirstChunk(firstChunk);
         },
-        clientId, seq);
-  }
-  // open(O_CREAT) as the mount sends it: `ask` for a first chunk offered on `placement`.
-  Reply create(uint64_t parent, const std::string& name, const std::vector<uint32_t>& placement,
-               bool ask = true, uint32_t mode = S_IFREG | 0644, bool exclusive = true) {
-    return apply(
-        [&](Op op) {
-          auto m = op.initMknod();
-          m.setParent(parent);
-          m.setName(name);
-          m.setMode(mode);
-          m.setExclusive(exclusive);
-          m.setOpenGen(1);
-          m.setFirstChunk(ask);
-        },
-        0, 0, placement);
+        clientId, seq, placement);
   }
   int64_t now() const { return nowNs_; }
   void advance(int64_t ns) { nowNs_ += ns; }
