@@ -57,7 +57,12 @@ CairnFs::CairnFs(ClusterClient& client, uint64_t rootIno, uint64_t chunkSizeByte
       options_(options),
       writtenBytes_(options.metrics ? &options.metrics->counter("cairn_client_written_bytes_total",
                                                                 "Bytes written by applications")
-                                    : nullptr) {}
+                                    : nullptr),
+      knownAbsent_(options.metrics
+                       ? &options.metrics->counter(
+                             "cairn_client_lookups_known_absent_total",
+                             "Lookups answered here: the name is not in a directory known whole")
+                       : nullptr) {}
 
 void CairnFs::fillStat(proto::Attr::Reader a, struct stat& st) const {
   memset(&st, 0, sizeof(st));
@@ -153,9 +158,7 @@ void CairnFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       fuse_entry_param e;
       memset(&e, 0, sizeof(e));
       e.entry_timeout = left;  // no longer than we know it
-      if (options_.metrics)
-        options_.metrics->counter("cairn_client_lookups_known_absent_total",
-                                  "Lookups answered here: the name is not in a directory known whole").inc();
+      if (knownAbsent_) knownAbsent_->inc();
       return (void)fuse_reply_entry(req, &e);
     }
     auto m = request();
@@ -773,13 +776,15 @@ int CairnFs::afterBind(OpenFile& f, uint64_t ino, proto::MetaReply::Reader reply
   } else {
     if (!reply.hasBoundChunk()) return EIO;
     toChunkLoc(reply.getBoundChunk(), winner);
+    spdlog::info("inode {}: chunk 0 was recorded by another writer first", ino);
   }
   return moveUnbound(f, ino, winner);
 }
 
 int CairnFs::moveUnbound(OpenFile& f, uint64_t ino, ChunkLoc winner) {
-  // Another writer of this file had chunk 0 recorded first. The blocks we wrote into ours go
-  // into that one (ours is left to fsck, which no file names): as if our writes came after.
+  // Chunk 0 is `winner`, not ours (another writer's was recorded first, or ours was offered too
+  // long ago). The blocks we wrote into ours go into it (ours is left to fsck, which no file
+  // names): as if our writes came after.
   ChunkLoc own;
   std::vector<bool> written;
   {
@@ -789,8 +794,7 @@ int CairnFs::moveUnbound(OpenFile& f, uint64_t ino, ChunkLoc winner) {
     own = it->second;
     written = f.unboundWritten;
   }
-  spdlog::info("inode {}: chunk 0 was recorded by another writer first; moving our blocks of "
-               "{:016x} into {:016x}", ino, own.id, winner.id);
+  spdlog::info("inode {}: moving our blocks of {:016x} into {:016x}", ino, own.id, winner.id);
   std::vector<unsigned char> buf;
   for (uint32_t b = 0; b < written.size();) {
     if (!written[b]) {

@@ -240,6 +240,7 @@ class CairnFs final : public OpenFiles {
   uint64_t chunkBlocks_;
   FsOptions options_;
   Counter* writtenBytes_;  // of options_.metrics (null without)
+  Counter* knownAbsent_;   // lookups answered here (null without metrics)
   // Sends one lock request; granted, or a conflict in `conflict` (may be null). With `wait`, asks
   // again (backing off) until granted or the request is interrupted (EINTR).
   int lockRequest(fuse_req_t req, uint64_t cino, uint64_t owner, uint32_t pid, int type,
