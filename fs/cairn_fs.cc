@@ -62,7 +62,8 @@ CairnFs::CairnFs(ClusterClient& client, uint64_t rootIno, uint64_t chunkSizeByte
                        ? &options.metrics->counter(
                              "cairn_client_lookups_known_absent_total",
                              "Lookups answered here: the name is not in a directory known whole")
-                       : nullptr) {}
+                       : nullptr),
+      known_(options.entryTimeoutSec) {}
 
 void CairnFs::fillStat(proto::Attr::Reader a, struct stat& st) const {
   memset(&st, 0, sizeof(st));
@@ -154,7 +155,7 @@ void CairnFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   guard(req, "lookup", [&]() {
     if (int e = checkName(name)) return (void)fuse_reply_err(req, e);
     double left;
-    if (knownAbsent(toCluster(parent), name, left)) {
+    if (known_.absent(toCluster(parent), name, left)) {
       fuse_entry_param e;
       memset(&e, 0, sizeof(e));
       e.entry_timeout = left;  // no longer than we know it
@@ -400,12 +401,15 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     op.setFirstChunk(true);  // the first write then needs no chunk allocation of its own
     uint64_t gen = ++openGens_;
     op.setOpenGen(gen);  // meta records it open in our session
+    auto sent = std::chrono::steady_clock::now();
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
     // An existing file opened: the kernel thought the name absent, so nothing here may say so.
-    nameChanged(toCluster(parent), name, true,
-                reply.getErr() != 0 ? reply.getErr() : reply.hasParentAttr() ? 0 : EEXIST);
+    if (reply.getErr() == 0 && !reply.hasParentAttr())
+      nameChanged(toCluster(parent), name, true, EEXIST);
+    else
+      nameChanged(toCluster(parent), name, true, reply, sent);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(parent), reply);
     auto a = reply.getAttr();
@@ -978,36 +982,14 @@ bool CairnFs::listedLately(uint64_t dir) {
   return false;
 }
 
-void CairnFs::knowDir(uint64_t dir, std::unordered_set<std::string> names) {
-  std::lock_guard<std::mutex> lock(knownMutex_);
-  if (known_.size() >= 4096) known_.clear();
-  known_[dir] = KnownDir{std::move(names), std::chrono::steady_clock::now()};
-}
-
-bool CairnFs::knownAbsent(uint64_t dir, const char* name, double& leftSec) {
-  std::lock_guard<std::mutex> lock(knownMutex_);
-  auto it = known_.find(dir);
-  if (it == known_.end()) return false;
-  leftSec = options_.entryTimeoutSec -
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - it->second.at).count();
-  if (leftSec < 0.01) {
-    known_.erase(it);
-    return false;
-  }
-  return it->second.names.count(name) == 0;
-}
-
 void CairnFs::nameChanged(uint64_t dir, const char* name, bool added, int err) {
-  std::lock_guard<std::mutex> lock(knownMutex_);
-  auto it = known_.find(dir);
-  if (it == known_.end()) return;
-  if (err != 0 || it->second.names.size() >= 65536) {
-    known_.erase(it);
-  } else if (added) {
-    it->second.names.insert(name);
-  } else {
-    it->second.names.erase(name);
-  }
+  known_.changed(dir, name, added, err, 0, {});
+}
+
+void CairnFs::nameChanged(uint64_t dir, const char* name, bool added,
+                          proto::MetaReply::Reader reply, std::chrono::steady_clock::time_point sent) {
+  known_.changed(dir, name, added, reply.getErr(),
+                 reply.hasParentAttr() ? reply.getParentAttr().getDirCookie() : 0, sent);
 }
 
 void CairnFs::namespaceChanged() {
@@ -1023,10 +1005,7 @@ void CairnFs::forgetDirAttr(uint64_t dir) {
 
 void CairnFs::changedElsewhere(uint64_t ino) {
   forgetDirAttr(ino);
-  {
-    std::lock_guard<std::mutex> lock(knownMutex_);
-    known_.erase(ino);
-  }
+  known_.forget(ino);
   {
     std::lock_guard<std::mutex> lock(dirEndMutex_);
     listed_.erase(ino);
@@ -1272,12 +1251,14 @@ void CairnFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
     op.setGid(ctx->gid);
     op.setUmask(ctx->umask);  // meta applies it unless the directory has a default ACL
     op.setExclusive(true);
+    auto sent = std::chrono::steady_clock::now();
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
-    nameChanged(toCluster(parent), name, true, reply.getErr());
+    nameChanged(toCluster(parent), name, true, reply, sent);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
-    if (S_ISDIR(mode)) knowDir(reply.getAttr().getIno(), {});  // empty: every name is known
+    if (S_ISDIR(mode))  // empty: every name is known
+      known_.know(reply.getAttr().getIno(), reply.getAttr().getDirCookie());
     noteDirAttr(toCluster(parent), reply);
     replyEntry(req, reply.getAttr());
   });
@@ -1294,10 +1275,11 @@ void CairnFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, con
     op.setTarget(target);
     op.setUid(ctx->uid);
     op.setGid(ctx->gid);
+    auto sent = std::chrono::steady_clock::now();
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
-    nameChanged(toCluster(parent), name, true, reply.getErr());
+    nameChanged(toCluster(parent), name, true, reply, sent);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(parent), reply);
     replyEntry(req, reply.getAttr());
@@ -1312,10 +1294,11 @@ void CairnFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newParent, const c
     op.setIno(toCluster(ino));
     op.setNewParent(toCluster(newParent));
     op.setNewName(newName);
+    auto sent = std::chrono::steady_clock::now();
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
-    nameChanged(toCluster(newParent), newName, true, reply.getErr());
+    nameChanged(toCluster(newParent), newName, true, reply, sent);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(newParent), reply);
     replyEntry(req, reply.getAttr());
@@ -1329,9 +1312,10 @@ void CairnFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
     auto n = dir ? opOf(m).initRmdir() : opOf(m).initUnlink();
     n.setParent(toCluster(parent));
     n.setName(name);
+    auto sent = std::chrono::steady_clock::now();
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
-    nameChanged(toCluster(parent), name, false, replyOf(r).getErr());
+    nameChanged(toCluster(parent), name, false, replyOf(r), sent);
     if (replyOf(r).getErr() == 0) noteDirAttr(toCluster(parent), replyOf(r));
     fuse_reply_err(req, replyOf(r).getErr());
   });

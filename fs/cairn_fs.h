@@ -25,6 +25,7 @@
 #include <unordered_set>
 
 #include "fs/client.h"
+#include "fs/known_dirs.h"
 #include "fs/invalidator.h"
 #include "rpc/workers.h"
 #include "rpc/metrics.h"
@@ -112,15 +113,10 @@ class CairnFs final : public OpenFiles {
   // without asking meta, as a negative entry the kernel cached then would be. Our own changes
   // keep the names current (a failed one forgets the directory: its state is unknown); changes
   // elsewhere forget it (changedElsewhere).
-  struct KnownDir {
-    std::unordered_set<std::string> names;
-    std::chrono::steady_clock::time_point at;
-  };
-  void knowDir(uint64_t dir, std::unordered_set<std::string> names);
-  bool knownAbsent(uint64_t dir, const char* name, double& leftSec);
+  // Our own change of a name in `dir`, with meta's reply to it, asked at `sent` (KnownDirs).
   void nameChanged(uint64_t dir, const char* name, bool added, int err);
-  std::mutex knownMutex_;  // guards known_; taken alone
-  std::unordered_map<uint64_t, KnownDir> known_;
+  void nameChanged(uint64_t dir, const char* name, bool added, proto::MetaReply::Reader reply,
+                   std::chrono::steady_clock::time_point sent);
   std::mutex dirEndMutex_;  // guards dirEnds_, listed_ and listings_; taken alone
   std::unordered_map<uint64_t, DirEnd> dirEnds_;
   std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> listed_;
@@ -241,6 +237,7 @@ class CairnFs final : public OpenFiles {
   FsOptions options_;
   Counter* writtenBytes_;  // of options_.metrics (null without)
   Counter* knownAbsent_;   // lookups answered here (null without metrics)
+  KnownDirs known_;
   // Sends one lock request; granted, or a conflict in `conflict` (may be null). With `wait`, asks
   // again (backing off) until granted or the request is interrupted (EINTR).
   int lockRequest(fuse_req_t req, uint64_t cino, uint64_t owner, uint32_t pid, int type,

@@ -122,6 +122,7 @@ void StateMachine::fillAttr(uint64_t ino, const InodeRecord& r, proto::Attr::Bui
   a.setMtimeNs(r.mtimeNs);
   a.setCtimeNs(r.ctimeNs);
   a.setRdev(r.rdev);
+  if (S_ISDIR(r.mode)) a.setDirCookie(r.nextCookie);
 }
 
 void StateMachine::fillChunk(Txn& t, uint64_t index, const ChunkRecord& c,

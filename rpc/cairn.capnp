@@ -43,6 +43,7 @@ struct Attr {
   mtimeNs @7 :Int64;
   ctimeNs @8 :Int64;
   rdev @9 :UInt32;
+  dirCookie @10 :UInt64;  # directories: the cookie of the next name added (each add takes one)
 }
 
 struct DirEntry {

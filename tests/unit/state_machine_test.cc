@@ -93,6 +93,27 @@ TEST_F(StateMachineTest, MkdirIncrementsParentNlinkAndRmdirDecrementsIt) {
   EXPECT_EQ(ns.getattr(d.ino()).attr().getNlink(), 2u);
 }
 
+TEST_F(StateMachineTest, RepliesTellTheDirectorysNextCookieThatEveryAddedNameTakes) {
+  // Proves what a mount's known directories rely on (fs/known_dirs.h): a new directory tells
+  // its next cookie; each name added to it (create, mkdir, symlink, link, rename into it) takes
+  // one, which the reply's parentAttr shows; a removal takes none.
+  auto d = ns.mkdir(ROOT_INO, "d");
+  ASSERT_EQ(d.err(), 0);
+  uint64_t c = d.attr().getDirCookie();
+  ASSERT_NE(c, 0u);
+  auto f = ns.file(d.ino(), "f");
+  EXPECT_EQ(f.get().getParentAttr().getDirCookie(), c + 1);
+  EXPECT_EQ(ns.mkdir(d.ino(), "sub").get().getParentAttr().getDirCookie(), c + 2);
+  auto l = ns.link(f.ino(), d.ino(), "g");
+  EXPECT_EQ(l.get().getParentAttr().getDirCookie(), c + 3);
+  EXPECT_EQ(ns.unlink(d.ino(), "g").get().getParentAttr().getDirCookie(), c + 3);
+  ASSERT_EQ(ns.rename(d.ino(), "f", d.ino(), "h").err(), 0);
+  EXPECT_EQ(ns.getattr(d.ino()).attr().getDirCookie(), c + 4) << "a rename adds a name";
+  uint64_t root = ns.getattr(ROOT_INO).attr().getDirCookie();
+  EXPECT_EQ(ns.file(ROOT_INO, "x").get().getParentAttr().getDirCookie(), root + 1);
+  EXPECT_EQ(f.attr().getDirCookie(), 0u) << "a file has none";
+}
+
 TEST_F(StateMachineTest, UnlinkAndRmdirRemoveEntriesAndRmdirOfNonEmptyFailsWithENOTEMPTY) {
   // Proves unlink and rmdir: each refuses the other's type, rmdir refuses a non-empty
   // directory, and removed names and inodes are gone.
