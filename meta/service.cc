@@ -403,7 +403,7 @@ raft::Index MetaServer::appliedIndex() {
   return store_.getCounter(t, "applied");
 }
 
-void MetaServer::writeSnapshot(const std::string& path) { store_.copyTo(path); }
+raft::Index MetaServer::writeSnapshot(const std::string& path) { return store_.copyTo(path); }
 
 void MetaServer::installSnapshot(const std::string& path) {
   failPending(EAGAIN);

@@ -53,7 +53,7 @@ class MetaServer final : public raft::Application {
   // raft::Application
   void apply(const std::vector<raft::Entry>& entries) override;
   raft::Index appliedIndex() override;
-  void writeSnapshot(const std::string& path) override;
+  raft::Index writeSnapshot(const std::string& path) override;
   bool storeUntrusted() override { return store_.untrusted(); }
   void rebuildStore(const std::string& path) override { store_.rebuild(path); }
   void installSnapshot(const std::string& path) override;

@@ -176,13 +176,16 @@ void Store::markOpen() {
 }
 
 void Store::rebuild(const std::string& path) {
-  if (path.empty()) {
-    mdb_env_close(env_);
-    env_ = nullptr;
-    ::unlink((dir_ + "/data.mdb").c_str());
-    open();
-  } else {
-    replaceWith(path);
+  {
+    std::lock_guard<std::mutex> lock(swap_);
+    if (path.empty()) {
+      mdb_env_close(env_);
+      env_ = nullptr;
+      ::unlink((dir_ + "/data.mdb").c_str());
+      open();
+    } else {
+      replaceLocked(path);
+    }
   }
   check(mdb_env_sync(env_, 1), "env_sync");
   untrusted_ = false;
@@ -191,6 +194,11 @@ void Store::rebuild(const std::string& path) {
 }
 
 void Store::replaceWith(const std::string& path) {
+  std::lock_guard<std::mutex> lock(swap_);
+  replaceLocked(path);
+}
+
+void Store::replaceLocked(const std::string& path) {
   mdb_env_close(env_);
   env_ = nullptr;
   std::string target = dir_ + "/data.mdb";
@@ -199,16 +207,40 @@ void Store::replaceWith(const std::string& path) {
   open();
 }
 
-void Store::copyTo(const std::string& path) {
-  // The log is compacted up to this copy: first make the store itself durable up to it, so a
-  // power loss cannot take the store back behind the compacted log.
-  check(mdb_env_sync(env_, 1), "env_sync");
+uint64_t Store::copyTo(const std::string& path) {
+  std::lock_guard<std::mutex> lock(swap_);
   int fd;
   KJ_SYSCALL(fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), path);
   int rc = mdb_env_copyfd2(env_, fd, MDB_CP_COMPACT);
   if (rc == 0 && fdatasync(fd) != 0) rc = errno;
   ::close(fd);
   check(rc, "env_copy");
+  // The log is compacted up to this copy: make the store itself durable up to it too (it holds
+  // at least what the copy holds), so that a power loss cannot take it back behind the log.
+  check(mdb_env_sync(env_, 1), "env_sync");
+  return counterIn(path, "applied");
+}
+
+uint64_t Store::counterIn(const std::string& path, const char* name) {
+  MDB_env* env = nullptr;
+  check(mdb_env_create(&env), "env_create");
+  struct Close {
+    MDB_env* e;
+    ~Close() { mdb_env_close(e); }
+  } close{env};
+  check(mdb_env_set_maxdbs(env, 24), "set_maxdbs");
+  check(mdb_env_open(env, path.c_str(), MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600), path.c_str());
+  MDB_txn* txn;
+  check(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn), "txn_begin");
+  MDB_dbi dbi;
+  int rc = mdb_dbi_open(txn, "counters", 0, &dbi);
+  MDB_val k{strlen(name), const_cast<char*>(name)}, v;
+  if (rc == 0) rc = mdb_get(txn, dbi, &k, &v);
+  uint64_t x = 0;
+  if (rc == 0 && v.mv_size == 8) memcpy(&x, v.mv_data, 8);
+  mdb_txn_abort(txn);
+  if (rc != MDB_NOTFOUND) check(rc, "copy: counters");
+  return x;
 }
 
 void Store::open() {

@@ -23,6 +23,7 @@
 #include <lmdb.h>
 
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -144,13 +145,18 @@ class Store {
   void rebuild(const std::string& path);
   // Replaces the whole environment with the LMDB copy at `path` (a snapshot from the leader).
   void replaceWith(const std::string& path);
-  // Writes a compacted, consistent copy of the environment to `path`.
-  void copyTo(const std::string& path);
+  // Writes a compacted, consistent copy of the environment to `path`, durable, after making
+  // the store itself durable up to it; returns the last applied Raft index the copy holds. Safe
+  // on another thread while the event loop commits (LMDB copies from a read transaction);
+  // replacing the environment waits for it.
+  uint64_t copyTo(const std::string& path);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
   MDB_env* env() { return env_; }
+  // The counter `name` in the LMDB copy at `path` (a file written by copyTo).
+  static uint64_t counterIn(const std::string& path, const char* name);
   const std::string& dir() const { return dir_; }
 
   MDB_dbi inodes, dentries, cookies, symlinks, xattrs, chunks, servers, garbage, replies,
@@ -182,8 +188,10 @@ class Store {
  private:
   void open();
   void markOpen();
+  void replaceLocked(const std::string& path);
   std::string dir_;
   MDB_env* env_ = nullptr;
+  std::mutex swap_;  // held while a copy reads env_ and while env_ is replaced
   bool untrusted_ = false;
 };
 

@@ -164,7 +164,9 @@ RaftNode::RaftNode(kj::AsyncIoContext& io, const ClusterSecret& secret, NodeOpti
                core_->firstIndex(), core_->lastIndex());
 }
 
-RaftNode::~RaftNode() = default;
+RaftNode::~RaftNode() {
+  if (snapshotThread_.joinable()) snapshotThread_.join();
+}
 
 void RaftNode::start() {
   tasks_.add(tickLoop());
@@ -419,17 +421,59 @@ void RaftNode::process() {
 }
 
 void RaftNode::maybeCompact() {
+  if (snapshotting_) return;
   Index applied = core_->appliedIndex();
   if (applied < core_->snapshotIndex() + options_.snapshotEvery) return;
-  auto term = core_->termAt(applied);
-  if (!term) return;
-  std::string tmp = snapshotPath() + ".tmp";
-  app_.writeSnapshot(tmp);
-  KJ_SYSCALL(::rename(tmp.c_str(), snapshotPath().c_str()));
-  SnapshotMeta meta{applied, *term, core_->votersAt(applied)};
-  log_.saveSnapshot(meta);
-  core_->compact(applied);
-  spdlog::info("raft: snapshot at index {}, log compacted", applied);
+  // The copy (the whole store, compacted, and a sync of it: a second or more for a large store)
+  // is written on a thread of its own, as commits go on (LMDB copies from a read transaction);
+  // the log is compacted up to what it holds once it is done.
+  if (snapshotThread_.joinable()) snapshotThread_.join();
+  snapshotting_ = true;
+  snapshotDone_ = false;
+  std::string tmp = snapshotPath() + ".new";
+  snapshotThread_ = std::thread([this, tmp]() {
+    try {
+      snapshotAt_ = app_.writeSnapshot(tmp);
+    } catch (const kj::Exception& e) {
+      snapshotAt_ = 0;
+      snapshotError_ = e.getDescription().cStr();
+    } catch (const std::exception& e) {
+      snapshotAt_ = 0;
+      snapshotError_ = e.what();
+    }
+    snapshotDone_ = true;
+  });
+  tasks_.add(snapshotWritten(std::chrono::steady_clock::now()));
+}
+
+kj::Promise<void> RaftNode::snapshotWritten(std::chrono::steady_clock::time_point started) {
+  return io_.provider->getTimer().afterDelay(20 * kj::MILLISECONDS).then([this, started]() {
+    if (!snapshotDone_) return snapshotWritten(started);
+    snapshotThread_.join();
+    snapshotting_ = false;
+    std::string tmp = snapshotPath() + ".new";
+    Index at = snapshotAt_;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - started).count();
+    if (at == 0) {
+      ::unlink(tmp.c_str());
+      spdlog::error("raft: writing a snapshot failed after {} ms: {}; the log is kept whole",
+                    ms, snapshotError_);
+      return kj::Promise<void>(kj::READY_NOW);
+    }
+    // A snapshot from the leader installed meanwhile may have taken us past this copy.
+    auto term = at > core_->snapshotIndex() ? core_->termAt(at) : std::nullopt;
+    if (!term) {
+      ::unlink(tmp.c_str());
+      return kj::Promise<void>(kj::READY_NOW);
+    }
+    KJ_SYSCALL(::rename(tmp.c_str(), snapshotPath().c_str()));
+    SnapshotMeta meta{at, *term, core_->votersAt(at)};
+    log_.saveSnapshot(meta);
+    core_->compact(at);
+    spdlog::info("raft: snapshot at index {} written in {} ms, log compacted", at, ms);
+    return kj::Promise<void>(kj::READY_NOW);
+  });
 }
 
 }  // namespace cairn::raft

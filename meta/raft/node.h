@@ -5,11 +5,14 @@
 
 #include <kj/async-io.h>
 
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "meta/raft/core.h"
@@ -28,8 +31,9 @@ class Application {
   virtual void apply(const std::vector<Entry>& entries) = 0;
   // The index of the last entry the state machine holds.
   virtual Index appliedIndex() = 0;
-  // Writes a consistent copy of the state machine to `path`.
-  virtual void writeSnapshot(const std::string& path) = 0;
+  // Writes a consistent copy of the state machine to `path` and returns the index of the last
+  // entry it holds. Runs on a thread of its own while entries go on being applied.
+  virtual Index writeSnapshot(const std::string& path) = 0;
   // Replaces the state machine with the copy at `path` (from the leader).
   virtual void installSnapshot(const std::string& path) = 0;
   // True when the state machine's storage cannot be trusted after a crash of the machine; it
@@ -91,6 +95,7 @@ class RaftNode {
   void sendAll(std::vector<Message>& messages);
   kj::Promise<void> tickLoop();
   void maybeCompact();
+  kj::Promise<void> snapshotWritten(std::chrono::steady_clock::time_point started);
   kj::Promise<void> streamSnapshot(Peer& peer, Message header, uint64_t offset);
   std::string snapshotPath() const { return options_.dataDir + "/snapshot.mdb"; }
 
@@ -119,6 +124,13 @@ class RaftNode {
     void taskFailed(kj::Exception&& e) override;
   } errorHandler_;
   std::map<NodeId, bool> streaming_;  // a snapshot is on its way to this peer
+  // Our own snapshot being written, on snapshotThread_; snapshotAt_ is set when it is done
+  // (the index it holds, or 0 when it failed).
+  bool snapshotting_ = false;
+  std::atomic<bool> snapshotDone_{false};
+  Index snapshotAt_ = 0;
+  std::string snapshotError_;
+  std::thread snapshotThread_;
   uint64_t incomingBytes_ = 0;
   Counter& sentMessages_;
   Counter& syncs_;
