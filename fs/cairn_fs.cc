@@ -1371,7 +1371,10 @@ constexpr size_t MAX_KEPT_LISTING = 1024;  // entries of a listing kept for a se
 
 void CairnFs::listDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
   guard(req, plus ? "readdirplus" : "readdir", [&]() {
-    std::vector<char> buf(size);
+    // Grown entry by entry up to `size`: the kernel asks with its whole buffer (1 MiB here) even
+    // for a directory of one entry, and allocating and zeroing that much cost more than a
+    // small directory's listing.
+    std::string buf;
     size_t used = 0;
     // attr null: the name and type only (".", "..", or an entry meta sent no attributes for).
     auto add = [&](const char* name, uint64_t entryIno, uint32_t mode, off_t next,
@@ -1389,15 +1392,20 @@ void CairnFs::listDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bo
           e.attr_timeout = options_.attrTimeoutSec;
           e.entry_timeout = options_.entryTimeoutSec;
         }
-        need = fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
+        need = fuse_add_direntry_plus(req, nullptr, 0, name, &e, next);
+        if (need > size - used) return false;
+        buf.resize(used + need);
+        fuse_add_direntry_plus(req, buf.data() + used, need, name, &e, next);
       } else {
         struct stat st;
         memset(&st, 0, sizeof(st));
         st.st_ino = entryIno;
         st.st_mode = mode;
-        need = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
+        need = fuse_add_direntry(req, nullptr, 0, name, &st, next);
+        if (need > size - used) return false;
+        buf.resize(used + need);
+        fuse_add_direntry(req, buf.data() + used, need, name, &st, next);
       }
-      if (need > size - used) return false;
       used += need;
       return true;
     };

@@ -65,7 +65,7 @@ ClusterClient::ClusterClient(std::vector<std::string> metaAddrs, const std::stri
   loop_.run([&]() {
     loopThreadOf = this;
     meta_ = kj::heap<MetaClient>(loop_.io(), *secret_, metaAddrs, proto::Role::CLIENT, clientId,
-                                 120 * kj::SECONDS, &nextSeq_);
+                                 120 * kj::SECONDS, seqs_);
   });
 }
 
@@ -111,7 +111,7 @@ Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request) {
     auto& m = threadIo->metas[instance_];
     if (!m)
       m = kj::heap<MetaClient>(threadIo->io, *threadIo->secrets[instance_], metaAddrs_,
-                               proto::Role::CLIENT, clientId_, 120 * kj::SECONDS, &nextSeq_);
+                               proto::Role::CLIENT, clientId_, 120 * kj::SECONDS, seqs_);
     return m->call(kj::mv(request));
   });
 }

@@ -119,7 +119,8 @@ class ClusterClient {
   uint64_t clientId_ = 0;
   const uint64_t instance_;              // tells this client's per-thread connections apart
   std::vector<std::string> metaAddrs_;
-  std::atomic<uint64_t> nextSeq_{1};     // shared by every connection of this client id
+  // Shared by every connection of this client id.
+  std::shared_ptr<SeqSource> seqs_ = std::make_shared<SeqSource>();
   Metrics* served_ = nullptr;  // served from loop_ (serveMetrics)
   LoopThread loop_;
   kj::Own<ClusterSecret> secret_;

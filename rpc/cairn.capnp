@@ -173,6 +173,9 @@ struct MetaRequest {
                                        # be bound, and copies of them may be garbage (meta
                                        # proposes it, a while after handing them out)
   }
+  # Every request of this client with a lower seq has had its reply (or been given up on):
+  # meta forgets those replies. 0: not told (they are forgotten after the reply lifetime).
+  ackedBelow @54 :UInt64;
 
   # Chunks [first, first + count) of a regular file are dropped (the client zeroes the partial
   # edges of the hole itself); mtime and ctime become the command's time.

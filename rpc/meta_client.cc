@@ -13,11 +13,27 @@ kj::Own<capnp::MallocMessageBuilder> newMetaRequest() {
   return m;
 }
 
+uint64_t SeqSource::take() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  outstanding_.insert(next_);
+  return next_++;
+}
+
+void SeqSource::done(uint64_t seq) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  outstanding_.erase(seq);
+}
+
+uint64_t SeqSource::ackedBelow() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return outstanding_.empty() ? next_ : *outstanding_.begin();
+}
+
 MetaClient::MetaClient(kj::AsyncIoContext& io, const ClusterSecret& secret,
                        std::vector<std::string> addrs, proto::Role role, uint64_t clientId,
-                       kj::Duration retryFor, std::atomic<uint64_t>* sharedSeq)
+                       kj::Duration retryFor, std::shared_ptr<SeqSource> seqs)
     : io_(io), secret_(secret), addrs_(std::move(addrs)), role_(role), clientId_(clientId),
-      sharedSeq_(sharedSeq), retryFor_(retryFor) {
+      seqs_(seqs ? std::move(seqs) : std::make_shared<SeqSource>()), retryFor_(retryFor) {
   KJ_REQUIRE(!addrs_.empty(), "no meta server address given");
   for (auto& a : addrs_) peers_.push_back(std::make_unique<Peer>(io_, secret_, a, role_));
 }
@@ -36,11 +52,16 @@ kj::Promise<kj::Own<capnp::MallocMessageBuilder>> MetaClient::call(
     kj::Own<capnp::MallocMessageBuilder> request) {
   auto root = request->getRoot<proto::MetaRequest>();
   root.setClientId(clientId_);
-  if (root.getSeq() == 0) root.setSeq(sharedSeq_ ? sharedSeq_->fetch_add(1) : nextSeq_++);
+  uint64_t taken = 0;
+  if (root.getSeq() == 0) root.setSeq(taken = seqs_->take());
+  root.setAckedBelow(seqs_->ackedBelow());
   auto deadline = io_.provider->getTimer().now() + retryFor_;
   auto holder = std::make_shared<kj::Own<capnp::MallocMessageBuilder>>(kj::mv(request));
   std::shared_ptr<capnp::MallocMessageBuilder> shared(holder, holder->get());
-  return attempt(kj::mv(shared), deadline, 20 * kj::MILLISECONDS);
+  auto p = attempt(kj::mv(shared), deadline, 20 * kj::MILLISECONDS);
+  if (taken == 0) return p;
+  // Answered, or given up on (never to be resent): its reply may be forgotten.
+  return p.attach(kj::defer([seqs = seqs_, taken]() { seqs->done(taken); }));
 }
 
 kj::Promise<kj::Own<capnp::MallocMessageBuilder>> MetaClient::attempt(

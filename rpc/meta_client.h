@@ -6,8 +6,10 @@
 
 #include <capnp/message.h>
 
-#include <atomic>
+#include <cstdint>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -15,11 +17,26 @@
 
 namespace cairn {
 
+// The sequence numbers of one client id, shared by its MetaClients (one per thread). It knows
+// the lowest one still waiting for its reply: every request carries it (ackedBelow), and meta
+// forgets this client's replies below it, as they will never be asked for again.
+class SeqSource {
+ public:
+  uint64_t take();         // a new number, outstanding until done()
+  void done(uint64_t seq);
+  uint64_t ackedBelow();   // the lowest outstanding number, or the next one when none is
+
+ private:
+  std::mutex mutex_;
+  uint64_t next_ = 1;
+  std::set<uint64_t> outstanding_;
+};
+
 class MetaClient {
  public:
   MetaClient(kj::AsyncIoContext& io, const ClusterSecret& secret, std::vector<std::string> addrs,
              proto::Role role, uint64_t clientId, kj::Duration retryFor = 60 * kj::SECONDS,
-             std::atomic<uint64_t>* sharedSeq = nullptr);
+             std::shared_ptr<SeqSource> seqs = nullptr);
   ~MetaClient();
 
   // `request`'s root is a MetaRequest. Resolves to a message whose root is the MetaReply.
@@ -40,9 +57,8 @@ class MetaClient {
   std::vector<std::unique_ptr<Peer>> peers_;
   proto::Role role_;
   uint64_t clientId_;
-  uint64_t nextSeq_ = 1;
-  // Several MetaClients of one client id (one per thread) draw their sequence numbers here.
-  std::atomic<uint64_t>* sharedSeq_ = nullptr;
+  // Several MetaClients of one client id (one per thread) may share it.
+  std::shared_ptr<SeqSource> seqs_;
   size_t leader_ = 0;
   kj::Duration retryFor_;
 };

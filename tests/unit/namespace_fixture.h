@@ -68,6 +68,7 @@ class Namespace {
     auto req = cmd.initRequest();
     req.setClientId(clientId);
     req.setSeq(seq);
+    if (clientId != 0) req.setAckedBelow(ackedBelow);
     fill(req.getOp());
     auto p = cmd.initPlacement(placement.size());
     for (size_t i = 0; i < placement.size(); i++) p.set(i, placement[i]);
@@ -118,6 +119,7 @@ class Namespace {
   int64_t now() const { return nowNs_; }
   void advance(int64_t ns) { nowNs_ += ns; }
   int64_t graceNs = 0;  // the garbage grace period the "leader" puts in every command
+  uint64_t ackedBelow = 0;  // what every request of a client says it has all replies below
 
   Reply file(uint64_t parent, const std::string& name) { return mknod(parent, name, S_IFREG | 0644); }
   Reply mkdir(uint64_t parent, const std::string& name) { return mknod(parent, name, S_IFDIR | 0755); }

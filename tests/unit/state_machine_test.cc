@@ -628,9 +628,10 @@ TEST_F(StateMachineTest, RenameDirectoryOverEmptyDirectoryReplacesItAndOverNonEm
 }
 
 TEST_F(StateMachineTest, RepliesAreRememberedLongerThanAClientRetries) {
-  // Proves the reply memory's lifetime: a retry 170 s after the first attempt (a client retries
-  // for at most 60 s plus one 30 s attempt) is answered from memory; one after more than three
-  // minutes, once later commands have pruned it, is applied again (here: EEXIST).
+  // Proves the reply memory's lifetime for a client that acknowledges nothing: a retry 170 s
+  // after the first attempt (a client retries for at most 60 s plus one 30 s attempt) is
+  // answered from memory; one after more than three minutes, once the next prune (one a
+  // minute) has run, is applied again (here: EEXIST).
   constexpr uint64_t CLIENT = 77;
   auto first = ns.mknod(ROOT_INO, "kept", S_IFREG | 0644, true, CLIENT, 1);
   ASSERT_EQ(first.err(), 0);
@@ -638,9 +639,37 @@ TEST_F(StateMachineTest, RepliesAreRememberedLongerThanAClientRetries) {
   auto retry = ns.mknod(ROOT_INO, "kept", S_IFREG | 0644, true, CLIENT, 1);
   EXPECT_EQ(retry.err(), 0);
   EXPECT_EQ(retry.ino(), first.ino());
-  ns.advance(20'000'000'000);
+  ns.advance(70'000'000'000);
   ns.mkdir(ROOT_INO, "later");  // prunes what is older than the memory's lifetime
   EXPECT_EQ(ns.mknod(ROOT_INO, "kept", S_IFREG | 0644, true, CLIENT, 1).err(), EEXIST);
+}
+
+TEST_F(StateMachineTest, RepliesAClientAcknowledgedAreForgottenAtOnceAndNoOthers) {
+  // Proves ackedBelow: a request saying "every reply below seq 3 arrived" drops that client's
+  // replies 1 and 2 (a resend of 1 now runs again: EEXIST), keeps its later ones (a resend of 3
+  // is still answered from memory) and another client's.
+  constexpr uint64_t CLIENT = 77, OTHER = 78;
+  auto a = ns.mknod(ROOT_INO, "a", S_IFREG | 0644, true, CLIENT, 1);
+  ASSERT_EQ(a.err(), 0);
+  ASSERT_EQ(ns.mknod(ROOT_INO, "b", S_IFREG | 0644, true, CLIENT, 2).err(), 0);
+  auto o = ns.mknod(ROOT_INO, "o", S_IFREG | 0644, true, OTHER, 1);
+  ASSERT_EQ(o.err(), 0);
+  ns.ackedBelow = 2;  // reply 1 arrived, 2 is still awaited
+  auto c = ns.mknod(ROOT_INO, "c", S_IFREG | 0644, true, CLIENT, 3);
+  ASSERT_EQ(c.err(), 0);
+  EXPECT_EQ(ns.mknod(ROOT_INO, "b", S_IFREG | 0644, true, CLIENT, 2).err(), 0)
+      << "an outstanding request's reply is kept";
+  ns.ackedBelow = 3;
+  ASSERT_EQ(ns.mknod(ROOT_INO, "d", S_IFREG | 0644, true, CLIENT, 4).err(), 0);
+  ns.ackedBelow = 0;
+  EXPECT_EQ(ns.mknod(ROOT_INO, "a", S_IFREG | 0644, true, CLIENT, 1).err(), EEXIST);
+  EXPECT_EQ(ns.mknod(ROOT_INO, "b", S_IFREG | 0644, true, CLIENT, 2).err(), EEXIST);
+  auto again = ns.mknod(ROOT_INO, "c", S_IFREG | 0644, true, CLIENT, 3);
+  EXPECT_EQ(again.err(), 0) << "a reply at or above the mark is kept";
+  EXPECT_EQ(again.ino(), c.ino());
+  auto other = ns.mknod(ROOT_INO, "o", S_IFREG | 0644, true, OTHER, 1);
+  EXPECT_EQ(other.err(), 0) << "another client's reply is kept";
+  EXPECT_EQ(other.ino(), o.ino());
 }
 
 TEST_F(StateMachineTest, RetriedCommandReturnsTheFirstReplyAndChangesNothing) {
