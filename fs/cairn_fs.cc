@@ -587,10 +587,12 @@ int CairnFs::writeBehind(const std::shared_ptr<OpenFile>& f, uint64_t cino, std:
   uint64_t end = off + size;
   {
     std::unique_lock<std::mutex> s(f->state);
+    // Ranges in flight never overlap each other (each waits here for those it overlaps), so
+    // sorted by start they are sorted by end too: only the last one starting before `end` can
+    // reach past `off` (random writes keep hundreds in flight; this looks at one).
     auto overlaps = [&]() {
-      for (auto it = f->inflightRanges.begin(); it != f->inflightRanges.end() && it->first < end; ++it)
-        if (it->second > off) return true;
-      return false;
+      auto it = f->inflightRanges.lower_bound(end);
+      return it != f->inflightRanges.begin() && std::prev(it)->second > off;
     };
     f->drained.wait(s, [&]() {
       return (f->inflightBytes + size <= ASYNC_BYTES_PER_FILE || f->inflight == 0) && !overlaps();
