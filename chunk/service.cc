@@ -5,6 +5,8 @@
 
 #include <cerrno>
 
+#include "rpc/prefault.h"
+
 namespace cairn::chunk {
 
 namespace {
@@ -210,6 +212,14 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
 void ChunkServiceImpl::ReadJob::readRecords() { file->readMeta(first, count, meta); }
 
 void ChunkServiceImpl::ReadJob::readBlocks() {
+  // The blocks' bytes lie one after another in the reply's (fresh) segment.
+  unsigned char *lo = nullptr, *hi = nullptr;
+  for (auto* p : into) {
+    if (!p) continue;
+    if (!lo || p < lo) lo = p;
+    if (!hi || p + BLOCK_BYTES > hi) hi = p + BLOCK_BYTES;
+  }
+  if (lo && size_t(hi - lo) <= size_t(count) * 2 * BLOCK_BYTES) prefaultForWrite(lo, hi - lo);
   file->readData(first, into);
   for (uint32_t i = 0; i < count && bad < 0; i++)
     if (into[i] && blockCrc(meta[i].aux, AUX_BYTES, into[i], BLOCK_BYTES) != meta[i].crc) bad = i;
