@@ -411,7 +411,7 @@ def main():
     cfg.rounds = args.rounds or (1 if args.quick else 3)
     cfg.size_mib = 256 if args.quick else 1024
     cfg.rand_mib = 64 if args.quick else 256
-    cfg.fio_s = 3 if args.quick else 8
+    cfg.fio_s = 3 if args.quick else 5
     cfg.files = 2000 if args.quick else 10000
     cfg.tar_files = 2000 if args.quick else 20000
     names = args.systems.split(",")
