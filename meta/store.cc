@@ -224,10 +224,10 @@ uint64_t Store::copyTo(const std::string& path) {
 uint64_t Store::counterIn(const std::string& path, const char* name) {
   MDB_env* env = nullptr;
   check(mdb_env_create(&env), "env_create");
-  struct Close {
+  struct Closer {
     MDB_env* e;
-    ~Close() { mdb_env_close(e); }
-  } close{env};
+    ~Closer() { mdb_env_close(e); }
+  } closer{env};
   check(mdb_env_set_maxdbs(env, 24), "set_maxdbs");
   check(mdb_env_open(env, path.c_str(), MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600), path.c_str());
   MDB_txn* txn;
