@@ -719,6 +719,13 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
   });
 }
 
+namespace {
+// A commit carrying a bind was answered about the bind: recorded (0), another chunk is there
+// (EEXIST), or the offer is too old (ESTALE); afterBind() takes each. Anything else failed the
+// commit before the bind was looked at.
+bool bindAnswered(int err) { return err == 0 || err == EEXIST || err == ESTALE; }
+}  // namespace
+
 int CairnFs::commit(OpenFile& f, uint64_t ino) {
   // Callers hold f.mutex exclusively: no write changes size or dirty meanwhile.
   uint64_t size;
@@ -736,7 +743,7 @@ int CairnFs::commit(OpenFile& f, uint64_t ino) {
   bool binding = addBind(f, op);
   auto r = client_.meta(kj::mv(m));
   auto reply = replyOf(r);
-  if (binding && (reply.getErr() == 0 || reply.getErr() == EEXIST || reply.getErr() == ESTALE)) {
+  if (binding && bindAnswered(reply.getErr())) {
     if (int e = afterBind(f, ino, reply)) return e;
     if (reply.getErr() != 0) return commit(f, ino);  // the size, without the bind
   }
@@ -835,7 +842,7 @@ int CairnFs::bindNow(OpenFile& f, uint64_t ino, bool mayMove) {
   auto r = client_.meta(kj::mv(m));
   auto reply = replyOf(r);
   int err = reply.getErr();
-  if (err != 0 && err != EEXIST && err != ESTALE) return err;
+  if (!bindAnswered(err)) return err;
   if (err != 0 && !mayMove) {
     spdlog::error("inode {}: its first chunk could not be recorded ({}) while writes were in "
                   "flight", ino, strerror(err));
@@ -1190,7 +1197,7 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
     if (folded) attrCopy.setRoot(a.asReader());
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
-    if (binding && (reply.getErr() == 0 || reply.getErr() == EEXIST || reply.getErr() == ESTALE)) {
+    if (binding && bindAnswered(reply.getErr())) {
       if (int e = afterBind(*f, cino, reply)) return (void)fuse_reply_err(req, e);
     }
     if (folded && (reply.getErr() == EDQUOT || reply.getErr() == EFBIG || reply.getErr() == EEXIST ||
