@@ -1054,7 +1054,7 @@ void CairnFs::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
   guard(req, "fsync", [&]() {
     uint64_t cino = toCluster(ino);
     auto f = file(cino, false);
-    if (!f) return (void)fuse_reply_err(req, 0);
+    if (!f) return (void)fuse_reply_err(req, syncMeta());
     std::unique_lock<std::shared_mutex> lock(f->mutex);
     if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
     std::set<uint64_t> unsynced;
@@ -1080,8 +1080,22 @@ void CairnFs::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
       f->unsynced.insert(unsynced.begin(), unsynced.end());
       return (void)fuse_reply_err(req, err);
     }
-    fuse_reply_err(req, commit(*f, cino));  // meta commits are always durable
+    err = commit(*f, cino);
+    fuse_reply_err(req, err != 0 ? err : syncMeta());
   });
+}
+
+int CairnFs::syncMeta() {
+  // Meta answers namespace changes once written, and syncs its log behind them: this waits
+  // until everything it answered (this file's size and name included) is on stable storage.
+  auto m = request();
+  opOf(m).setSync();
+  auto r = client_.meta(kj::mv(m));
+  return replyOf(r).getErr();
+}
+
+void CairnFs::fsyncdir(fuse_req_t req) {
+  guard(req, "fsyncdir", [&]() { fuse_reply_err(req, syncMeta()); });
 }
 
 int CairnFs::truncateData(OpenFile& f, uint64_t ino, uint64_t newSize) {
@@ -1774,7 +1788,7 @@ const fuse_lowlevel_ops OPS = [] {
     self(r)->readdirplus(r, i, s, o);
   };
   o.releasedir = [](fuse_req_t r, fuse_ino_t, fuse_file_info*) { fuse_reply_err(r, 0); };
-  o.fsyncdir = [](fuse_req_t r, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(r, 0); };
+  o.fsyncdir = [](fuse_req_t r, fuse_ino_t, int, fuse_file_info*) { self(r)->fsyncdir(r); };
   o.statfs = [](fuse_req_t r, fuse_ino_t ino) { self(r)->statfs(r, ino); };
   o.setxattr = [](fuse_req_t r, fuse_ino_t i, const char* n, const char* v, size_t s, int f) {
     self(r)->setxattr(r, i, n, v, s, f);

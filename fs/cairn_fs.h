@@ -72,6 +72,7 @@ class CairnFs final : public OpenFiles {
   void setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep);
   void flock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op);
   void fsync(fuse_req_t req, fuse_ino_t ino, int datasync);
+  void fsyncdir(fuse_req_t req);
   void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
   // The same with each entry's attributes, which the kernel caches as if looked up (rm -r,
@@ -192,6 +193,7 @@ class CairnFs final : public OpenFiles {
                 unsigned char* out);
   int readRange(OpenFile& f, uint64_t ino, uint64_t off, size_t len, unsigned char* out);
   int commit(OpenFile& f, uint64_t ino);
+  int syncMeta();
   // The commit's bind of an unbound first chunk, when there is one (callers hold f.mutex).
   bool addBind(OpenFile& f, proto::MetaRequest::CommitWriteOp::Builder op);
   // After a commit that carried a bind: bound now (ok), or another chunk was recorded first

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   int suspectMs = 3000, deadMs = 10000, tickMs = 100, electionTicks = 10;
   int64_t gcGraceMs = 60000;
   uint64_t snapshotEvery = 10000;
+  int logSyncDelayMs = 0;
   uint64_t repairMiBps = 100;
   size_t repairConcurrency = 2;
   app.add_option("--listen", listen, "address to serve on, host:port")->required();
@@ -46,6 +47,10 @@ int main(int argc, char** argv) {
   app.add_option("--tick-ms", tickMs, "Raft tick");
   app.add_option("--election-ticks", electionTicks, "Raft election timeout, in ticks (randomized up to twice)");
   app.add_option("--snapshot-every", snapshotEvery, "compact the Raft log every this many entries");
+  app.add_option("--log-sync-delay-ms", logSyncDelayMs,
+                 "the leader syncs its own log entries behind them, this long after the first "
+                 "one not synced (0: at once); fsync() and admin commands always wait for it")
+      ->check(CLI::Range(0, 10000));
   app.add_option("--repair-mib-per-sec", repairMiBps, "total throttle of chunk repair copies");
   app.add_option("--repair-concurrency", repairConcurrency, "chunk repairs at a time");
   app.add_option("--metrics", metricsAddr, "address for Prometheus /metrics, host:port");
@@ -65,6 +70,7 @@ int main(int argc, char** argv) {
     options.tick = tickMs * kj::MILLISECONDS;
     options.electionTicks = electionTicks;
     options.snapshotEvery = snapshotEvery;
+    options.logSyncDelay = logSyncDelayMs * kj::MILLISECONDS;
     if (peersList.empty()) {
       options.peers[id] = listen;
     } else if (peersList != "join") {

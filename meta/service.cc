@@ -78,6 +78,8 @@ const char* opName(proto::MetaRequest::Op::Which w) {
     case W::RECLAIM: return "reclaim";
     case W::PUNCH: return "punch";
     case W::OFFER_FLOOR: return "offer_floor";
+    case W::SYNC: return "sync";
+    case W::ID_GAP: return "id_gap";
   }
   return "unknown";
 }
@@ -174,6 +176,8 @@ kj::Promise<MetaServer::Reply> MetaServer::handle(proto::MetaRequest::Reader req
     }
     case W::META_ADD:
       return metaAdd(request);
+    case W::SYNC:
+      return node_->whenDurable(node_->writtenIndex()).then([]() { return errorReply(0); });
     case W::WATCH:
       return watch(request);
     case W::OPEN_FILE:
@@ -351,12 +355,18 @@ void MetaServer::failPending(int err) {
 
 void MetaServer::apply(const std::vector<raft::Entry>& entries) {
   ScopedLatency latency(applyLatency_);
-  std::vector<std::pair<const raft::Entry*, Reply>> replies;
+  struct Answer {
+    const raft::Entry* entry;
+    Reply reply;
+    bool durable;  // answered only once the entry is on stable storage
+  };
+  std::vector<Answer> replies;
   std::vector<std::pair<uint64_t, std::string>> newMembers;
   {
     Txn t(store_.env(), true);
     for (auto& e : entries) {
       Reply reply = kj::heap<capnp::MallocMessageBuilder>();
+      bool durable = true;
       if (e.type == raft::EntryType::NORMAL) {
         KJ_ASSERT(e.data.size() % 8 == 0, "misaligned command", e.index);
         auto words = kj::heapArray<capnp::word>(e.data.size() / 8);
@@ -367,6 +377,7 @@ void MetaServer::apply(const std::vector<raft::Entry>& entries) {
         sm_.apply(t, cmd, *reply);
         if (!changes.empty() && reply->getRoot<proto::MetaReply>().getErr() == 0)
           feed_.append(kj::mv(changes));
+        durable = !StateMachine::mayAnswerBeforeDurable(cmd.getRequest());
         auto op = cmd.getRequest().getOp();
         if (op.isMetaAdd())
           newMembers.emplace_back(op.getMetaAdd().getId(), op.getMetaAdd().getAddr().cStr());
@@ -378,16 +389,21 @@ void MetaServer::apply(const std::vector<raft::Entry>& entries) {
         reply->initRoot<proto::MetaReply>();
       }
       store_.putCounter(t, "applied", e.index);
-      replies.emplace_back(&e, kj::mv(reply));
+      replies.push_back(Answer{&e, kj::mv(reply), durable});
     }
     t.commit();
   }
   for (auto& [id, addr] : newMembers) node_->setMember(id, addr);
   wakeWatchers();
-  for (auto& [e, reply] : replies) {
+  for (auto& [e, reply, durable] : replies) {
     auto it = pending_.find(e->index);
     if (it == pending_.end()) continue;
-    if (it->second.term == e->term) {
+    if (it->second.term == e->term && durable && node_->durableIndex() < e->index) {
+      heldAnswers_.add(node_->whenDurable(e->index).then(
+          [f = kj::mv(it->second.fulfiller), reply = kj::mv(reply)]() mutable {
+            f->fulfill(kj::mv(reply));
+          }));
+    } else if (it->second.term == e->term) {
       it->second.fulfiller->fulfill(kj::mv(reply));
     } else {
       // Our proposal was replaced by another leader's entry: the client retries, and the
@@ -427,6 +443,18 @@ void MetaServer::roleChanged(bool leader) {
     return;
   }
   leaderSince_ = std::chrono::steady_clock::now();
+  if (rebuilt_) {
+    // Our machine went down: the log we restarted from may lack its last entries, answered
+    // before the sync behind them (a create's inode, an allocated chunk). Their ids must not
+    // come back for other files.
+    rebuilt_ = false;
+    constexpr uint64_t GAP = uint64_t(1) << 24;
+    spdlog::warn("meta: the store was rebuilt after the machine went down: inode and chunk ids "
+                 "jump {} ahead", GAP);
+    capnp::MallocMessageBuilder req;
+    req.initRoot<proto::MetaRequest>().getOp().setIdGap(GAP);
+    repairTasks_->add(propose(req.getRoot<proto::MetaRequest>().asReader(), {}).ignoreResult());
+  }
   // A feed of its own for this leadership: clients watching see a new epoch and tell this
   // leader their open files again.
   feed_ = ChangeFeed(newEpoch(), 65536);
@@ -490,6 +518,10 @@ kj::Promise<MetaServer::Reply> MetaServer::metaAdd(proto::MetaRequest::Reader re
     if (reply->getRoot<proto::MetaReply>().getErr() != 0) return kj::mv(reply);
     return waitFor(node_->proposeConfigChange(id, true));
   });
+}
+
+void MetaServer::AnswerErrors::taskFailed(kj::Exception&& e) {
+  spdlog::warn("an answer waiting for the log sync: {}", e.getDescription().cStr());
 }
 
 void MetaServer::RepairErrors::taskFailed(kj::Exception&& e) {
@@ -1171,6 +1203,7 @@ bool MetaServiceImpl::allowed(proto::Role role, proto::MetaRequest::Op::Which op
     case W::SESSION_START:
     case W::RECLAIM:
     case W::OFFER_FLOOR:
+    case W::ID_GAP:
       return false;  // only meta's leader proposes these, straight into its log
     default:
       return true;

@@ -55,7 +55,10 @@ class MetaServer final : public raft::Application {
   raft::Index appliedIndex() override;
   raft::Index writeSnapshot(const std::string& path) override;
   bool storeUntrusted() override { return store_.untrusted(); }
-  void rebuildStore(const std::string& path) override { store_.rebuild(path); }
+  void rebuildStore(const std::string& path) override {
+    store_.rebuild(path);
+    rebuilt_ = true;
+  }
   void installSnapshot(const std::string& path) override;
   void roleChanged(bool leader) override;
 
@@ -214,6 +217,12 @@ class MetaServer final : public raft::Application {
     void taskFailed(kj::Exception&& e) override;
   } repairErrors_;
   Counter* repairedChunks_ = nullptr;
+  bool rebuilt_ = false;  // the store was rebuilt at start: the first leadership skips ids
+  // Answers held until their entry is on stable storage (see mayAnswerBeforeDurable).
+  struct AnswerErrors : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override;
+  } answerErrors_;
+  kj::TaskSet heldAnswers_{answerErrors_};
   Counter& applied_;
   Histogram& applyLatency_;
 };

@@ -70,6 +70,28 @@ bool StateMachine::format(Txn& t, const Format& format, int64_t nowNs, const std
   return true;
 }
 
+bool StateMachine::mayAnswerBeforeDurable(proto::MetaRequest::Reader req) {
+  using W = proto::MetaRequest::Op::Which;
+  switch (req.getOp().which()) {
+    case W::SETATTR:
+    case W::MKNOD:
+    case W::SYMLINK:
+    case W::LINK:
+    case W::UNLINK:
+    case W::RMDIR:
+    case W::RENAME:
+    case W::SETXATTR:
+    case W::REMOVEXATTR:
+    case W::COMMIT_WRITE:
+    case W::CHUNK_GET:
+    case W::LOCK:
+    case W::PUNCH:
+      return true;
+    default:
+      return false;
+  }
+}
+
 bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
   using W = proto::MetaRequest::Op::Which;
   switch (req.getOp().which()) {
@@ -103,6 +125,7 @@ bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
     case W::RECLAIM:
     case W::PUNCH:
     case W::OFFER_FLOOR:
+    case W::ID_GAP:
       return true;
     case W::CHUNK_GET:
       return req.getOp().getChunkGet().getAllocate();
@@ -295,6 +318,16 @@ void StateMachine::applyOp(Txn& t, int64_t now, proto::Command::Reader cmd,
     case W::RECLAIM:
       reclaim(t, op.getReclaim());
       break;
+    case W::ID_GAP: {
+      uint64_t gap = op.getIdGap();
+      if (gap == 0 || gap > (uint64_t(1) << 40)) {
+        err = EINVAL;
+        break;
+      }
+      store_.putCounter(t, "next_ino", store_.getCounter(t, "next_ino") + gap);
+      store_.putCounter(t, "next_chunk", store_.getCounter(t, "next_chunk") + gap);
+      break;
+    }
     case W::OFFER_FLOOR: {
       // Only up: offers below it can no longer be bound (see commitWrite's bind).
       uint64_t floor = std::min(op.getOfferFloor(), store_.getCounter(t, "next_chunk"));

@@ -37,6 +37,11 @@ class StateMachine {
 
   // True when the request changes state and must go through the log.
   static bool isMutation(proto::MetaRequest::Reader req);
+  // The namespace and file changes clients make all the time, whose answer may go out once
+  // the change is committed and written, before the leader's log sync (which fsync() waits
+  // for). Everything else, above all what chunk servers are told to act on (versions, chains,
+  // deletions) and what admins change, is answered only once on stable storage.
+  static bool mayAnswerBeforeDurable(proto::MetaRequest::Reader req);
 
   uint64_t chunkSize(Txn& t) { return store_.getCounter(t, "chunk_size"); }
   uint32_t replicas(Txn& t) { return static_cast<uint32_t>(store_.getCounter(t, "replicas")); }

@@ -172,6 +172,12 @@ struct MetaRequest {
     offerFloor @53 :UInt64;            # chunk ids offered at create below this can no longer
                                        # be bound, and copies of them may be garbage (meta
                                        # proposes it, a while after handing them out)
+    sync @55 :Void;                    # answered once everything meta answered before it is
+                                       # on stable storage (fsync, fsyncdir)
+    idGap @56 :UInt64;                 # inode and chunk ids jump this far ahead: a leader whose
+                                       # store was rebuilt after its machine went down proposes
+                                       # it, so that ids answered but never synced are not given
+                                       # out a second time
   }
   # Every request of this client with a lower seq has had its reply (or been given up on):
   # meta forgets those replies. 0: not told (they are forgotten after the reply lifetime).

@@ -98,7 +98,8 @@ command_of() {
         "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" \
         "--suspect-after-ms ${CAIRN_SUSPECT_MS:-2000} --dead-after-ms ${CAIRN_DEAD_MS:-5000}" \
         "--snapshot-every ${CAIRN_SNAPSHOT_EVERY:-10000} --gc-grace-ms ${CAIRN_GC_GRACE_MS:-5000}" \
-        "${CAIRN_CHUNK_MIB:+--chunk-size-mib $CAIRN_CHUNK_MIB}" ;;
+        "${CAIRN_CHUNK_MIB:+--chunk-size-mib $CAIRN_CHUNK_MIB}" \
+        "${CAIRN_LOG_SYNC_DELAY_MS:+--log-sync-delay-ms $CAIRN_LOG_SYNC_DELAY_MS}" ;;
     chunk*)
       i="${name#chunk}"
       local port="CHUNK${i}_PORT" metrics="CHUNK${i}_METRICS"

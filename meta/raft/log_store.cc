@@ -197,6 +197,12 @@ void LogStore::syncFile() {
   if (fdatasync(fd_) != 0) fatal("fdatasync", segmentPath(segments_.back().seq));
 }
 
+void LogStore::sync() {
+  if (fd_ >= 0) syncFile();
+}
+
+int LogStore::duplicateTail() const { return fd_ >= 0 ? ::fcntl(fd_, F_DUPFD_CLOEXEC, 0) : -1; }
+
 void LogStore::syncDir() {
   if (fsync(dirFd_) != 0) fatal("fsync", dir_);
 }

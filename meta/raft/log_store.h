@@ -49,6 +49,13 @@ class LogStore {
   // Forgets every entry (a snapshot from the leader replaces the whole log).
   void resetTo(const SnapshotMeta& meta);
 
+  // Syncs everything written so far.
+  void sync();
+  // A duplicate of the segment being appended to (-1: none yet), for a sync on another
+  // thread: every earlier segment was synced when the next one began, so a sync of this
+  // descriptor makes everything written before it durable. The caller closes it.
+  int duplicateTail() const;
+
   // For tests and metrics.
   size_t segmentCount() const { return segments_.size(); }
 

@@ -122,7 +122,9 @@ RaftNode::RaftNode(kj::AsyncIoContext& io, const ClusterSecret& secret, NodeOpti
       members_(options_.peers),
       tasks_(errorHandler_),
       sentMessages_(metrics.counter("cairn_raft_messages_sent_total", "Raft messages sent")),
-      syncs_(metrics.counter("cairn_raft_log_syncs_total", "fsyncs of the Raft log")) {
+      syncs_(metrics.counter("cairn_raft_log_syncs_total", "fsyncs of the Raft log")),
+      behindSyncs_(metrics.counter("cairn_raft_log_syncs_behind_total",
+                                   "fsyncs of the leader's own entries after they counted")) {
   Restored restored = log_.load();
   if (app_.storeUntrusted()) {
     // The machine went down with the store open: rebuild it from the last snapshot (which was
@@ -152,11 +154,19 @@ RaftNode::RaftNode(kj::AsyncIoContext& io, const ClusterSecret& secret, NodeOpti
   randombytes_buf(&seed, sizeof(seed));
   cfg.seed = seed;
   core_ = std::make_unique<Core>(cfg, restored);
+  // What a crash of the process left in the page cache is made durable before it counts.
+  log_.sync();
+  written_ = durable_ = core_->lastIndex();
+  savedHard_ = restored.hardState;
   metrics.gauge("cairn_raft_term", "Current Raft term", [this]() { return double(core_->term()); });
   metrics.gauge("cairn_raft_commit_index", "Raft commit index",
                 [this]() { return double(core_->commitIndex()); });
   metrics.gauge("cairn_raft_applied_index", "Raft applied index",
                 [this]() { return double(core_->appliedIndex()); });
+  metrics.gauge("cairn_raft_log_written_index", "Last Raft log index written",
+                [this]() { return double(written_); });
+  metrics.gauge("cairn_raft_log_durable_index", "Last Raft log index on stable storage",
+                [this]() { return double(durable_); });
   metrics.gauge("cairn_raft_is_leader", "1 on the leader",
                 [this]() { return core_->role() == Role::LEADER ? 1.0 : 0.0; });
   spdlog::info("raft: node {} restored term {} commit {} applied {} log {}..{}", options_.id,
@@ -378,11 +388,35 @@ void RaftNode::process() {
       app_.installSnapshot(path);
       KJ_SYSCALL(::rename(keep.c_str(), snapshotPath().c_str()));
       log_.resetTo(rd.snapshot->meta);
+      logEpoch_++;
+      written_ = durable_ = rd.snapshot->meta.index;
       spdlog::info("raft: installed snapshot at index {} term {}", rd.snapshot->meta.index,
                    rd.snapshot->meta.term);
     }
-    log_.save(rd.entries, rd.hardState ? &*rd.hardState : nullptr, rd.mustSync);
-    if (rd.mustSync) syncs_.inc();
+    // The leader's own new entries count as persisted once written, before they reach the
+    // disk, and a sync on a thread of its own follows them (syncBehind). A follower syncs
+    // before it acknowledges, and a new term or vote is synced before anything is sent, as
+    // Raft has it. So an entry the leader commits is on stable storage on a majority but
+    // perhaps the leader, and in the page cache of the leader: it survives the crash of any
+    // minority of machines and of every meta process; what a power loss of the leader's
+    // machine within one sync can take is only what no client asked to be durable, because
+    // fsync() waits for the sync (whenDurable) and so does every command that others act on
+    // (see MetaServer::mustBeDurable).
+    bool hardChange = rd.hardState && (rd.hardState->term != savedHard_.term ||
+                                       rd.hardState->vote != savedHard_.vote);
+    bool behind = rd.mustSync && isLeader() && !rd.snapshot && !hardChange;
+    if (!rd.entries.empty() && rd.entries.front().index <= written_) {
+      logEpoch_++;  // stored entries are replaced
+      durable_ = std::min(durable_, rd.entries.front().index - 1);
+    }
+    log_.save(rd.entries, rd.hardState ? &*rd.hardState : nullptr, rd.mustSync && !behind);
+    if (!rd.entries.empty()) written_ = rd.entries.back().index;
+    if (rd.hardState) savedHard_ = *rd.hardState;
+    if (rd.mustSync && !behind) {
+      syncs_.inc();
+      durable_ = written_;
+      releaseDurable();
+    }
     sendAll(rd.messages);
     if (!rd.committed.empty()) app_.apply(rd.committed);
     for (auto& r : rd.reads) {
@@ -417,7 +451,68 @@ void RaftNode::process() {
                  core_->term());
     app_.roleChanged(leader);
   }
+  if (written_ > durable_) syncBehind(!durableWaiters_.empty());
   maybeCompact();
+}
+
+kj::Promise<void> RaftNode::whenDurable(Index index) {
+  if (index <= durable_) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  durableWaiters_.emplace(index, kj::mv(paf.fulfiller));
+  syncBehind(true);
+  return kj::mv(paf.promise);
+}
+
+void RaftNode::releaseDurable() {
+  while (!durableWaiters_.empty() && durableWaiters_.begin()->first <= durable_) {
+    durableWaiters_.begin()->second->fulfill();
+    durableWaiters_.erase(durableWaiters_.begin());
+  }
+}
+
+void RaftNode::syncNow() {
+  log_.sync();
+  syncs_.inc();
+  durable_ = written_;
+  releaseDurable();
+}
+
+void RaftNode::syncBehind(bool now) {
+  if (syncRunning_ || written_ <= durable_) return;
+  if (!now && options_.logSyncDelay > 0 * kj::MILLISECONDS) {
+    if (syncTimerSet_) return;
+    syncTimerSet_ = true;
+    tasks_.add(io_.provider->getTimer().afterDelay(options_.logSyncDelay).then([this]() {
+      syncTimerSet_ = false;
+      syncBehind(true);
+    }));
+    return;
+  }
+  int fd = log_.duplicateTail();
+  if (fd < 0) return syncNow();
+  syncRunning_ = true;
+  Index target = written_;
+  uint64_t epoch = logEpoch_;
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<int>();
+  auto done = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<int>>>(kj::mv(paf.fulfiller));
+  syncer_.submit([fd, done]() {
+    int err = ::fdatasync(fd) == 0 ? 0 : errno;
+    ::close(fd);
+    (*done)->fulfill(kj::mv(err));
+  });
+  tasks_.add(paf.promise.then([this, target, epoch](int err) {
+    syncRunning_ = false;
+    if (err != 0) {
+      // Never retried and forgotten (as in LogStore): stop, and recover from what is durable.
+      spdlog::critical("raft log: fdatasync behind the leader failed: {}", strerror(err));
+      abort();
+    }
+    syncs_.inc();
+    behindSyncs_.inc();
+    if (epoch == logEpoch_) durable_ = std::max(durable_, target);
+    releaseDurable();
+    if (written_ > durable_) syncBehind(!durableWaiters_.empty());
+  }));
 }
 
 void RaftNode::maybeCompact() {
@@ -467,6 +562,9 @@ kj::Promise<void> RaftNode::snapshotWritten(std::chrono::steady_clock::time_poin
       ::unlink(tmp.c_str());
       return kj::Promise<void>(kj::READY_NOW);
     }
+    // The log holds everything up to the copy on disk before the copy counts: a machine
+    // restarted from them never finds its state machine past its log.
+    if (durable_ < at) syncNow();
     KJ_SYSCALL(::rename(tmp.c_str(), snapshotPath().c_str()));
     SnapshotMeta meta{at, *term, core_->votersAt(at)};
     log_.saveSnapshot(meta);

@@ -19,6 +19,7 @@
 #include "meta/raft/log_store.h"
 #include "rpc/metrics.h"
 #include "rpc/net.h"
+#include "rpc/workers.h"
 
 namespace cairn::raft {
 
@@ -54,6 +55,10 @@ struct NodeOptions {
   int electionTicks = 10;
   int heartbeatTicks = 1;
   Index snapshotEvery = 10000;  // compact the log after this many applied entries
+  // The leader's own entries count once written, and reach the disk behind (see node.cc): a
+  // sync of them starts this long after the first one not synced (0: at once), or at once
+  // when a request waits for durability.
+  kj::Duration logSyncDelay = 0 * kj::MILLISECONDS;
 };
 
 class RaftNode {
@@ -83,6 +88,13 @@ class RaftNode {
   // (ReadIndex); rejects with DISCONNECTED when leadership is lost meanwhile.
   kj::Promise<void> linearizableRead();
 
+  // The log is on stable storage up to durableIndex(); entries up to writtenIndex() are
+  // written (in the page cache at least: they survive a crash of the process).
+  Index durableIndex() const { return durable_; }
+  Index writtenIndex() const { return written_; }
+  // Resolves once the log is on stable storage up to `index`, at once when it is.
+  kj::Promise<void> whenDurable(Index index);
+
   // Messages from another meta server.
   void receive(std::vector<Message> messages);
   // A piece of a snapshot streamed by the leader.
@@ -98,6 +110,9 @@ class RaftNode {
   kj::Promise<void> snapshotWritten(std::chrono::steady_clock::time_point started);
   kj::Promise<void> streamSnapshot(Peer& peer, Message header, uint64_t offset);
   std::string snapshotPath() const { return options_.dataDir + "/snapshot.mdb"; }
+  void syncBehind(bool now);
+  void syncNow();
+  void releaseDurable();
 
   kj::AsyncIoContext& io_;
   const ClusterSecret& secret_;
@@ -134,6 +149,17 @@ class RaftNode {
   uint64_t incomingBytes_ = 0;
   Counter& sentMessages_;
   Counter& syncs_;
+  Counter& behindSyncs_;
+  // Log durability: written_ and durable_ as above; logEpoch_ counts replacements of stored
+  // entries, so that a sync begun before one does not vouch for what replaced them.
+  Index written_ = 0;
+  Index durable_ = 0;
+  uint64_t logEpoch_ = 0;
+  HardState savedHard_;
+  bool syncRunning_ = false;
+  bool syncTimerSet_ = false;
+  std::multimap<Index, kj::Own<kj::PromiseFulfiller<void>>> durableWaiters_;
+  TaskQueue syncer_{1};  // the sync behind runs here; declared last, so joined first
 };
 
 }  // namespace cairn::raft

@@ -1023,5 +1023,26 @@ TEST(FirstChunkOffer, IsTakenBackOnceTheFloorPassesIt) {
   EXPECT_EQ(commit(fresh).err(), 0) << "offers after the floor bind";
 }
 
+TEST(IdGap, InodeAndChunkIdsJumpAheadAndNeverComeBack) {
+  // After its machine went down, a leader skips ids: what it answered before the log sync
+  // behind it (and lost) must not name another file. Both counters jump; a zero or absurd
+  // gap is refused and changes nothing.
+  Namespace ns;
+  uint32_t s1 = ns.registerServer("uuid-1", "127.0.0.1:7000", "h1");
+  auto before = ns.create(ROOT_INO, "before", {s1});
+  ASSERT_EQ(before.err(), 0);
+  uint64_t ino0 = before.ino(), chunk0 = before.get().getOfferedChunk().getId();
+  constexpr uint64_t GAP = uint64_t(1) << 24;
+  EXPECT_EQ(ns.apply([&](Op op) { op.setIdGap(0); }).err(), EINVAL);
+  EXPECT_EQ(ns.apply([&](Op op) { op.setIdGap(uint64_t(1) << 41); }).err(), EINVAL);
+  auto still = ns.create(ROOT_INO, "still", {s1});
+  EXPECT_LT(still.ino(), ino0 + GAP) << "a refused gap moved the counter";
+  ASSERT_EQ(ns.apply([&](Op op) { op.setIdGap(GAP); }).err(), 0);
+  auto after = ns.create(ROOT_INO, "after", {s1});
+  ASSERT_EQ(after.err(), 0);
+  EXPECT_GE(after.ino(), ino0 + GAP);
+  EXPECT_GE(after.get().getOfferedChunk().getId(), chunk0 + GAP);
+}
+
 }  // namespace
 }  // namespace cairn::meta
