@@ -349,6 +349,7 @@ void CairnFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       // The kernel leaves O_TRUNC to us (atomic_o_trunc): the size goes to 0 here, with the
       // file's later chunks dropped by meta and mtime and ctime set to now.
       std::unique_lock<std::shared_mutex> exclusive(f->mutex);
+      forgetDirAttr(cino);  // attributes noted at an earlier setattr no longer hold
       int err = flushPending(*f, cino);
       if (err == 0) err = commit(*f, cino);
       if (err == 0) {  // also when empty: mtime and ctime move (as on ext4)
@@ -1317,6 +1318,7 @@ void CairnFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newParent, const c
     op.setIno(toCluster(ino));
     op.setNewParent(toCluster(newParent));
     op.setNewName(newName);
+    forgetDirAttr(toCluster(ino));  // its link count and ctime change
     auto sent = std::chrono::steady_clock::now();
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
@@ -1335,6 +1337,12 @@ void CairnFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
     auto n = dir ? opOf(m).initRmdir() : opOf(m).initUnlink();
     n.setParent(toCluster(parent));
     n.setName(name);
+    {
+      // The removed inode (not known here) loses a link and its ctime changes: attributes
+      // noted for it no longer hold (those of directories, for rmdir).
+      std::lock_guard<std::mutex> lock(dirAttrMutex_);
+      std::erase_if(dirAttrs_, [dir](const auto& e) { return dir || !S_ISDIR(e.second.st.st_mode); });
+    }
     auto sent = std::chrono::steady_clock::now();
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();

@@ -257,3 +257,26 @@ n2=$(python3 -c "import os,sys; print(len(os.listdir(sys.argv[1])))" "$M/long")
 n3=$(ls -l "$M/long" | grep -c "^-")
 [ "$n1" = 5000 ] && [ "$n2" = 5000 ] && [ "$n3" = 5000 ] || fail "a directory of 5000 lists as $n1 / $n2 / $n3"
 check "a directory of 5000 entries lists whole (ls, listdir, ls -l)"
+
+# The attributes a setattr answered are kept for the kernel's next getattr (tar's chown); any
+# later change of the file must drop them: O_TRUNC after ftruncate, a link, an unlink.
+python3 - "$M/noted" <<'PY' || fail "a getattr after a change answered attributes from before it"
+import os, sys
+p = sys.argv[1]
+for i in range(5):
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, b"a" * 671)
+    os.ftruncate(fd, 298)
+    os.close(fd)
+    fd = os.open(p, os.O_RDWR | os.O_TRUNC)
+    size = os.fstat(fd).st_size
+    assert size == 0, f"size {size} after O_TRUNC"
+    os.ftruncate(fd, 5)
+    os.link(p, p + ".l")
+    assert os.fstat(fd).st_nlink == 2, f"nlink {os.fstat(fd).st_nlink} after link"
+    os.ftruncate(fd, 6)
+    os.unlink(p + ".l")
+    assert os.fstat(fd).st_nlink == 1, f"nlink {os.fstat(fd).st_nlink} after unlink"
+    os.close(fd)
+PY
+check "attributes noted at a setattr give way to a later O_TRUNC, link or unlink"
