@@ -401,7 +401,7 @@ void RaftNode::process() {
     // minority of machines and of every meta process; what a power loss of the leader's
     // machine within one sync can take is only what no client asked to be durable, because
     // fsync() waits for the sync (whenDurable) and so does every command that others act on
-    // (see MetaServer::mustBeDurable).
+    // (see StateMachine::mayAnswerBeforeDurable).
     bool hardChange = rd.hardState && (rd.hardState->term != savedHard_.term ||
                                        rd.hardState->vote != savedHard_.vote);
     bool behind = rd.mustSync && isLeader() && !rd.snapshot && !hardChange;
