@@ -70,9 +70,11 @@ bool StateMachine::format(Txn& t, const Format& format, int64_t nowNs, const std
   return true;
 }
 
-bool StateMachine::mayAnswerBeforeDurable(proto::MetaRequest::Reader req) {
+namespace {
+// What applications change in the namespace and in files through a mount, all the time.
+bool isFileChange(proto::MetaRequest::Op::Which w) {
   using W = proto::MetaRequest::Op::Which;
-  switch (req.getOp().which()) {
+  switch (w) {
     case W::SETATTR:
     case W::MKNOD:
     case W::SYMLINK:
@@ -83,28 +85,23 @@ bool StateMachine::mayAnswerBeforeDurable(proto::MetaRequest::Reader req) {
     case W::SETXATTR:
     case W::REMOVEXATTR:
     case W::COMMIT_WRITE:
-    case W::CHUNK_GET:
-    case W::LOCK:
-    case W::PUNCH:
       return true;
     default:
       return false;
   }
 }
+}  // namespace
+
+bool StateMachine::mayAnswerBeforeDurable(proto::MetaRequest::Reader req) {
+  using W = proto::MetaRequest::Op::Which;
+  auto w = req.getOp().which();
+  return isFileChange(w) || w == W::CHUNK_GET || w == W::LOCK || w == W::PUNCH;
+}
 
 bool StateMachine::isMutation(proto::MetaRequest::Reader req) {
   using W = proto::MetaRequest::Op::Which;
+  if (isFileChange(req.getOp().which())) return true;
   switch (req.getOp().which()) {
-    case W::SETATTR:
-    case W::MKNOD:
-    case W::SYMLINK:
-    case W::LINK:
-    case W::UNLINK:
-    case W::RMDIR:
-    case W::RENAME:
-    case W::SETXATTR:
-    case W::REMOVEXATTR:
-    case W::COMMIT_WRITE:
     case W::REGISTER_SERVER:
     case W::SET_KEY_CHECK:
     case W::FORMAT:
