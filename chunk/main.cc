@@ -247,7 +247,11 @@ int main(int argc, char** argv) {
   setupLogging("cairn-chunk", logLevel, logFile);
   try {
     KJ_REQUIRE(sodium_init() >= 0);
+    // Metrics outlive the event loop: a request still in flight when it is torn down observes
+    // its latency as it goes; what serves /metrics stops while the loop is still there.
+    Metrics metrics;
     auto io = kj::setupAsyncIo();
+    KJ_DEFER(metrics.stopServing());
     auto secret = ClusterSecret::fromFile(secretFile);
     if (host.empty()) host = listen.substr(0, listen.rfind(':'));
     uint64_t clientId;
@@ -264,7 +268,6 @@ int main(int argc, char** argv) {
 
     chunk::ChunkStore store(dirs, static_cast<uint32_t>(chunkSize / chunk::BLOCK_BYTES));
     store.limitCapacity(capacity);
-    Metrics metrics;
     metrics.gauge("cairn_chunk_chunks", "Chunks stored", [&store]() {
       return static_cast<double>(store.list().size());
     });

@@ -82,10 +82,13 @@ int main(int argc, char** argv) {
       KJ_REQUIRE(options.peers.count(id), "--peers must include this server's own id", id);
     }
 
+    // Metrics outlive the event loop: a request still in flight when it is torn down observes
+    // its latency as it goes; what serves /metrics stops while the loop is still there.
+    Metrics metrics;
     auto io = kj::setupAsyncIo();
+    KJ_DEFER(metrics.stopServing());
     auto secret = ClusterSecret::fromFile(secretFile);
     meta::Store store(dataDir);
-    Metrics metrics;
     meta::MetaServer server(store, metrics,
                             meta::ServerTimeouts{std::chrono::milliseconds(suspectMs),
                                                  std::chrono::milliseconds(deadMs),
