@@ -13,6 +13,11 @@ namespace {
 constexpr uint32_t MAX_BLOCKS_PER_CALL = 1024;  // 4 MiB
 constexpr uint32_t MAX_CHAIN = 8;
 constexpr uint32_t IO_THREAD_BLOCKS = 32;  // reads of this many blocks or more: on I/O threads
+
+template <typename Response>
+std::pair<int, std::string> outcome(Response& response) {
+  return std::make_pair(int(response.getErr()), std::string(response.getFailedAddr()));
+}
 }  // namespace
 
 ChunkServiceImpl::ChunkServiceImpl(kj::AsyncIoContext& io, const ClusterSecret& secret,
@@ -82,13 +87,56 @@ void ChunkServiceImpl::readDone(uint64_t id) {
 
 kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   auto params = context.getParams();
-  auto ref = params.getChunk();
-  auto blocks = params.getBlocks();
-  auto chain = params.getChain();
   uint32_t first = params.getFirstBlock();
+  uint32_t n = params.getBlocks().size();
+  KJ_REQUIRE(n <= MAX_BLOCKS_PER_CALL, "too many blocks in one write");
+  KJ_REQUIRE(uint64_t(first) + n <= store_.maxBlocks(), "write beyond chunk end");
+  std::vector<Run> runs;
+  if (n > 0) runs.push_back(Run{first, 0, n});
+  return storeBlocks(context, kj::mv(runs), [](proto::Chunk::Client c, auto src) {
+    auto r = c.writeRequest();
+    r.setChunk(src.getChunk());
+    r.setFirstBlock(src.getFirstBlock());
+    r.setBlocks(src.getBlocks());
+    r.setSync(src.getSync());
+    return r.send().then([](auto response) { return outcome(response); });
+  });
+}
+
+kj::Promise<void> ChunkServiceImpl::writeAt(WriteAtContext context) {
+  auto params = context.getParams();
+  auto at = params.getAt();
+  uint32_t n = params.getBlocks().size();
+  KJ_REQUIRE(n <= MAX_BLOCKS_PER_CALL, "too many blocks in one write");
+  KJ_REQUIRE(at.size() == n, "one block index per block", at.size(), n);
+  std::vector<Run> runs;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t b = at[i];
+    KJ_REQUIRE(b < store_.maxBlocks(), "write beyond chunk end", b);
+    KJ_REQUIRE(i == 0 || b > at[i - 1], "block indexes must ascend", i);
+    if (!runs.empty() && runs.back().block + runs.back().count == b) {
+      runs.back().count++;
+    } else {
+      runs.push_back(Run{b, i, 1});
+    }
+  }
+  return storeBlocks(context, kj::mv(runs), [](proto::Chunk::Client c, auto src) {
+    auto r = c.writeAtRequest();
+    r.setChunk(src.getChunk());
+    r.setBlocks(src.getBlocks());
+    r.setAt(src.getAt());
+    r.setSync(src.getSync());
+    return r.send().then([](auto response) { return outcome(response); });
+  });
+}
+
+template <typename Context, typename Request>
+kj::Promise<void> ChunkServiceImpl::storeBlocks(Context context, std::vector<Run> runs,
+                                                Request request) {
+  auto params = context.getParams();
+  auto ref = params.getChunk();
+  auto chain = params.getChain();
   KJ_REQUIRE(ref.getId() != 0 && ref.getVersion() != 0, "chunk id and version must be set");
-  KJ_REQUIRE(blocks.size() <= MAX_BLOCKS_PER_CALL, "too many blocks in one write");
-  KJ_REQUIRE(uint64_t(first) + blocks.size() <= store_.maxBlocks(), "write beyond chunk end");
   KJ_REQUIRE(chain.size() <= MAX_CHAIN, "replica chain too long");
   auto timer = kj::heap<ScopedLatency>(writeLatency_);
 
@@ -98,25 +146,17 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   // one after another on one connection.
   kj::Promise<std::pair<int, std::string>> downstream = std::make_pair(0, std::string());
   if (chain.size() > 0) {
-    downstream = forward(chain, [context](proto::Chunk::Client c) mutable {
+    downstream = forward(chain, [context, request](proto::Chunk::Client c) mutable {
       // Built from our own request's parameters (kept by the context until we answer): the
       // blocks are copied once, into each request that goes on.
-      auto src = context.getParams();
-      auto r = c.writeRequest();
-      r.setChunk(src.getChunk());
-      r.setFirstBlock(src.getFirstBlock());
-      r.setBlocks(src.getBlocks());
-      r.setSync(src.getSync());
-      return r.send().then([](auto response) {
-        return std::make_pair(int(response.getErr()), std::string(response.getFailedAddr()));
-      });
+      return request(c, context.getParams());
     });
   }
 
   // The local write waits for the events already queued, the forward's send among them: the
   // next replica then writes while we do, instead of after (and for reads of the chunk on the
   // I/O threads).
-  auto local = idle(ref.getId()).then([this, context, first]() mutable -> int {
+  auto local = idle(ref.getId()).then([this, context, runs = kj::mv(runs)]() mutable -> int {
     auto params = context.getParams();
     auto ref = params.getChunk();
     auto blocks = params.getBlocks();
@@ -135,16 +175,28 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
     }
     try {
       auto& f = store_.findOrCreate(ref.getId(), ref.getVersion());
-      f.write(first, data);
+      std::vector<BlockView> run;
+      for (auto& r : runs) {
+        // Each run of consecutive blocks in one gathered write.
+        if (runs.size() == 1) {
+          f.write(r.block, data);
+        } else {
+          run.assign(data.begin() + r.from, data.begin() + r.from + r.count);
+          f.write(r.block, run);
+        }
+      }
       store_.noteSize(ref.getId());
       if (params.getSync()) {
         f.sync();
-      } else if (data.size() >= WRITEBACK_BLOCKS) {
-        // A large run (a stream): its writeback starts now, so that a later fsync finds little
-        // left to write instead of everything since the file was opened.
-        writeback_.submit([file = store_.share(ref.getId()), first, n = uint32_t(data.size())]() {
-          file->startWriteback(first, n);
-        });
+      } else {
+        for (auto& r : runs) {
+          if (r.count < WRITEBACK_BLOCKS) continue;
+          // A large run (a stream): its writeback starts now, so that a later fsync finds
+          // little left to write instead of everything since the file was opened.
+          writeback_.submit([file = store_.share(ref.getId()), first = r.block, n = r.count]() {
+            file->startWriteback(first, n);
+          });
+        }
       }
       bytesWritten_.inc(uint64_t(blocks.size()) * BLOCK_BYTES);
     } catch (kj::Exception& e) {
@@ -291,10 +343,6 @@ void fillRef(Request& r, uint64_t id, uint64_t version) {
   r.getChunk().setVersion(version);
 }
 
-template <typename Response>
-std::pair<int, std::string> outcome(Response& response) {
-  return std::make_pair(int(response.getErr()), std::string(response.getFailedAddr()));
-}
 }  // namespace
 
 kj::Promise<void> ChunkServiceImpl::sync(SyncContext context) {

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <vector>
 
 #include "chunk/store.h"
 #include "rpc/metrics.h"
@@ -18,6 +19,7 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
                    Metrics& metrics);
 
   kj::Promise<void> write(WriteContext context) override;
+  kj::Promise<void> writeAt(WriteAtContext context) override;
   kj::Promise<void> read(ReadContext context) override;
   kj::Promise<void> sync(SyncContext context) override;
   kj::Promise<void> truncate(TruncateContext context) override;
@@ -30,6 +32,15 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
 
  private:
   Peer& peer(const std::string& addr);
+  // Blocks [from, from + count) of a write's list go to blocks block.. of the chunk.
+  struct Run {
+    uint32_t block, from, count;
+  };
+  // The common part of write and writeAt: checks the blocks, forwards the call down the chain
+  // (`request(client, params)` sends a copy and resolves to its (errno, failed address)) and
+  // stores the runs here.
+  template <typename Context, typename Request>
+  kj::Promise<void> storeBlocks(Context context, std::vector<Run> runs, Request request);
   // Sends a request to every other replica of the chain at once (`send` builds and sends one,
   // and resolves to (errno, the failed replica's address or "")); resolves when all have
   // answered, to the first failure in the chain's order, or (0, "").

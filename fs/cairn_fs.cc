@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/xattr.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <thread>
@@ -58,6 +59,11 @@ CairnFs::CairnFs(ClusterClient& client, uint64_t rootIno, uint64_t chunkSizeByte
       writtenBytes_(options.metrics ? &options.metrics->counter("cairn_client_written_bytes_total",
                                                                 "Bytes written by applications")
                                     : nullptr),
+      scatteredBlocks_(options.metrics
+                           ? &options.metrics->counter(
+                                 "cairn_client_scattered_write_blocks_total",
+                                 "Blocks sent in writes of several queued pieces of one chunk")
+                           : nullptr),
       knownAbsent_(options.metrics
                        ? &options.metrics->counter(
                              "cairn_client_lookups_known_absent_total",
@@ -501,36 +507,8 @@ int CairnFs::writeRange(OpenFile& f, uint64_t cino, const char* data, size_t siz
       if (err != 0) return err;
       blocks = plain.data();
     }
-    if (loc.unbound) {
-      std::lock_guard<std::mutex> s(f.state);
-      auto it = f.chunks.find(index);
-      if (it != f.chunks.end() && it->second.unbound)
-        for (uint32_t b = first; b < first + count && b < f.unboundWritten.size(); b++)
-          f.unboundWritten[b] = true;
-    }
-    err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, blocks, false);
-    if (err != 0 && loc.unbound) {
-      // Meta must know the chunk before a replica can be replaced: bind it, then write again
-      // through the chain meta keeps (ESTALE below).
-      spdlog::warn("write to the new chunk {:016x} of inode {} failed ({}): recording it first",
-                   loc.id, cino, strerror(err));
-      int be = bindNow(f, cino, false);
-      if (be != 0) return be;
-      err = ESTALE;
-    }
-    for (int retry = 0; err == ESTALE && retry < 200; retry++) {
-      if (retry > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      forgetChunk(f, index);
-      err = chunkFor(f, cino, index, true, loc);
-      if (err == 0)
-        err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, blocks, false);
-    }
+    err = sendBlocks(f, cino, index, loc, first, count, nullptr, blocks);
     if (err != 0) return err;
-    rememberChunk(f, loc);  // the chain may have changed after a replica failure
-    {
-      std::lock_guard<std::mutex> s(f.state);
-      f.unsynced.insert(index);
-    }
     pos = chunkEnd;
   }
   {
@@ -538,6 +516,42 @@ int CairnFs::writeRange(OpenFile& f, uint64_t cino, const char* data, size_t siz
     if (end > f.size) f.size = end;
     f.dirty = true;
   }
+  return 0;
+}
+
+int CairnFs::sendBlocks(OpenFile& f, uint64_t cino, uint64_t index, ChunkLoc& loc,
+                        uint32_t first, uint32_t count, const uint32_t* at,
+                        const unsigned char* blocks) {
+  if (loc.unbound) {
+    std::lock_guard<std::mutex> s(f.state);
+    auto it = f.chunks.find(index);
+    if (it != f.chunks.end() && it->second.unbound) {
+      for (uint32_t i = 0; i < count; i++) {
+        uint32_t b = at ? at[i] : first + i;
+        if (b < f.unboundWritten.size()) f.unboundWritten[b] = true;
+      }
+    }
+  }
+  int err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, blocks, false, at);
+  if (err != 0 && err != ENOSYS && loc.unbound) {
+    // Meta must know the chunk before a replica can be replaced: bind it, then write again
+    // through the chain meta keeps (ESTALE below).
+    spdlog::warn("write to the new chunk {:016x} of inode {} failed ({}): recording it first",
+                 loc.id, cino, strerror(err));
+    int be = bindNow(f, cino, false);
+    if (be != 0) return be;
+    err = ESTALE;
+  }
+  for (int retry = 0; err == ESTALE && retry < 200; retry++) {
+    if (retry > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    forgetChunk(f, index);
+    err = chunkFor(f, cino, index, true, loc);
+    if (err == 0) err = client_.writeBlocks(cino, loc, chunkBlocks_, first, count, blocks, false, at);
+  }
+  if (err != 0) return err;
+  rememberChunk(f, loc);  // the chain may have changed after a replica failure
+  std::lock_guard<std::mutex> s(f.state);
+  f.unsynced.insert(index);
   return 0;
 }
 
@@ -586,11 +600,13 @@ int CairnFs::writeBehind(const std::shared_ptr<OpenFile>& f, uint64_t cino, std:
                          uint64_t off) {
   size_t size = data.size();
   uint64_t end = off + size;
+  auto piece = std::make_shared<Queued>(Queued{off, std::move(data), false});
   {
     std::unique_lock<std::mutex> s(f->state);
     // Ranges in flight never overlap each other (each waits here for those it overlaps), so
     // sorted by start they are sorted by end too: only the last one starting before `end` can
-    // reach past `off` (random writes keep hundreds in flight; this looks at one).
+    // reach past `off` (random writes keep hundreds in flight; this looks at one). Queued ones
+    // can thus go out together and in any order.
     auto overlaps = [&]() {
       auto it = f->inflightRanges.lower_bound(end);
       return it != f->inflightRanges.begin() && std::prev(it)->second > off;
@@ -602,6 +618,7 @@ int CairnFs::writeBehind(const std::shared_ptr<OpenFile>& f, uint64_t cino, std:
     f->inflight++;
     f->inflightBytes += size;
     f->inflightRanges.emplace(off, end);
+    f->queued.emplace(off, piece);
     if (end > f->size) f->size = end;
     f->dirty = true;
   }
@@ -610,35 +627,111 @@ int CairnFs::writeBehind(const std::shared_ptr<OpenFile>& f, uint64_t cino, std:
     asyncRoom_.wait(a, [&]() { return asyncBytes_ + size <= ASYNC_BYTES || asyncBytes_ == 0; });
     asyncBytes_ += size;
   }
-  auto copy = std::make_shared<std::string>(std::move(data));
-  writers_.submit([this, f, cino, copy, off]() {
+  writers_.submit([this, f, cino, piece]() {
+    std::vector<std::shared_ptr<Queued>> batch;
+    {
+      std::lock_guard<std::mutex> s(f->state);
+      if (piece->taken) return;  // gone out with another piece of its chunk
+      takeQueued(*f, piece, batch);
+    }
     int err;
     try {
-      err = writeRange(*f, cino, copy->data(), copy->size(), off, 0);
+      err = writeQueued(*f, cino, batch);
     } catch (kj::Exception& e) {
       spdlog::error("background write to inode {}: {}", cino, e.getDescription().cStr());
       err = EIO;
     }
+    size_t bytes = 0;
+    for (auto& q : batch) bytes += q->data.size();
     if (err != 0)
-      spdlog::error("background write of {} bytes at {} of inode {} failed: {}", copy->size(),
-                    off, cino, strerror(err));
+      spdlog::error("background write of {} bytes in {} pieces from {} of inode {} failed: {}",
+                    bytes, batch.size(), batch.front()->off, cino, strerror(err));
     {
       std::lock_guard<std::mutex> a(asyncMutex_);
-      asyncBytes_ -= copy->size();
+      asyncBytes_ -= bytes;
     }
     asyncRoom_.notify_all();
     std::lock_guard<std::mutex> s(f->state);
-    f->inflight--;
-    f->inflightBytes -= copy->size();
-    for (auto it = f->inflightRanges.find(off); it != f->inflightRanges.end() && it->first == off; ++it) {
-      if (it->second == off + copy->size()) {
-        f->inflightRanges.erase(it);
-        break;
+    for (auto& q : batch) {
+      uint64_t qend = q->off + q->data.size();
+      for (auto it = f->inflightRanges.find(q->off);
+           it != f->inflightRanges.end() && it->first == q->off; ++it) {
+        if (it->second == qend) {
+          f->inflightRanges.erase(it);
+          break;
+        }
       }
     }
+    f->inflight -= int(batch.size());
+    f->inflightBytes -= bytes;
     if (err != 0 && f->asyncErr == 0) f->asyncErr = err;
     f->drained.notify_all();
   });
+  return 0;
+}
+
+void CairnFs::takeQueued(OpenFile& f, const std::shared_ptr<Queued>& piece,
+                         std::vector<std::shared_ptr<Queued>>& batch) {
+  // Called with f.state held.
+  auto inChunk = [&](const Queued& q, uint64_t index) {
+    return q.off / chunkSize_ == index && (q.off + q.data.size() - 1) / chunkSize_ == index;
+  };
+  auto take = [&](const std::shared_ptr<Queued>& q) {
+    q->taken = true;
+    f.queued.erase(q->off);
+    batch.push_back(q);
+  };
+  take(piece);
+  uint64_t index = piece->off / chunkSize_;
+  size_t blocks = piece->data.size() / BLOCK;
+  if (!scatteredWrites_.load() || !inChunk(*piece, index) || blocks >= MAX_BATCH_BLOCKS) return;
+  // Other waiting pieces of the same chunk go with it, in one call down its chain.
+  for (auto it = f.queued.lower_bound(index * chunkSize_);
+       it != f.queued.end() && it->first < (index + 1) * chunkSize_ && blocks < MAX_BATCH_BLOCKS;) {
+    auto q = (it++)->second;
+    size_t n = q->data.size() / BLOCK;
+    if (!inChunk(*q, index) || blocks + n > MAX_BATCH_BLOCKS) continue;
+    take(q);
+    blocks += n;
+  }
+  std::sort(batch.begin(), batch.end(), [](auto& a, auto& b) { return a->off < b->off; });
+}
+
+int CairnFs::writeQueued(OpenFile& f, uint64_t cino, const std::vector<std::shared_ptr<Queued>>& batch) {
+  auto each = [&]() {
+    for (auto& q : batch)
+      if (int err = writeRange(f, cino, q->data.data(), q->data.size(), q->off, 0)) return err;
+    return 0;
+  };
+  if (batch.size() == 1) return each();
+  // Whole blocks of one chunk, scattered: one writeAt with each block's index.
+  uint64_t index = batch.front()->off / chunkSize_;
+  uint64_t base = index * chunkSize_;
+  std::vector<uint32_t> at;
+  std::vector<unsigned char> plain;
+  uint64_t end = 0;
+  for (auto& q : batch) {
+    for (size_t i = 0; i < q->data.size() / BLOCK; i++)
+      at.push_back(static_cast<uint32_t>((q->off - base) / BLOCK + i));
+    plain.insert(plain.end(), q->data.begin(), q->data.end());
+    end = std::max<uint64_t>(end, q->off + q->data.size());
+  }
+  ChunkLoc loc;
+  int err = chunkFor(f, cino, index, true, loc);
+  if (err != 0) return err;
+  err = sendBlocks(f, cino, index, loc, 0, static_cast<uint32_t>(at.size()), at.data(),
+                   plain.data());
+  if (err == ENOSYS) {
+    spdlog::warn("chunk server {} predates scattered writes: writing block runs one by one",
+                 loc.addrs.empty() ? "?" : loc.addrs[0]);
+    scatteredWrites_ = false;
+    return each();
+  }
+  if (err != 0) return err;
+  if (scatteredBlocks_) scatteredBlocks_->inc(at.size());
+  std::lock_guard<std::mutex> s(f.state);
+  if (end > f.size) f.size = end;
+  f.dirty = true;
   return 0;
 }
 

@@ -144,6 +144,12 @@ class CairnFs final : public OpenFiles {
   // (which touch disjoint blocks or whole blocks) and exclusively by partial-block writes
   // (read-modify-write), truncation, flush and fsync. `state` guards the fields below it and is
   // never held across a call to the cluster.
+  // A background write not yet begun (its bytes; taken: a writer has it, with state held).
+  struct Queued {
+    uint64_t off;
+    std::string data;
+    bool taken;
+  };
   struct OpenFile {
     std::shared_mutex mutex;
     std::mutex state;
@@ -171,12 +177,15 @@ class CairnFs final : public OpenFiles {
     int inflight = 0;
     size_t inflightBytes = 0;
     std::multimap<uint64_t, uint64_t> inflightRanges;  // start -> end of each, for ordering
+    // Those not yet begun, by offset: a writer takes the others of the same chunk with its own.
+    std::map<uint64_t, std::shared_ptr<Queued>> queued;
     int asyncErr = 0;
     std::condition_variable drained;  // with `state`
   };
   static constexpr size_t WRITE_BEHIND_BYTES = 1 << 20;
   static constexpr size_t ASYNC_BYTES_PER_FILE = 8 << 20;  // background writes of one file
   static constexpr size_t ASYNC_BYTES = 64 << 20;           // of the whole mount
+  static constexpr size_t MAX_BATCH_BLOCKS = 256;          // blocks of one scattered write
 
   uint64_t toCluster(fuse_ino_t ino) const { return ino == FUSE_ROOT_ID ? rootIno_ : ino; }
   fuse_ino_t toFuse(uint64_t ino) const { return ino == rootIno_ ? FUSE_ROOT_ID : ino; }
@@ -215,6 +224,17 @@ class CairnFs final : public OpenFiles {
   // it overlaps (so the last write wins). Callers hold f.mutex (shared or exclusive).
   int writeBehind(const std::shared_ptr<OpenFile>& f, uint64_t cino, std::string data,
                   uint64_t off);
+  // Takes `piece` off f.queued, with the other queued pieces of its chunk (up to
+  // MAX_BATCH_BLOCKS blocks), sorted by offset. Callers hold f.state.
+  void takeQueued(OpenFile& f, const std::shared_ptr<Queued>& piece,
+                  std::vector<std::shared_ptr<Queued>>& batch);
+  // Writes a taken batch: one piece as writeRange does, several in one scattered write.
+  int writeQueued(OpenFile& f, uint64_t cino, const std::vector<std::shared_ptr<Queued>>& batch);
+  // Writes `count` whole blocks of chunk `index` through its chain: to blocks first.. or, with
+  // `at`, to blocks at[i] (ascending). Binds an unbound chunk whose write failed, follows a
+  // changed chain (ESTALE) and notes the chunk unsynced. ENOSYS: `at` is not understood there.
+  int sendBlocks(OpenFile& f, uint64_t cino, uint64_t index, ChunkLoc& loc, uint32_t first,
+                 uint32_t count, const uint32_t* at, const unsigned char* blocks);
   // The blocks [first, first + count) of a chunk with [pos, end) replaced by `data`: partial
   // head and tail blocks read from the servers (zeros past `fileSize`).
   int mergeBlocks(OpenFile& f, uint64_t cino, ChunkLoc& loc, uint32_t first, uint32_t count,
@@ -238,6 +258,8 @@ class CairnFs final : public OpenFiles {
   uint64_t chunkBlocks_;
   FsOptions options_;
   Counter* writtenBytes_;  // of options_.metrics (null without)
+  Counter* scatteredBlocks_;
+  std::atomic<bool> scatteredWrites_{true};  // false once a chunk server refused writeAt
   Counter* knownAbsent_;   // lookups answered here (null without metrics)
   KnownDirs known_;
   // Sends one lock request; granted, or a conflict in `conflict` (may be null). With `wait`, asks

@@ -371,10 +371,11 @@ int ClusterClient::reportFailure(uint64_t ino, ChunkLoc& loc, const std::string&
 
 int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks,
                                uint32_t first, uint32_t count, const unsigned char* plain,
-                               bool sync) {
+                               bool sync, const uint32_t* at) {
   if (loc.addrs.empty()) return EIO;
   for (uint32_t done = 0; done < count;) {
     uint32_t n = std::min(count - done, MAX_BLOCKS_PER_RPC);
+    auto blockAt = [&](uint32_t i) { return at ? at[done + i] : first + done + i; };
     int err = 0;
     std::string failed;
     for (int attempt = 0; attempt < 8; attempt++) {
@@ -382,11 +383,11 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
         try {
           return onLoop([&]() {
             auto& peer = chunkPeer(loc.addrs[0]);
-            auto p = peer.get().then([&](capnp::Capability::Client cap) {
-              auto req = cap.castAs<proto::Chunk>().writeRequest();
+            // Fills and sends either kind of write request (write: blocks from firstBlock on;
+            // writeAt: each to its own index).
+            auto send = [&](auto req) -> kj::Promise<std::pair<int, std::string>> {
               req.getChunk().setId(loc.id);
               req.getChunk().setVersion(loc.version);
-              req.setFirstBlock(first + done);
               // Sealed (and checksummed) straight into the request, on the worker pool and
               // this thread.
               auto blocks = req.initBlocks(n);
@@ -399,7 +400,7 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
               std::vector<uint32_t> crcs(n);
               workers_.parallelFor(n, SEAL_GRAIN, [&](size_t begin, size_t end) {
                 for (size_t i = begin; i < end; i++) {
-                  uint64_t blockNo = loc.index * chunkBlocks + first + done + i;
+                  uint64_t blockNo = loc.index * chunkBlocks + blockAt(i);
                   cipher_.seal(ino, blockNo, plain + (done + i) * BLOCK, data[i], aux[i]);
                   crcs[i] = chunk::blockCrc(aux[i], AUX, data[i], BLOCK);
                 }
@@ -408,26 +409,39 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
               auto chain = req.initChain(loc.addrs.size() - 1);
               for (size_t i = 1; i < loc.addrs.size(); i++) chain.set(i - 1, loc.addrs[i]);
               req.setSync(sync);
-              return req.send();
+              return req.send().then([](auto resp) {
+                return std::make_pair(int(resp.getErr()), std::string(resp.getFailedAddr().cStr()));
+              });
+            };
+            auto p = peer.get().then([&](capnp::Capability::Client cap) {
+              auto chunk = cap.castAs<proto::Chunk>();
+              if (at) {
+                auto req = chunk.writeAtRequest();
+                auto list = req.initAt(n);
+                for (uint32_t i = 0; i < n; i++) list.set(i, blockAt(i));
+                return send(kj::mv(req));
+              }
+              auto req = chunk.writeRequest();
+              req.setFirstBlock(first + done);
+              return send(kj::mv(req));
             });
             return timer()
                 .timeoutAfter(60 * kj::SECONDS, kj::mv(p))
-                .then(
-                    [](capnp::Response<proto::Chunk::WriteResults> resp) {
-                      return std::make_pair(int(resp.getErr()),
-                                            std::string(resp.getFailedAddr().cStr()));
-                    },
-                    [&peer, &loc](kj::Exception&& e) {
-                      spdlog::warn("write to {}: {}", loc.addrs[0], e.getDescription().cStr());
-                      peer.reset();
-                      return std::make_pair(int(EIO), loc.addrs[0]);
-                    });
+                .catch_([&peer, &loc](kj::Exception&& e) {
+                  if (e.getType() == kj::Exception::Type::UNIMPLEMENTED) {
+                    // A chunk server older than writeAt: the caller writes run by run.
+                    return std::make_pair(int(ENOSYS), std::string());
+                  }
+                  spdlog::warn("write to {}: {}", loc.addrs[0], e.getDescription().cStr());
+                  peer.reset();
+                  return std::make_pair(int(EIO), loc.addrs[0]);
+                });
           });
         } catch (kj::Exception& e) {
           return {EIO, loc.addrs[0]};
         }
       }();
-      if (err == 0 || err == ESTALE) break;
+      if (err == 0 || err == ESTALE || err == ENOSYS) break;
       spdlog::warn("write of chunk {:016x} failed at {} ({}), attempt {}", loc.id, failed,
                    strerror(err), attempt + 1);
       if (!failed.empty()) {

@@ -58,8 +58,11 @@ class ClusterClient {
   // Encrypts and writes `count` blocks from `plain` through the replica chain. When a replica
   // fails, reports it to meta (which drops it from the chain and bumps the chunk version),
   // updates `loc` and writes again: the caller sees no error while one replica is alive.
+  // With `at`, block i goes to block at[i] of the chunk (strictly ascending), not first + i;
+  // ENOSYS when the chain's head predates such writes.
   int writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
-                  uint32_t count, const unsigned char* plain, bool sync);
+                  uint32_t count, const unsigned char* plain, bool sync,
+                  const uint32_t* at = nullptr);
   // Syncs every chunk (on all its replicas) at once; the first error.
   int syncChunks(const std::vector<ChunkLoc>& locs);
   int truncateChunk(const ChunkLoc& loc, uint32_t keepBlocks);

@@ -610,4 +610,11 @@ interface Chunk {
       -> (err :Int32, version :UInt64, checked :UInt32, bad :List(UInt32), next :UInt32);
   # Verifies the checksums of blocks firstBlock.. (at most `count`, at most 256) of this copy.
   # `next` is where to continue (0: the copy is done); ENOENT when this server has no copy.
+
+  writeAt @10 (chunk :ChunkRef, blocks :List(Block), at :List(UInt32), chain :List(Text), sync :Bool)
+      -> (err :Int32, failedAddr :Text);
+  # As write, for blocks scattered over the chunk: blocks[i] goes to block at[i] (one entry per
+  # block, strictly ascending). Random block writes to one chunk travel in one call. A method of
+  # its own, not a field of write: a server that predates it refuses it (unimplemented) instead
+  # of writing the blocks one after another from firstBlock.
 }

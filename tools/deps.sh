@@ -5,7 +5,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   capnproto libcapnp-dev liblmdb-dev lmdb-utils libsodium-dev libfuse3-dev fuse3
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev prometheus-cpp-dev zlib1g-dev libisal-dev
-  fio sqlite3 git rsync attr acl libcap2-bin xxd python3 procps iproute2 util-linux psmisc prometheus
+  fio sqlite3 git rsync attr acl libcap2-bin xxd python3 procps iproute2 util-linux psmisc prometheus curl
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf python3-yaml
 )
 missing=()
