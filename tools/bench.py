@@ -8,7 +8,8 @@
   local          a plain directory on the same disk (the ceiling),
 
 run interleaved (every round runs every system once), several rounds, medians printed as a
-markdown table and written as JSON. Run through tools/bench.sh, which installs what it needs.
+markdown table and written as JSON. Each turn brings up a fresh instance of its system and
+stops it after, so that only the system measured runs during its turn. Run through tools/bench.sh, which installs what it needs.
 
   tools/bench.sh [--quick] [--rounds N] [--systems cairn,moosefs,...] [--json FILE]
 
@@ -200,6 +201,16 @@ class MooseFS:
                        timeout=120)
         self.in_ns(["mfsmaster", "-c", f"{self.dir}/master.cfg", "stop"], check=False,
                    timeout=120)
+        for _ in range(120):  # mfsmount leaves after its unmount: wait for every process
+            left = self.pids()
+            if not left:
+                return
+            time.sleep(0.5)
+        for pid in left.values():  # these are ours (their command lines name our files)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def pids(self):
         out = {}
@@ -417,29 +428,26 @@ def main():
     names = args.systems.split(",")
 
     tmp = tempfile.mkdtemp(prefix="cairn-bench.", dir="/var/tmp")
-    systems = []
-    for n in names:
-        if n == "cairn":
-            systems.append(Cairn(tmp))
-        elif n == "moosefs":
-            systems.append(MooseFS(tmp, False, "192.0.2.1"))
-        elif n == "moosefs-fsync":
-            systems.append(MooseFS(tmp, True, "192.0.2.2"))
-        elif n == "local":
-            systems.append(Local(tmp))
-        else:
-            sys.exit(f"unknown system {n}")
+
+    def make(name, base):
+        if name == "cairn":
+            return Cairn(base)
+        if name == "moosefs":
+            return MooseFS(base, False, "192.0.2.1")
+        if name == "moosefs-fsync":
+            return MooseFS(base, True, "192.0.2.2")
+        if name == "local":
+            return Local(base)
+        sys.exit(f"unknown system {name}")
+    systems = [make(n, tmp) for n in names]  # for their names and labels
     uses_mfs = any(isinstance(s, MooseFS) for s in systems)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     raw = {s.name: [] for s in systems}
-    rss = {}
+    rss = {s.name: {} for s in systems}
     try:
         if uses_mfs:
             MooseFS.make_namespace()
-        for s in systems:
-            print(f"starting {s.name}: {s.label}", flush=True)
-            s.up()
         src = os.path.join(tmp, "src")
         with open(src, "wb") as f:
             for _ in range(cfg.size_mib):
@@ -447,22 +455,38 @@ def main():
         print(f"making a tarball of {cfg.tar_files} small files", flush=True)
         tarball = make_tarball(tmp, cfg.tar_files)
         for r in range(cfg.rounds):
-            for s in systems:
-                t0 = time.monotonic()
-                res = run_round(s, cfg, tmp, src, tarball)
-                raw[s.name].append(res)
-                print(f"round {r + 1}/{cfg.rounds} {s.name}: {time.monotonic() - t0:.0f} s "
+            for n in names:
+                # Every turn has a fresh instance to itself: the others are not running, so
+                # neither their idle work nor what they left to write back lands in this turn.
+                base = os.path.join(tmp, f"turn-{r + 1}-{n}")
+                os.makedirs(base)
+                s = make(n, base)
+                if r == 0:
+                    print(f"{n}: {s.label}", flush=True)
+                try:
+                    s.up()
+                    os.sync()
+                    for path in (src, tarball):  # both in the page cache for every turn
+                        with open(path, "rb") as f:
+                            while f.read(8 * MIB):
+                                pass
+                    t0 = time.monotonic()
+                    res = run_round(s, cfg, tmp, src, tarball)
+                    for k, pid in s.pids().items():
+                        v = peak_rss_mib(pid)
+                        if v is not None:
+                            rss[n][k] = max(v, rss[n].get(k) or 0)
+                finally:
+                    try:
+                        s.down()
+                    finally:
+                        shutil.rmtree(base, ignore_errors=True)
+                raw[n].append(res)
+                print(f"round {r + 1}/{cfg.rounds} {n}: {time.monotonic() - t0:.0f} s "
                       f"(write {res['seq_write_mibs']:.0f} MiB/s, cold read "
                       f"{res['seq_read_cold_mibs']:.0f} MiB/s, create {res['create_ops']:.0f}/s)",
                       flush=True)
-        for s in systems:
-            rss[s.name] = {k: peak_rss_mib(pid) for k, pid in s.pids().items()}
     finally:
-        for s in systems:
-            try:
-                s.down()
-            except Exception as e:  # keep tearing down the others
-                print(f"stopping {s.name}: {e}", file=sys.stderr)
         if uses_mfs:
             MooseFS.remove_namespace()
         shutil.rmtree(tmp, ignore_errors=True)
