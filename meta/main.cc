@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   int suspectMs = 3000, deadMs = 10000, tickMs = 100, electionTicks = 10;
   int64_t gcGraceMs = 60000;
   uint64_t snapshotEvery = 10000;
-  int logSyncDelayMs = 0;
+  int logSyncDelayMs = 5;
   uint64_t repairMiBps = 100;
   size_t repairConcurrency = 2;
   app.add_option("--listen", listen, "address to serve on, host:port")->required();
