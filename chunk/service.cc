@@ -77,6 +77,15 @@ kj::Promise<void> ChunkServiceImpl::idle(uint64_t id) {
   return paf.promise.then([this, id]() { return idle(id); });
 }
 
+template <typename Func>
+kj::PromiseForResult<Func, void> ChunkServiceImpl::whenIdle(uint64_t id, Func&& func) {
+  return idle(id).then([this, id, func = kj::fwd<Func>(func)]() mutable
+                       -> kj::PromiseForResult<Func, void> {
+    if (busy_.count(id) > 0) return whenIdle(id, kj::mv(func));
+    return func();
+  });
+}
+
 void ChunkServiceImpl::readDone(uint64_t id) {
   auto it = busy_.find(id);
   if (it == busy_.end() || --it->second.reads > 0) return;
@@ -156,7 +165,7 @@ kj::Promise<void> ChunkServiceImpl::storeBlocks(Context context, std::vector<Run
   // The local write waits for the events already queued, the forward's send among them: the
   // next replica then writes while we do, instead of after (and for reads of the chunk on the
   // I/O threads).
-  auto local = idle(ref.getId()).then([this, context, runs = kj::mv(runs)]() mutable -> int {
+  auto local = whenIdle(ref.getId(), [this, context, runs = kj::mv(runs)]() mutable -> int {
     auto params = context.getParams();
     auto ref = params.getChunk();
     auto blocks = params.getBlocks();
@@ -381,7 +390,7 @@ kj::Promise<void> ChunkServiceImpl::truncate(TruncateContext context) {
   auto params = context.getParams();
   KJ_REQUIRE(params.getChain().size() <= MAX_CHAIN, "replica chain too long");
   // After any read of the chunk in flight on the I/O threads.
-  return idle(params.getChunk().getId()).then([this, context]() mutable -> kj::Promise<void> {
+  return whenIdle(params.getChunk().getId(), [this, context]() mutable -> kj::Promise<void> {
     auto params = context.getParams();
     auto ref = params.getChunk();
     auto chain = params.getChain();

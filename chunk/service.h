@@ -57,6 +57,10 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
   template <typename Func>
   kj::Promise<void> onIoThread(Func&& func);
   kj::Promise<void> idle(uint64_t id);
+  // Runs `func` on the loop once no such read of chunk `id` is in flight, checked in the turn
+  // that runs it (a read may begin between idle() resolving and its continuation running).
+  template <typename Func>
+  kj::PromiseForResult<Func, void> whenIdle(uint64_t id, Func&& func);
   void readDone(uint64_t id);
   // A read's state across its steps: the records, the reply laid out from them, the blocks'
   // bytes read into it and checked, the answer.
