@@ -9,7 +9,8 @@
 
 run interleaved (every round runs every system once), several rounds, medians printed as a
 markdown table and written as JSON. Each turn brings up a fresh instance of its system and
-stops it after, so that only the system measured runs during its turn. Run through tools/bench.sh, which installs what it needs.
+stops it after, so that only the system measured runs during its turn. Run through
+tools/bench.sh, which installs what it needs.
 
   tools/bench.sh [--quick] [--rounds N] [--systems cairn,moosefs,...] [--json FILE]
 
