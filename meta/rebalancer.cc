@@ -59,7 +59,7 @@ std::vector<rebalance::ServerLoad> MetaServer::serverLoads(Txn& t,
 }
 
 void MetaServer::planRebalance(uint32_t replicas) {
-  Txn t(store_.env(), false);
+  Txn t = store_.reader();
   auto setting = sm_.rebalance(t);
   if (!setting.active) return;
   if (setting.startedNs != rebalanceStarted_) {  // a new rebalance: its own progress
@@ -130,7 +130,7 @@ MetaServer::Reply MetaServer::rebalancePlanReply(double tolerance) {
     r.setErr(EINVAL);
     return reply;
   }
-  Txn t(store_.env(), false);
+  Txn t = store_.reader();
   std::vector<rebalance::ChunkView> chunks;
   auto loads = serverLoads(t, &chunks);
   constexpr size_t MAX_PLANNED = 100000;  // a reply stays well under Cap'n Proto's limits

@@ -95,7 +95,11 @@ MetaServer::MetaServer(Store& store, Metrics& metrics, ServerTimeouts timeouts, 
       rng_(std::random_device{}()),
       applied_(metrics.counter("cairn_meta_commands_total", "Commands applied")),
       applyLatency_(metrics.histogram("cairn_meta_apply_seconds",
-                                      "Time to apply one batch of committed commands")) {
+                                      "Time to apply one batch of committed commands")),
+      commitLatency_(metrics.histogram("cairn_meta_store_commit_seconds",
+                                       "Time to commit one LMDB transaction of applied commands")),
+      storeCommits_(metrics.counter("cairn_meta_store_commits_total",
+                                    "LMDB commits of applied commands (each holds one or more)")) {
   // Copies made for a cairn fsck that this process did not finish serving.
   if (DIR* d = ::opendir(store_.dir().c_str())) {
     while (auto* e = ::readdir(d))
@@ -112,7 +116,7 @@ MetaServer::MetaServer(Store& store, Metrics& metrics, ServerTimeouts timeouts, 
 
 void MetaServer::attach(raft::RaftNode& node) {
   node_ = &node;
-  Txn t(store_.env(), false);
+  Txn t = store_.reader();
   for (Cursor c(t, store_.members, "", ""); c.valid(); c.next())
     node.setMember(readBe64(c.key()), std::string(c.value()));
 }
@@ -160,7 +164,7 @@ kj::Promise<MetaServer::Reply> MetaServer::handle(proto::MetaRequest::Reader req
   }
   if (!node_->isLeader()) return notLeader();
   {
-    Txn t(store_.env(), false);
+    Txn t = store_.reader();
     if (!sm_.isFormatted(t)) return errorReply(EAGAIN);  // the first leader is formatting
   }
   switch (which) {
@@ -214,7 +218,7 @@ kj::Promise<MetaServer::Reply> MetaServer::handle(proto::MetaRequest::Reader req
       std::vector<uint32_t> placement;
       bool exists;
       {
-        Txn t(store_.env(), false);
+        Txn t = store_.reader();
         exists = store_.getChunk(t, g.getIno(), g.getIndex()).has_value();
         if (!exists) placement = place(t, sm_.replicas(t));
       }
@@ -282,6 +286,7 @@ kj::Promise<MetaServer::Reply> MetaServer::dump(uint64_t token, uint64_t offset)
   auto paf = kj::newPromiseAndFulfiller<int>();
   auto fulfiller = std::make_shared<kj::Own<kj::PromiseFulfiller<int>>>(kj::mv(paf.fulfiller));
   const kj::Executor& loop = kj::getCurrentThreadExecutor();
+  commitApplied();  // the copy holds every command applied before it was asked for
   MDB_env* env = store_.env();
   std::thread([env, path, fulfiller, &loop]() {
     int err = 0;
@@ -318,7 +323,7 @@ kj::Promise<MetaServer::Reply> MetaServer::afterRead(kj::Function<Reply()> read)
 
 MetaServer::Reply MetaServer::readOnly(proto::MetaRequest::Reader request) {
   auto reply = kj::heap<capnp::MallocMessageBuilder>();
-  Txn t(store_.env(), false);
+  Txn t = store_.reader();
   sm_.read(t, request, reply->initRoot<proto::MetaReply>());
   return reply;
 }
@@ -362,8 +367,8 @@ void MetaServer::apply(const std::vector<raft::Entry>& entries) {
   };
   std::vector<Answer> replies;
   std::vector<std::pair<uint64_t, std::string>> newMembers;
-  {
-    Txn t(store_.env(), true);
+  Txn& t = store_.writer();
+  try {
     for (auto& e : entries) {
       Reply reply = kj::heap<capnp::MallocMessageBuilder>();
       bool durable = true;
@@ -391,8 +396,15 @@ void MetaServer::apply(const std::vector<raft::Entry>& entries) {
       store_.putCounter(t, "applied", e.index);
       replies.push_back(Answer{&e, kj::mv(reply), durable});
     }
-    t.commit();
+  } catch (const std::exception& e) {
+    // The open transaction also holds earlier commands, answered already: dropping it would
+    // take back changes the clients were told are made. Stop; a restart applies the log again.
+    spdlog::critical("applying Raft entries {} to {}: {}", entries.front().index,
+                     entries.back().index, e.what());
+    std::abort();
   }
+  uncommitted_ += entries.size();
+  scheduleCommit();
   for (auto& [id, addr] : newMembers) node_->setMember(id, addr);
   wakeWatchers();
   for (auto& [e, reply, durable] : replies) {
@@ -414,8 +426,38 @@ void MetaServer::apply(const std::vector<raft::Entry>& entries) {
   }
 }
 
+void MetaServer::scheduleCommit() {
+  if (!io_) {  // replaying the log at start, before any request is served
+    commitApplied();
+    return;
+  }
+  if (commitScheduled_ && uncommitted_ < MAX_UNCOMMITTED) return;
+  commitScheduled_ = true;
+  // Never from inside apply(): a request being served up the stack may read in the open
+  // transaction.
+  auto delay = uncommitted_ >= MAX_UNCOMMITTED ? 0 * kj::MILLISECONDS : COMMIT_DELAY;
+  heldAnswers_.add(io_->provider->getTimer().afterDelay(delay).then([this]() {
+    if (commitScheduled_) commitApplied();
+  }));
+}
+
+void MetaServer::commitApplied() {
+  commitScheduled_ = false;
+  if (uncommitted_ == 0) return;
+  ScopedLatency latency(commitLatency_);
+  try {
+    store_.commitWrites();
+  } catch (const std::exception& e) {
+    // What it held was answered: the Raft log still has it, and a restart applies it again.
+    spdlog::critical("committing {} applied commands to the store: {}", uncommitted_, e.what());
+    std::abort();
+  }
+  storeCommits_.inc();
+  uncommitted_ = 0;
+}
+
 raft::Index MetaServer::appliedIndex() {
-  Txn t(store_.env(), false);
+  Txn t = store_.reader();
   return store_.getCounter(t, "applied");
 }
 
@@ -424,7 +466,7 @@ raft::Index MetaServer::writeSnapshot(const std::string& path) { return store_.c
 void MetaServer::installSnapshot(const std::string& path) {
   failPending(EAGAIN);
   store_.replaceWith(path);
-  Txn t(store_.env(), false);
+  Txn t = store_.reader();
   for (Cursor c(t, store_.members, "", ""); c.valid(); c.next())
     node_->setMember(readBe64(c.key()), std::string(c.value()));
 }
@@ -461,7 +503,7 @@ void MetaServer::roleChanged(bool leader) {
   {
     // Clients holding locks get a whole session timeout to reach this leader; one that never
     // does (it died meanwhile) loses its locks then.
-    Txn t(store_.env(), false);
+    Txn t = store_.reader();
     for (auto client : sm_.lockHolders(t)) {
       auto& s = sessions_[client];
       s.host = "?";
@@ -482,7 +524,7 @@ void MetaServer::roleChanged(bool leader) {
   }
   bool formatted;
   {
-    Txn t(store_.env(), false);
+    Txn t = store_.reader();
     formatted = sm_.isFormatted(t);
   }
   if (!formatted) {
@@ -548,7 +590,7 @@ void MetaServer::startRepairs(kj::AsyncIoContext& io, const ClusterSecret& secre
   rebalanceBytesTotal_ = &metrics_.counter("cairn_meta_rebalance_bytes_total",
                                            "Bytes copied between chunk servers by rebalancing");
   metrics_.gauge("cairn_meta_rebalance_active", "1 while a rebalance runs", [this]() {
-    Txn t(store_.env(), false);
+    Txn t = store_.reader();
     return sm_.rebalance(t).active ? 1.0 : 0.0;
   });
   metrics_.gauge("cairn_meta_rebalance_spread",
@@ -577,7 +619,7 @@ void MetaServer::raiseOfferFloor() {
                                                               timeouts_.gcGrace / 2);
   uint64_t next, floor;
   {
-    Txn t(store_.env(), false);
+    Txn t = store_.reader();
     next = store_.getCounter(t, "next_chunk");
     floor = store_.getCounter(t, "offer_floor");
   }
@@ -645,7 +687,7 @@ void MetaServer::planRepairs() {
   std::vector<RepairPlan> todo;
   uint32_t replicas;
   {
-    Txn t(store_.env(), false);
+    Txn t = store_.reader();
     if (!sm_.isFormatted(t)) return;
     refreshServers(t);
     replicas = sm_.replicas(t);
@@ -683,7 +725,7 @@ void MetaServer::planRepairs() {
   }
   repairQueue_ = todo.size();
   {
-    Txn t(store_.env(), false);
+    Txn t = store_.reader();
     if (sm_.repairsPaused(t)) return;
   }
   struct PlanRebalanceAfter {
@@ -727,7 +769,7 @@ kj::Promise<void> MetaServer::repair(RepairPlan plan) {
   uint32_t target = 0;
   uint32_t replicas;
   {
-    Txn t(store_.env(), false);
+    Txn t = store_.reader();
     replicas = sm_.replicas(t);
     std::set<std::string> avoid;
     for (auto s : plan.rec.servers) {
@@ -938,7 +980,7 @@ kj::Promise<MetaServer::Reply> MetaServer::heartbeat(proto::MetaRequest::Reader 
   bool known;
   bool hasGarbage;
   {
-    Txn t(store_.env(), false);
+    Txn t = store_.reader();
     known = store_.getServer(t, hb.getServer()).has_value();
     auto grace = std::chrono::duration_cast<std::chrono::nanoseconds>(timeouts_.gcGrace).count();
     hasGarbage = known && !sm_.garbageFor(t, hb.getServer(), 1, wallClockNs(), grace).empty();
@@ -1020,7 +1062,7 @@ void MetaServer::checkInventory(Txn& t, uint32_t server, uint64_t after,
 MetaServer::Reply MetaServer::statfs(uint64_t ino) {
   auto reply = kj::heap<capnp::MallocMessageBuilder>();
   auto r = reply->initRoot<proto::MetaReply>();
-  Txn t(store_.env(), false);
+  Txn t = store_.reader();
   uint32_t replicas = std::max<uint32_t>(1, sm_.replicas(t));
   uint64_t capacity = 0, used = 0;
   for (auto& [id, l] : live_) {
@@ -1056,7 +1098,7 @@ MetaServer::Reply MetaServer::statfs(uint64_t ino) {
 MetaServer::Reply MetaServer::status() {
   auto reply = kj::heap<capnp::MallocMessageBuilder>();
   auto r = reply->initRoot<proto::MetaReply>();
-  Txn t(store_.env(), false);
+  Txn t = store_.reader();
   refreshServers(t);
   auto st = r.initStatus();
   uint32_t replicas = sm_.replicas(t);

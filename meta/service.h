@@ -225,6 +225,16 @@ class MetaServer final : public raft::Application {
   kj::TaskSet heldAnswers_{answerErrors_};
   Counter& applied_;
   Histogram& applyLatency_;
+  Histogram& commitLatency_;
+  Counter& storeCommits_;
+  // Applied commands wait in the store's open write transaction (Store::writer) for a commit
+  // at most COMMIT_DELAY later, or at once after MAX_UNCOMMITTED of them.
+  static constexpr kj::Duration COMMIT_DELAY = 5 * kj::MILLISECONDS;
+  static constexpr size_t MAX_UNCOMMITTED = 1024;
+  size_t uncommitted_ = 0;
+  bool commitScheduled_ = false;
+  void scheduleCommit();
+  void commitApplied();
 };
 
 // One instance per authenticated role: what a connection may call depends on the role it proved

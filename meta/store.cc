@@ -1,7 +1,8 @@
 #include "meta/store.h"
 
-#include <kj/debug.h>
 #include <fcntl.h>
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -71,10 +72,11 @@ Txn::Txn(MDB_env* env, bool write) {
 }
 
 Txn::~Txn() {
-  if (txn_) mdb_txn_abort(txn_);
+  if (txn_ && owned_) mdb_txn_abort(txn_);
 }
 
 void Txn::commit() {
+  KJ_REQUIRE(owned_, "commit of a borrowed transaction");
   int rc = mdb_txn_commit(txn_);
   txn_ = nullptr;
   check(rc, "commit");
@@ -175,7 +177,29 @@ void Store::markOpen() {
   syncDir(dir_);
 }
 
+Txn& Store::writer() {
+  if (!writer_) {
+    writer_ = std::make_unique<Txn>(env_, true);
+    writerThread_ = std::this_thread::get_id();
+  }
+  return *writer_;
+}
+
+void Store::commitWrites() {
+  if (!writer_) return;
+  auto t = std::move(writer_);
+  writerThread_ = std::thread::id();
+  t->commit();
+}
+
+Txn Store::reader() {
+  if (writerThread_.load() == std::this_thread::get_id() && writer_)
+    return Txn(Txn::Borrowed{}, writer_->raw());
+  return Txn(env_, false);
+}
+
 void Store::rebuild(const std::string& path) {
+  commitWrites();
   {
     std::lock_guard<std::mutex> lock(swap_);
     if (path.empty()) {
@@ -194,6 +218,7 @@ void Store::rebuild(const std::string& path) {
 }
 
 void Store::replaceWith(const std::string& path) {
+  commitWrites();
   std::lock_guard<std::mutex> lock(swap_);
   replaceLocked(path);
 }
@@ -279,6 +304,12 @@ void Store::open() {
 
 Store::~Store() {
   if (!env_) return;
+  try {
+    commitWrites();
+  } catch (const kj::Exception& e) {
+    spdlog::critical("meta store: the last commit at close failed: {} (the Raft log holds what "
+                     "it had)", e.getDescription().cStr());
+  }
   // A clean close: everything on disk, and nothing to rebuild at the next boot.
   bool synced = mdb_env_sync(env_, 1) == 0;
   mdb_env_close(env_);

@@ -22,11 +22,14 @@
 
 #include <lmdb.h>
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace cairn::meta {
@@ -107,7 +110,11 @@ class Txn {
   bool del(MDB_dbi dbi, std::string_view key);
 
  private:
+  friend class Store;
+  struct Borrowed {};
+  Txn(Borrowed, MDB_txn* txn) : txn_(txn), owned_(false) {}  // neither committed nor aborted
   MDB_txn* txn_ = nullptr;
+  bool owned_ = true;
 };
 
 // Iterates keys with a given prefix, from `start` (inclusive) on.
@@ -155,6 +162,20 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   MDB_env* env() { return env_; }
+
+  // Applied commands go into one write transaction that stays open across applies until
+  // commitWrites(): a commit writes every page it changed (about 15 for an unlink: a path from
+  // the root of each table touched), so one commit for the changes of a few milliseconds writes
+  // a page changed by many of them once. Committing later loses nothing: what is applied is in
+  // the Raft log first, and a restart applies the log from the last committed `applied` counter.
+  // writer() opens the transaction on the first call, on the thread that applies.
+  Txn& writer();
+  void commitWrites();  // throws on failure (nothing the open transaction held was kept)
+  // A transaction to read in. On the thread that applies, while a write transaction is open,
+  // this is that transaction (so that reads see every applied command); anywhere else a read
+  // transaction of its own, which sees what was committed last. Never keep one across a turn
+  // of the event loop: the open transaction may be committed in between.
+  Txn reader();
   // The counter `name` in the LMDB copy at `path` (a file written by copyTo).
   static uint64_t counterIn(const std::string& path, const char* name);
   const std::string& dir() const { return dir_; }
@@ -192,6 +213,8 @@ class Store {
   std::string dir_;
   MDB_env* env_ = nullptr;
   std::mutex swap_;  // held while a copy reads env_ and while env_ is replaced
+  std::unique_ptr<Txn> writer_;
+  std::atomic<std::thread::id> writerThread_{};  // the thread that holds writer_, while open
   bool untrusted_ = false;
 };
 

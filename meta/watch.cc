@@ -149,7 +149,7 @@ kj::Promise<MetaServer::Reply> MetaServer::createAndOpen(proto::MetaRequest::Rea
   std::vector<uint32_t> placement;
   if (request.getOp().getMknod().getFirstChunk() && S_ISREG(request.getOp().getMknod().getMode())) {
     // Replicas for the new file's first chunk, offered with the reply (StateMachine::offerChunk).
-    Txn t(store_.env(), false);
+    Txn t = store_.reader();
     placement = place(t, sm_.replicas(t));
   }
   return propose(request, kj::mv(placement)).then([this, client, gen](Reply reply) {
@@ -165,7 +165,7 @@ void MetaServer::reclaimUnlinked() {
     if (!s.synced) return;  // it may hold any of them open
   std::vector<uint64_t> due;
   {
-    Txn t(store_.env(), false);
+    Txn t = store_.reader();
     uint64_t after = 0;
     while (due.size() < MAX_RECLAIM) {
       auto batch = sm_.unlinkedFiles(t, after, 4096);

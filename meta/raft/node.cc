@@ -140,6 +140,10 @@ RaftNode::RaftNode(kj::AsyncIoContext& io, const ClusterSecret& secret, NodeOpti
                  fromSnapshot ? snap : std::string("nothing"), app_.appliedIndex() + 1);
   }
   restored.applied = app_.appliedIndex();
+  if (!restored.entries.empty() && restored.entries.back().index > restored.applied)
+    spdlog::info("raft: the store holds the log up to index {}; entries up to {} are applied "
+                 "again once committed",
+                 restored.applied, restored.entries.back().index);
   Index logStart = restored.snapshot ? restored.snapshot->index + 1 : 1;
   KJ_REQUIRE(restored.applied + 1 >= logStart,
              "the store is behind the start of the Raft log: restore the data directory from a "

@@ -48,17 +48,7 @@ all_servers="$(status_json | json "' '.join(str(s['id']) for s in d['chunk_serve
 # 1. A chunk file deleted from one server.
 read -r id_a sa _ <<< "$(chunk_of /big/a)"
 rm "$CL/$(host_of "$sa")/data/chunks/$id_a.chk"
-# 2. Bytes flipped in another copy.
-read -r id_b _ sb _ <<< "$(chunk_of /big/b)"
-python3 - "$CL/$(host_of "$sb")/data/chunks/$id_b.chk" <<'PY'
-import sys
-path = sys.argv[1]
-data_offset = 4096 + (64 * 1024 * 1024 // 4096) * 64   # header + block table of a 64 MiB chunk
-with open(path, "r+b") as f:
-    for off in (data_offset + 100, data_offset + 4096 * 5 + 7):
-        f.seek(off); b = f.read(1); f.seek(off); f.write(bytes([b[0] ^ 0xA5]))
-PY
-# 3. A copy planted on a server the chunk table does not list for it.
+# 2. A copy planted on a server the chunk table does not list for it.
 read -r id_c c1 c2 c3 <<< "$(chunk_of /big/c)"
 for s in $all_servers; do
   case " $c1 $c2 $c3 " in *" $s "*) ;; *) sx=$s ;; esac
@@ -67,7 +57,19 @@ hx="$(host_of "$sx")"
 bash "$ROOT/tools/cluster.sh" kill --dir "$CL" "$hx"
 cp "$CL/$(host_of "$c1")/data/chunks/$id_c.chk" "$CL/$hx/data/chunks/$id_c.chk"
 bash "$ROOT/tools/cluster.sh" start --dir "$CL" "$hx"
-
+# 3. Bytes flipped in a copy of another chunk, on a server other than the one just restarted
+#    (a chunk server scrubs its copies as it starts, and would report and drop the damaged copy
+#    before fsck looks).
+read -r id_b b1 b2 b3 <<< "$(chunk_of /big/b)"
+for s in $b1 $b2 $b3; do [ "$s" = "$sx" ] || sb=$s; done
+python3 - "$CL/$(host_of "$sb")/data/chunks/$id_b.chk" <<'PY'
+import sys
+path = sys.argv[1]
+data_offset = 4096 + (64 * 1024 * 1024 // 4096) * 64   # header + block table of a 64 MiB chunk
+with open(path, "r+b") as f:
+    for off in (data_offset + 100, data_offset + 4096 * 5 + 7):
+        f.seek(off); b = f.read(1); f.seek(off); f.write(bytes([b[0] ^ 0xA5]))
+PY
 # 4. Metadata damage, with meta stopped.
 bash "$ROOT/tools/cluster.sh" kill --dir "$CL" meta0
 META0="$CL/meta0"
