@@ -9,6 +9,7 @@
 #include <zlib.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstring>
 
 namespace cairn::chunk {
@@ -86,6 +87,7 @@ ChunkFile& ChunkFile::operator=(ChunkFile&& o) noexcept {
     id_ = o.id_;
     version_ = o.version_;
     maxBlocks_ = o.maxBlocks_;
+    syncDir_ = o.syncDir_.load();
   }
   return *this;
 }
@@ -126,6 +128,26 @@ ChunkFile ChunkFile::create(const std::string& path, uint64_t id, uint64_t versi
   f.version_ = version;
   f.maxBlocks_ = maxBlocks;
   f.writeHeader();
+  return f;
+}
+
+ChunkFile ChunkFile::adopt(const std::string& spare, const std::string& path, uint64_t id,
+                           uint64_t version, uint32_t maxBlocks) {
+  ChunkFile f;
+  f.path_ = path;
+  KJ_SYSCALL(f.fd_ = ::open(spare.c_str(), O_RDWR | O_CLOEXEC), spare);
+  struct stat st;
+  KJ_SYSCALL(fstat(f.fd_, &st), spare);
+  if (st.st_size != 0) {
+    KJ_SYSCALL(ftruncate(f.fd_, 0), spare);
+  }
+  f.id_ = id;
+  f.version_ = version;
+  f.maxBlocks_ = maxBlocks;
+  f.writeHeader();  // before the rename: a chunk file never lacks its header
+  KJ_SYSCALL(renameat2(AT_FDCWD, spare.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE), spare,
+             path);
+  f.syncDir_ = true;
   return f;
 }
 
@@ -270,7 +292,21 @@ void ChunkFile::truncate(uint32_t keep) {
   }
 }
 
-void ChunkFile::sync() { KJ_SYSCALL(fdatasync(fd_), path_); }
+void ChunkFile::sync() {
+  KJ_SYSCALL(fdatasync(fd_), path_);
+  if (syncDir_.exchange(false)) {
+    auto dir = path_.substr(0, path_.rfind('/'));
+    int dfd;
+    KJ_SYSCALL(dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), dir);
+    int rc = fsync(dfd);
+    int err = errno;
+    ::close(dfd);
+    if (rc != 0) {
+      syncDir_ = true;
+      KJ_FAIL_SYSCALL("fsync", err, dir);
+    }
+  }
+}
 
 uint32_t ChunkFile::blockLimit() const {
   struct stat st;

@@ -12,6 +12,7 @@
 // never as wrong bytes.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -60,6 +61,11 @@ class ChunkFile {
   static ChunkFile open(const std::string& path);
   // Creates a new chunk file (fails if it exists).
   static ChunkFile create(const std::string& path, uint64_t id, uint64_t version, uint32_t maxBlocks);
+  // The same from `spare`, an empty file on the same filesystem, renamed to `path` (fails if
+  // that exists): no inode to allocate while a request waits. Its first sync() also syncs the
+  // directory of `path`, so that the new name is on disk with the data.
+  static ChunkFile adopt(const std::string& spare, const std::string& path, uint64_t id,
+                         uint64_t version, uint32_t maxBlocks);
 
   ChunkFile(ChunkFile&& other) noexcept;
   ChunkFile& operator=(ChunkFile&& other) noexcept;
@@ -103,6 +109,7 @@ class ChunkFile {
   uint64_t id_ = 0;
   uint64_t version_ = 0;
   uint32_t maxBlocks_ = 0;
+  std::atomic<bool> syncDir_{false};  // the name is new: sync() syncs its directory too
 };
 
 }  // namespace cairn::chunk

@@ -275,6 +275,8 @@ int main(int argc, char** argv) {
                   [&store]() { return static_cast<double>(store.usage().capacityBytes); });
     metrics.gauge("cairn_chunk_used_bytes", "Bytes its chunk files take on disk",
                   [&store]() { return static_cast<double>(store.usage().usedBytes); });
+    metrics.gauge("cairn_chunk_spare_files", "Empty files ready to become new chunks",
+                  [&store]() { return static_cast<double>(store.spares()); });
     capnp::Capability::Client service = kj::heap<chunk::ChunkServiceImpl>(io, secret, store, metrics);
     RpcListener listener(io, secret, [service](proto::Role) mutable { return service; });
     uint port = listener.listen(listen).wait(io.waitScope);

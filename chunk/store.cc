@@ -1,6 +1,7 @@
 #include "chunk/store.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -12,6 +13,109 @@
 #include <set>
 
 namespace cairn::chunk {
+
+namespace {
+constexpr size_t SPARES_AHEAD = 256;     // made ahead per directory
+constexpr size_t MAX_SPARES = 4096;      // kept per directory, recycled ones included
+}  // namespace
+
+SparePool::SparePool(std::string dir, size_t keep) : dir_(std::move(dir)), keep_(keep) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  KJ_REQUIRE(!ec, "cannot create spare directory", dir_, ec.message());
+  DIR* d = opendir(dir_.c_str());
+  KJ_REQUIRE(d != nullptr, "cannot open spare directory", dir_, strerror(errno));
+  while (auto* ent = readdir(d)) {
+    uint64_t n;
+    char suffix[8];
+    if (sscanf(ent->d_name, "%16" SCNx64 ".%6s", &n, suffix) != 2 || std::string(suffix) != "spare")
+      continue;
+    next_ = std::max(next_, n + 1);
+    auto path = dir_ + "/" + ent->d_name;
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) continue;
+    // One left with data (a crash while it was being recycled or adopted) is emptied first.
+    (st.st_size == 0 ? ready_ : dirty_).push_back(path);
+  }
+  closedir(d);
+  thread_ = std::thread([this]() { run(); });
+}
+
+SparePool::~SparePool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+std::string SparePool::nextName() {
+  char name[40];
+  snprintf(name, sizeof(name), "/%016" PRIx64 ".spare", next_++);
+  return dir_ + name;
+}
+
+std::optional<std::string> SparePool::take() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (ready_.size() <= keep_ / 2) wake_.notify_one();
+  if (ready_.empty()) return std::nullopt;
+  auto path = std::move(ready_.back());
+  ready_.pop_back();
+  return path;
+}
+
+bool SparePool::recycle(const std::string& path) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (ready_.size() + dirty_.size() >= MAX_SPARES) return false;
+  auto to = nextName();
+  if (::rename(path.c_str(), to.c_str()) != 0) return false;
+  dirty_.push_back(to);
+  wake_.notify_one();
+  return true;
+}
+
+size_t SparePool::ready() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return ready_.size();
+}
+
+void SparePool::run() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    wake_.wait(lock, [this]() { return stop_ || !dirty_.empty() || ready_.size() < keep_ / 2; });
+    if (stop_) return;
+    while (!stop_ && !dirty_.empty()) {
+      auto path = std::move(dirty_.back());
+      dirty_.pop_back();
+      lock.unlock();
+      bool ok = ::truncate(path.c_str(), 0) == 0;
+      if (!ok) {
+        spdlog::warn("spare {}: truncate: {}", path, strerror(errno));
+        ::unlink(path.c_str());
+      }
+      lock.lock();
+      if (ok) ready_.push_back(std::move(path));
+    }
+    while (!stop_ && ready_.size() < keep_ && dirty_.empty()) {
+      auto path = nextName();
+      lock.unlock();
+      int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      int err = errno;
+      if (fd >= 0) ::close(fd);
+      lock.lock();
+      if (fd < 0) {
+        spdlog::warn("spare {}: {}; new chunks are created directly", path, strerror(err));
+        break;  // a full disk or a read-only one: wait until asked again
+      }
+      ready_.push_back(std::move(path));
+    }
+    if (ready_.size() < keep_ / 2 && dirty_.empty()) {
+      // Making them failed: try again in a while, not in a tight loop.
+      wake_.wait_for(lock, std::chrono::seconds(5), [this]() { return stop_; });
+    }
+  }
+}
 
 ChunkStore::ChunkStore(std::vector<std::string> dirs, uint32_t maxBlocks)
     : dirs_(std::move(dirs)), maxBlocks_(maxBlocks) {
@@ -43,6 +147,7 @@ ChunkStore::ChunkStore(std::vector<std::string> dirs, uint32_t maxBlocks)
       }
     }
     closedir(dir);
+    spares_.push_back(std::make_unique<SparePool>(dirs_[d] + "/spare", SPARES_AHEAD));
   }
   spdlog::info("chunk store: {} chunks in {} directories", index_.size(), dirs_.size());
 }
@@ -84,7 +189,7 @@ ChunkFile& ChunkStore::findOrCreate(uint64_t id, uint64_t version) {
   // The directory with the most free space.
   size_t best = 0;
   uint64_t bestFree = 0;
-  for (size_t d = 0; d < dirs_.size(); d++) {
+  for (size_t d = 0; d < dirs_.size() && dirs_.size() > 1; d++) {
     struct statvfs vfs;
     if (statvfs(dirs_[d].c_str(), &vfs) == 0) {
       uint64_t free = uint64_t(vfs.f_bavail) * vfs.f_frsize;
@@ -94,9 +199,25 @@ ChunkFile& ChunkStore::findOrCreate(uint64_t id, uint64_t version) {
       }
     }
   }
-  auto f = ChunkFile::create(pathOf(best, id), id, version, maxBlocks_);
+  auto path = pathOf(best, id);
+  std::optional<ChunkFile> f;
+  if (auto spare = spares_[best]->take()) {
+    try {
+      f = ChunkFile::adopt(*spare, path, id, version, maxBlocks_);
+    } catch (kj::Exception& e) {
+      spdlog::warn("chunk {:016x}: spare {} not used: {}", id, *spare, e.getDescription().cStr());
+      ::unlink(spare->c_str());
+    }
+  }
+  if (!f) f = ChunkFile::create(path, id, version, maxBlocks_);
   index_[id] = Entry{best, version, 0};
-  return cache(id, std::move(f));
+  return cache(id, std::move(*f));
+}
+
+size_t ChunkStore::spares() {
+  size_t n = 0;
+  for (auto& p : spares_) n += p->ready();
+  return n;
 }
 
 void ChunkStore::noteSize(uint64_t id) {
@@ -117,7 +238,8 @@ bool ChunkStore::remove(uint64_t id) {
     openIndex_.erase(it);
   }
   auto path = pathOf(e->second.dir, id);
-  if (::unlink(path.c_str()) != 0) spdlog::warn("unlink {}: {}", path, strerror(errno));
+  if (!spares_[e->second.dir]->recycle(path) && ::unlink(path.c_str()) != 0)
+    spdlog::warn("unlink {}: {}", path, strerror(errno));
   usedBytes_ -= std::min(usedBytes_, e->second.bytes);
   index_.erase(e);
   return true;

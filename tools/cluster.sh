@@ -82,9 +82,12 @@ write_env() {
 }
 
 pid_of() { cat "$DIR/pids/$1.pid" 2>/dev/null || true; }
+# Running, and the process this cluster started under that name: its command line names its own
+# log file (a pid recorded here may since have gone to another cluster's process).
 alive() {
   local pid; pid="$(pid_of "$1")"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q "build/bin\|$BIN" "/proc/$pid/cmdline" 2>/dev/null
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$DIR/logs/$1.log"
 }
 
 command_of() {

@@ -18,11 +18,17 @@ cleanup() {
   for extra in "${EXTRA_MOUNTS[@]:-}"; do
     [ -n "$extra" ] && { fusermount3 -uz "$extra" 2>/dev/null || umount -l "$extra" 2>/dev/null || true; }
   done
+  # Only a child of this test or a process whose command line names its directory: a pid
+  # recorded here may have gone to another test's process since (pids wrap at 32768 here).
+  ours() {
+    [ "$(awk '{print $4}' "/proc/$1/stat" 2>/dev/null)" = "$$" ] ||
+      tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF "$T/"
+  }
   for pid in "${EXTRA_PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+    [ -n "$pid" ] && ours "$pid" && kill -KILL "$pid" 2>/dev/null || true
   done
   for f in "${EXTRA_PID_FILES[@]:-}"; do  # processes restarted by the test: their latest pid
-    [ -n "$f" ] && [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
+    [ -n "$f" ] && [ -f "$f" ] && ours "$(cat "$f")" && kill -KILL "$(cat "$f")" 2>/dev/null || true
   done
   # mount.cairn daemons this test started outside cluster.sh (their command line names $T).
   for p in /proc/[0-9]*; do

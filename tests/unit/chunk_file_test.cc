@@ -328,5 +328,76 @@ TEST(ChunkStore, CountsUsedBytesAsWrittenWithoutLookingAtEveryFile) {
   EXPECT_EQ(again.usage().chunks, 4u);
 }
 
+TEST(ChunkStore, NewChunksTakeSpareFilesAndRemovedOnesBecomeSpares) {
+  // Proves the spare pool: a new chunk is a spare file renamed (the pool shrinks by one, the
+  // chunk reads back, its old content never shows), a removed chunk's file goes back to the
+  // pool emptied, a spare left with data by a crash is emptied before use, and a chunk whose
+  // name exists already is refused as with O_EXCL.
+  TempDir dir;
+  std::filesystem::create_directories(dir.path + "/spare");
+  {
+    // A spare left holding a whole chunk (header, block table, data) by a crash.
+    std::ofstream junk(dir.path + "/spare/00000000000000ff.spare", std::ios::binary);
+    std::string bytes(4096 * 300, '\xff');  // every block record says present
+    junk.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  auto countSpares = [&]() {
+    size_t n = 0;
+    for (auto& e : std::filesystem::directory_iterator(dir.path + "/spare")) {
+      (void)e;
+      n++;
+    }
+    return n;
+  };
+  auto waitReady = [](ChunkStore& store, size_t want) {
+    for (int i = 0; i < 500 && store.spares() < want; i++) usleep(10000);
+    return store.spares();
+  };
+  auto a = makeBlock('a');
+  {
+    ChunkStore store({dir.path}, 1024);
+    ASSERT_GE(waitReady(store, 256), 256u);
+    size_t before = countSpares();
+    EXPECT_EQ(before, store.spares());
+    // Every spare in turn, the crashed one among them: no chunk shows anything but what it got.
+    for (uint64_t id = 1; id <= 300; id++) {
+      auto& f = store.findOrCreate(id, 7);
+      EXPECT_EQ(f.version(), 7u);
+      BlockData b;
+      EXPECT_EQ(f.read(0, b), ReadStatus::ABSENT) << id;
+      EXPECT_EQ(f.read(5, b), ReadStatus::ABSENT) << id;
+      f.write(3, std::vector<BlockData>{a});
+      f.sync();
+    }
+    EXPECT_LT(countSpares(), before);
+    BlockData b;
+    ASSERT_EQ(store.find(300)->read(3, b), ReadStatus::OK);
+    EXPECT_EQ(b.data, a.data);
+    // A removed chunk's file is recycled: the pool grows back, and its file is emptied.
+    size_t ready = waitReady(store, 256);
+    for (uint64_t id = 1; id <= 100; id++) ASSERT_TRUE(store.remove(id));
+    EXPECT_FALSE(std::filesystem::exists(dir.path + "/chunks/0000000000000001.chk"));
+    EXPECT_GE(waitReady(store, ready + 100), ready + 100);
+    for (auto& e : std::filesystem::directory_iterator(dir.path + "/spare"))
+      EXPECT_EQ(std::filesystem::file_size(e.path()), 0u) << e.path();
+    // The name of a chunk that exists is never taken over by a spare.
+    EXPECT_THROW(ChunkFile::adopt(dir.path + "/spare/" +
+                                      std::filesystem::directory_iterator(dir.path + "/spare")
+                                          ->path()
+                                          .filename()
+                                          .string(),
+                                  dir.path + "/chunks/000000000000012c.chk", 300, 1, 1024),
+                 kj::Exception);
+    ASSERT_EQ(store.find(300)->read(3, b), ReadStatus::OK);
+  }
+  // Opened again: the chunks are there, the spares are counted again.
+  ChunkStore again({dir.path}, 1024);
+  EXPECT_EQ(again.usage().chunks, 200u);
+  BlockData b;
+  ASSERT_EQ(again.find(150)->read(3, b), ReadStatus::OK);
+  EXPECT_EQ(b.data, a.data);
+  EXPECT_GE(again.spares(), 256u);
+}
+
 }  // namespace
 }  // namespace cairn::chunk
