@@ -181,7 +181,9 @@ ChunkFile* ChunkStore::find(uint64_t id) {
 
 std::shared_ptr<ChunkFile> ChunkStore::share(uint64_t id) {
   if (!find(id)) return nullptr;
-  return open_.front().second;  // find() put it first
+  if (shared_.size() > 4 * MAX_OPEN) std::erase_if(shared_, [](auto& e) { return e.second.expired(); });
+  shared_[id] = open_.front().second;  // find() put it first
+  return open_.front().second;
 }
 
 ChunkFile& ChunkStore::findOrCreate(uint64_t id, uint64_t version) {
@@ -237,8 +239,13 @@ bool ChunkStore::remove(uint64_t id) {
     open_.erase(it->second);
     openIndex_.erase(it);
   }
+  bool held = false;
+  if (auto sh = shared_.find(id); sh != shared_.end()) {
+    held = !sh->second.expired();
+    shared_.erase(sh);
+  }
   auto path = pathOf(e->second.dir, id);
-  if (!spares_[e->second.dir]->recycle(path) && ::unlink(path.c_str()) != 0)
+  if ((held || !spares_[e->second.dir]->recycle(path)) && ::unlink(path.c_str()) != 0)
     spdlog::warn("unlink {}: {}", path, strerror(errno));
   usedBytes_ -= std::min(usedBytes_, e->second.bytes);
   index_.erase(e);

@@ -108,6 +108,9 @@ class ChunkStore {
   static constexpr size_t MAX_OPEN = 256;
   std::list<std::pair<uint64_t, std::shared_ptr<ChunkFile>>> open_;
   std::map<uint64_t, decltype(open_)::iterator> openIndex_;
+  // Files handed out by share(): one still held elsewhere (I/O in flight on another thread) is
+  // unlinked when removed, never recycled, so that a late write cannot land in a new chunk.
+  std::map<uint64_t, std::weak_ptr<ChunkFile>> shared_;
 };
 
 }  // namespace cairn::chunk
