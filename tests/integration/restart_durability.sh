@@ -37,6 +37,15 @@ cluster_up
 cmp "$L/synced" "$M/synced" || fail "fsync'd file differs after kill -9 of every process"
 check "fsync'd data survives kill -9 of every process"
 
+start_meta() {  # start_meta WHEN: meta0 started again and answering, within 30 s
+  bash "$ROOT/tools/cluster.sh" start --dir "$CL" meta0
+  local end=$((SECONDS + 30))
+  until cairn status --json > /dev/null 2>&1; do
+    [ $SECONDS -lt $end ] || fail "meta did not answer after $1"
+    sleep 0.5
+  done
+}
+
 # Meta answers a change once it is in the Raft log and commits its store a few milliseconds
 # later, many changes in one commit: kill -9 of meta right after a burst of changes must lose
 # none of them (the restart applies them again from the log).
@@ -54,12 +63,7 @@ os.kill(meta, signal.SIGKILL)  # at once: within the few ms before meta commits 
 PY
 bash "$ROOT/tools/cluster.sh" kill --dir "$CL" meta0
 : > "$CL/logs/meta0.log"
-bash "$ROOT/tools/cluster.sh" start --dir "$CL" meta0
-end=$((SECONDS + 30))
-until cairn status --json > /dev/null 2>&1; do
-  [ $SECONDS -lt $end ] || fail "meta did not answer after kill -9"
-  sleep 0.5
-done
+start_meta "kill -9"
 grep -q "are applied again" "$CL/logs/meta0.log" ||
   fail "meta's store held every change at kill -9: the test did not catch a commit pending"
 [ -d "$M/burst/last" ] || fail "the last change before kill -9 of meta was lost"
@@ -83,12 +87,7 @@ bash "$ROOT/tools/cluster.sh" kill --dir "$CL" meta0
 echo "a-boot-before-the-crash" > "$CL/meta0/open-boot"
 size=$(stat -c %s "$CL/meta0/data.mdb")
 head -c "$size" /dev/urandom > "$CL/meta0/data.mdb"
-bash "$ROOT/tools/cluster.sh" start --dir "$CL" meta0
-end=$((SECONDS + 30))
-until cairn status --json > /dev/null 2>&1; do
-  [ $SECONDS -lt $end ] || fail "meta did not answer after the rebuild"
-  sleep 0.5
-done
+start_meta "the rebuild"
 grep -q "rebuilt from" "$CL/logs/meta0.log" || fail "meta did not rebuild its store"
 (cd "$M" && find crash keep -type f -exec sha256sum {} + | sort -k2) > "$L/after-crash"
 diff "$L/before-crash" "$L/after-crash" || fail "files differ after the store was rebuilt"
