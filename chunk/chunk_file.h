@@ -26,6 +26,10 @@ constexpr uint32_t HEADER_BYTES = 4096;
 constexpr uint32_t FORMAT_VERSION = 1;
 constexpr uint32_t FLAG_PRESENT = 1;
 constexpr uint32_t WRITEBACK_BLOCKS = 64;  // a write of this many blocks or more starts writeback
+// A run of this many blocks or more is written with O_DIRECT: the data goes from one reused
+// buffer to the disk instead of into fresh page-cache pages (on a virtual machine whose free
+// memory goes back to the host, the copy into new pages cost more than the disk write).
+constexpr uint32_t DIRECT_BLOCKS = 64;
 static_assert(AUX_BYTES + 8 <= RECORD_BYTES);
 static_assert(BLOCK_BYTES % 4096 == 0);
 
@@ -93,6 +97,8 @@ class ChunkFile {
   // Drops blocks >= keep.
   void truncate(uint32_t keep);
   void sync();
+  // Whether a run of `count` blocks goes to the disk directly (it needs no writeback then).
+  bool writesDirect(uint32_t count) const { return count >= DIRECT_BLOCKS && direct_ != DIRECT_OFF; }
   // Starts writing blocks [first, first + count) to disk without waiting for it (it may wait
   // for room in the disk's queue: call it off the event loop).
   void startWriteback(uint32_t firstBlock, uint32_t count) const;
@@ -103,8 +109,14 @@ class ChunkFile {
   ChunkFile() = default;
   uint64_t dataOffset() const;
   void writeHeader();
+  // Writes whole blocks at `off` through the O_DIRECT descriptor; false when this file cannot
+  // (the filesystem refuses O_DIRECT): the caller writes them buffered.
+  bool writeDirect(const BlockView* blocks, size_t n, uint64_t off);
+
+  static constexpr int DIRECT_UNOPENED = -1, DIRECT_OFF = -2;
 
   int fd_ = -1;
+  std::atomic<int> direct_{DIRECT_UNOPENED};  // the same file opened with O_DIRECT
   std::string path_;
   uint64_t id_ = 0;
   uint64_t version_ = 0;

@@ -199,7 +199,7 @@ kj::Promise<void> ChunkServiceImpl::storeBlocks(Context context, std::vector<Run
         f.sync();
       } else {
         for (auto& r : runs) {
-          if (r.count < WRITEBACK_BLOCKS) continue;
+          if (r.count < WRITEBACK_BLOCKS || f.writesDirect(r.count)) continue;
           // A large run (a stream): its writeback starts now, so that a later fsync finds
           // little left to write instead of everything since the file was opened.
           writeback_.submit([file = store_.share(ref.getId()), first = r.block, n = r.count]() {

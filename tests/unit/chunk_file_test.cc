@@ -14,6 +14,8 @@
 #include "chunk/chunk_file.h"
 #include "chunk/store.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 namespace cairn::chunk {
@@ -80,6 +82,49 @@ TEST(ChunkFile, GatheredWritesAndRunReadsMatchBlockByBlockOnes) {
   f.readData(20, {b20.data()});
   EXPECT_NE(blockCrc(meta[20].aux, AUX_BYTES, b20.data(), BLOCK_BYTES), meta[20].crc);
   EXPECT_EQ(f.read(20, one), ReadStatus::CORRUPT);
+}
+
+TEST(ChunkFile, LargeRunsBypassThePageCacheAndStayCoherentWithBufferedOnes) {
+  // A run of DIRECT_BLOCKS or more goes to the disk with O_DIRECT (the filesystem under /tmp
+  // takes it); a short run stays buffered. Mixed over the same blocks, every read sees the
+  // latest bytes.
+  TempDir dir;
+  auto f = ChunkFile::create(dir.path + "/c", 11, 1, 1024);
+  ASSERT_TRUE(f.writesDirect(DIRECT_BLOCKS));
+  ASSERT_FALSE(f.writesDirect(DIRECT_BLOCKS - 1));
+  std::vector<BlockData> small;
+  for (int i = 0; i < 10; i++) small.push_back(makeBlock('s'));
+  f.write(0, small);  // buffered: in the page cache now
+  BlockData out;
+  ASSERT_EQ(f.read(5, out), ReadStatus::OK);
+  ASSERT_EQ(out.data[0], 's');
+  std::vector<BlockData> big;
+  for (int i = 0; i < 300; i++) big.push_back(makeBlock(static_cast<char>('A' + i % 20)));
+  f.write(5, big);  // blocks 5..304, over five cached ones, in two direct writes
+  for (int i = 0; i < 305; i++) {
+    ASSERT_EQ(f.read(i, out), ReadStatus::OK) << i;
+    char want = i < 5 ? 's' : static_cast<char>('A' + (i - 5) % 20);
+    ASSERT_EQ(out.data, std::string(BLOCK_BYTES, want)) << i;
+  }
+  // Written around the page cache: blocks 100..299 are not resident until read.
+  auto f2 = ChunkFile::create(dir.path + "/d", 12, 1, 1024);
+  f2.write(100, std::vector<BlockData>(big.begin(), big.begin() + 200));
+  int fd = ::open((dir.path + "/d").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  struct stat st;
+  ASSERT_EQ(fstat(fd, &st), 0);
+  void* map = mmap(nullptr, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  size_t pages = (st.st_size + 4095) / 4096;
+  std::vector<unsigned char> resident(pages);
+  ASSERT_EQ(mincore(map, st.st_size, resident.data()), 0);
+  size_t cached = 0;
+  for (size_t p = pages - 200; p < pages; p++) cached += resident[p] & 1;
+  munmap(map, st.st_size);
+  ::close(fd);
+  EXPECT_EQ(cached, 0u);
+  ASSERT_EQ(f2.read(150, out), ReadStatus::OK);
+  EXPECT_EQ(out.data, std::string(BLOCK_BYTES, static_cast<char>('A' + 50 % 20)));
 }
 
 TEST(ChunkFile, WrittenBlocksReadBackAndHolesAreAbsent) {
