@@ -87,6 +87,7 @@ ChunkFile& ChunkFile::operator=(ChunkFile&& o) noexcept {
     fd_ = o.fd_;
     o.fd_ = -1;
     direct_ = o.direct_.exchange(DIRECT_UNOPENED);
+    directRefused_ = o.directRefused_.load();
     path_ = std::move(o.path_);
     id_ = o.id_;
     version_ = o.version_;
@@ -225,58 +226,93 @@ void ChunkFile::write(uint32_t firstBlock, const std::vector<BlockView>& blocks)
             HEADER_BYTES + uint64_t(firstBlock) * RECORD_BYTES);
 }
 
-bool ChunkFile::writeDirect(const BlockView* blocks, size_t n, uint64_t off) {
-  int dfd = direct_.load();
-  if (dfd == DIRECT_UNOPENED) {
-    // The same open file description's inode, even if the name has gone since.
-    std::string self = "/proc/self/fd/" + std::to_string(fd_);
-    int opened = ::open(self.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
-    if (opened < 0) opened = ::open(path_.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
-    int want = opened >= 0 ? opened : DIRECT_OFF;
-    if (!direct_.compare_exchange_strong(dfd, want)) {
-      if (opened >= 0) ::close(opened);  // another thread opened it first
-    } else {
-      dfd = want;
-    }
-  }
-  if (dfd < 0) return false;
-  // One aligned buffer per thread, kept (its pages stay the process's own): the request's
-  // blocks lie in its message at no particular alignment.
+namespace {
+constexpr size_t DIRECT_RUN = 256;  // blocks per O_DIRECT call: 1 MiB
+// One aligned buffer per thread, kept (its pages stay the process's own): a request's or
+// reply's blocks lie in its message at no particular alignment. nullptr if out of memory.
+unsigned char* directBuffer() {
   struct Free {
     void operator()(void* p) const { free(p); }
   };
   thread_local std::unique_ptr<unsigned char, Free> buffer;
-  thread_local size_t bufferBlocks = 0;
-  constexpr size_t MAX_RUN = 256;  // 1 MiB at a time
   if (!buffer) {
     void* p = nullptr;
-    if (posix_memalign(&p, 4096, MAX_RUN * BLOCK_BYTES) != 0) return false;
+    if (posix_memalign(&p, 4096, DIRECT_RUN * BLOCK_BYTES) != 0) return nullptr;
     buffer.reset(static_cast<unsigned char*>(p));
-    bufferBlocks = MAX_RUN;
   }
+  return buffer.get();
+}
+}  // namespace
+
+int ChunkFile::directFd() const {
+  if (directRefused_) return -1;
+  int dfd = direct_.load();
+  if (dfd != DIRECT_UNOPENED) return dfd >= 0 ? dfd : -1;
+  // The inode of the open descriptor, even if its name has gone since.
+  std::string self = "/proc/self/fd/" + std::to_string(fd_);
+  int opened = ::open(self.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  if (opened < 0) opened = ::open(path_.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  int want = opened >= 0 ? opened : DIRECT_OFF;
+  if (direct_.compare_exchange_strong(dfd, want)) return opened;
+  if (opened >= 0) ::close(opened);  // another thread opened it first
+  return dfd >= 0 ? dfd : -1;
+}
+
+bool ChunkFile::writeDirect(const BlockView* blocks, size_t n, uint64_t off) {
+  int dfd = directFd();
+  unsigned char* buf = dfd >= 0 ? directBuffer() : nullptr;
+  if (!buf) return false;
   for (size_t i = 0; i < n;) {
-    size_t take = std::min(n - i, bufferBlocks);
-    for (size_t k = 0; k < take; k++) memcpy(buffer.get() + k * BLOCK_BYTES, blocks[i + k].data, BLOCK_BYTES);
+    size_t take = std::min(n - i, DIRECT_RUN);
+    for (size_t k = 0; k < take; k++) memcpy(buf + k * BLOCK_BYTES, blocks[i + k].data, BLOCK_BYTES);
     size_t len = take * BLOCK_BYTES, done = 0;
     while (done < len) {
-      ssize_t w = ::pwrite(dfd, buffer.get() + done, len - done, static_cast<off_t>(off + done));
+      ssize_t w = ::pwrite(dfd, buf + done, len - done, static_cast<off_t>(off + done));
       if (w < 0 && errno == EINTR) continue;
       if (w < 0 && errno == EINVAL && i == 0 && done == 0) {
-        // This filesystem takes the flag at open but not the write: buffered from now on.
-        int mine = dfd;
-        if (direct_.compare_exchange_strong(mine, DIRECT_OFF)) ::close(dfd);
+        // The filesystem took the flag at open but not the write: buffered from now on.
+        refuseDirect();
         return false;
       }
       if (w < 0) KJ_FAIL_SYSCALL("pwrite (O_DIRECT)", errno, path_);
       if (w == 0 || w % BLOCK_BYTES != 0) {
         // Short by a part of a block: the rest buffered (the kernel keeps the two coherent).
         done += static_cast<size_t>(w);
-        pwriteAll(fd_, buffer.get() + done, len - done, off + done);
-        done = len;
+        pwriteAll(fd_, buf + done, len - done, off + done);
         break;
       }
       done += static_cast<size_t>(w);
     }
+    off += len;
+    i += take;
+  }
+  return true;
+}
+
+bool ChunkFile::readDirect(unsigned char* const* out, size_t n, uint64_t off) const {
+  int dfd = directFd();
+  unsigned char* buf = dfd >= 0 ? directBuffer() : nullptr;
+  if (!buf) return false;
+  for (size_t i = 0; i < n;) {
+    size_t take = std::min(n - i, DIRECT_RUN);
+    size_t len = take * BLOCK_BYTES, done = 0;
+    while (done < len) {
+      ssize_t r = ::pread(dfd, buf + done, len - done, static_cast<off_t>(off + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && errno == EINVAL && i == 0 && done == 0) {
+        refuseDirect();
+        return false;
+      }
+      if (r < 0) KJ_FAIL_SYSCALL("pread (O_DIRECT)", errno, path_);
+      if (r == 0 || r % BLOCK_BYTES != 0) {
+        // The end of the file, or short by a part of a block: the rest buffered.
+        done += static_cast<size_t>(r);
+        preadAll(fd_, buf + done, len - done, off + done);
+        break;
+      }
+      done += static_cast<size_t>(r);
+    }
+    for (size_t k = 0; k < take; k++) memcpy(out[i + k], buf + k * BLOCK_BYTES, BLOCK_BYTES);
     off += len;
     i += take;
   }
@@ -310,9 +346,15 @@ void ChunkFile::readData(uint32_t first, const std::vector<unsigned char*>& out)
       continue;
     }
     size_t start = i;
+    size_t end = i;
+    while (end < out.size() && out[end] != nullptr) end++;
+    uint64_t off = dataOffset() + uint64_t(first + start) * BLOCK_BYTES;
+    if (end - start >= DIRECT_READ_BLOCKS && readDirect(out.data() + start, end - start, off)) {
+      i = end;
+      continue;
+    }
     iov.clear();
     while (i < out.size() && out[i] != nullptr && iov.size() < IOV_MAX) iov.push_back(iovec{out[i++], BLOCK_BYTES});
-    uint64_t off = dataOffset() + uint64_t(first + start) * BLOCK_BYTES;
     ssize_t r;
     KJ_SYSCALL(r = ::preadv(fd_, iov.data(), static_cast<int>(iov.size()), static_cast<off_t>(off)), path_);
     size_t done = static_cast<size_t>(r);

@@ -30,6 +30,8 @@ constexpr uint32_t WRITEBACK_BLOCKS = 64;  // a write of this many blocks or mor
 // buffer to the disk instead of into fresh page-cache pages (on a virtual machine whose free
 // memory goes back to the host, the copy into new pages cost more than the disk write).
 constexpr uint32_t DIRECT_BLOCKS = 64;
+// A read of a run this long or longer (on the I/O threads) goes around the page cache too.
+constexpr uint32_t DIRECT_READ_BLOCKS = 32;
 static_assert(AUX_BYTES + 8 <= RECORD_BYTES);
 static_assert(BLOCK_BYTES % 4096 == 0);
 
@@ -98,7 +100,7 @@ class ChunkFile {
   void truncate(uint32_t keep);
   void sync();
   // Whether a run of `count` blocks goes to the disk directly (it needs no writeback then).
-  bool writesDirect(uint32_t count) const { return count >= DIRECT_BLOCKS && direct_ != DIRECT_OFF; }
+  bool writesDirect(uint32_t count) const { return count >= DIRECT_BLOCKS && !directRefused_; }
   // Starts writing blocks [first, first + count) to disk without waiting for it (it may wait
   // for room in the disk's queue: call it off the event loop).
   void startWriteback(uint32_t firstBlock, uint32_t count) const;
@@ -112,11 +114,18 @@ class ChunkFile {
   // Writes whole blocks at `off` through the O_DIRECT descriptor; false when this file cannot
   // (the filesystem refuses O_DIRECT): the caller writes them buffered.
   bool writeDirect(const BlockView* blocks, size_t n, uint64_t off);
+  // Reads whole blocks at `off` through the O_DIRECT descriptor into out[0..n); false when
+  // this file cannot (the caller reads them buffered).
+  bool readDirect(unsigned char* const* out, size_t n, uint64_t off) const;
+  // The O_DIRECT descriptor, opened on first use; -1 when the filesystem refuses it.
+  int directFd() const;
+  void refuseDirect() const { directRefused_ = true; }
 
   static constexpr int DIRECT_UNOPENED = -1, DIRECT_OFF = -2;
 
   int fd_ = -1;
-  std::atomic<int> direct_{DIRECT_UNOPENED};  // the same file opened with O_DIRECT
+  mutable std::atomic<int> direct_{DIRECT_UNOPENED};  // the same file opened with O_DIRECT
+  mutable std::atomic<bool> directRefused_{false};
   std::string path_;
   uint64_t id_ = 0;
   uint64_t version_ = 0;

@@ -125,6 +125,18 @@ TEST(ChunkFile, LargeRunsBypassThePageCacheAndStayCoherentWithBufferedOnes) {
   EXPECT_EQ(cached, 0u);
   ASSERT_EQ(f2.read(150, out), ReadStatus::OK);
   EXPECT_EQ(out.data, std::string(BLOCK_BYTES, static_cast<char>('A' + 50 % 20)));
+  // A long run read (direct, in pieces of 1 MiB) over blocks written both ways, some of them
+  // still dirty in the page cache, and up to the file's end.
+  f2.write(120, std::vector<BlockData>(small.begin(), small.begin() + 3));
+  std::vector<std::vector<unsigned char>> bufs(200, std::vector<unsigned char>(BLOCK_BYTES));
+  std::vector<unsigned char*> into;
+  for (auto& b : bufs) into.push_back(b.data());
+  f2.readData(100, into);
+  for (int i = 0; i < 200; i++) {
+    char want = i >= 20 && i < 23 ? 's' : static_cast<char>('A' + i % 20);
+    ASSERT_EQ(std::string(reinterpret_cast<char*>(bufs[i].data()), BLOCK_BYTES),
+              std::string(BLOCK_BYTES, want)) << i;
+  }
 }
 
 TEST(ChunkFile, WrittenBlocksReadBackAndHolesAreAbsent) {
