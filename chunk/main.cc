@@ -220,6 +220,7 @@ struct Scrubber {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cairn::keepLargeBuffers();
   CLI::App app{"cairn-chunk: stores the encrypted blocks of cairn chunks"};
   std::string listen, metaAddrs, secretFile, host, metricsAddr, logLevel = "info", logFile;
   std::vector<std::string> dirs;

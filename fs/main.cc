@@ -80,6 +80,7 @@ constexpr char KEY_CHECK_TEXT[] = "cairn data key check v1";
 }  // namespace
 
 int main(int argc, char** argv) {
+  cairn::keepLargeBuffers();
   std::string source, mountpoint, secretFile, keyFile, logFile, logLevel = "info", metricsAddr;
   bool foreground = false;
   double attrTimeout = 1.0;

@@ -15,6 +15,7 @@
 using namespace cairn;
 
 int main(int argc, char** argv) {
+  cairn::keepLargeBuffers();
   CLI::App app{"cairn-meta: the metadata server of a cairn cluster"};
   std::string listen, dataDir, secretFile, metricsAddr, peersList, logLevel = "info", logFile;
   meta::Format format;

@@ -2,6 +2,7 @@
 
 #include <kj/async-unix.h>
 #include <kj/debug.h>
+#include <malloc.h>
 
 #include <csignal>
 #include <kj/exception.h>
@@ -27,6 +28,12 @@ void KjToSpdlog::logMessage(kj::LogSeverity severity, const char* file, int line
         spdlog::error("kj {}:{}: {}", file, line, text.cStr());
         break;
     }
+}
+
+void keepLargeBuffers() {
+  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  // Freed memory above this at the top of the heap goes back to the kernel.
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
 }
 
 void setupLogging(const std::string& process, const std::string& level, const std::string& file) {

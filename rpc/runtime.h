@@ -26,6 +26,12 @@ class KjToSpdlog final : public kj::ExceptionCallback {
                   kj::String&& text) override;
 };
 
+// Makes malloc keep buffers of up to 8 MiB (messages, block runs, sealed data) in its heap when
+// they are freed, instead of handing each back to the kernel: a fresh mapping faults in page
+// by page, and on a virtual machine whose free memory goes back to the host every such page
+// is a fault in the host too. Called first thing in main.
+void keepLargeBuffers();
+
 // Blocks until SIGTERM or SIGINT; returns the signal number.
 int waitForTermination(kj::AsyncIoContext& io);
 
