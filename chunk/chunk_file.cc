@@ -258,6 +258,33 @@ int ChunkFile::directFd() const {
   return dfd >= 0 ? dfd : -1;
 }
 
+namespace {
+// One transfer of whole blocks through the O_DIRECT descriptor `dfd`; a shortfall by a part of
+// a block (or the end of the file, reading) is finished through `fd`, buffered (the kernel
+// keeps the two coherent). False: the filesystem refused O_DIRECT before anything moved.
+bool transferDirect(bool write, int dfd, int fd, unsigned char* buf, size_t len, uint64_t off,
+                    const std::string& path) {
+  size_t done = 0;
+  while (done < len) {
+    auto at = static_cast<off_t>(off + done);
+    ssize_t r = write ? ::pwrite(dfd, buf + done, len - done, at) : ::pread(dfd, buf + done, len - done, at);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EINVAL && done == 0) return false;
+    if (r < 0) KJ_FAIL_SYSCALL(write ? "pwrite (O_DIRECT)" : "pread (O_DIRECT)", errno, path);
+    done += static_cast<size_t>(r);
+    if (r == 0 || r % BLOCK_BYTES != 0) {
+      if (write) {
+        pwriteAll(fd, buf + done, len - done, off + done);
+      } else {
+        preadAll(fd, buf + done, len - done, off + done);
+      }
+      break;
+    }
+  }
+  return true;
+}
+}  // namespace
+
 bool ChunkFile::writeDirect(const BlockView* blocks, size_t n, uint64_t off) {
   int dfd = directFd();
   unsigned char* buf = dfd >= 0 ? directBuffer() : nullptr;
@@ -265,25 +292,11 @@ bool ChunkFile::writeDirect(const BlockView* blocks, size_t n, uint64_t off) {
   for (size_t i = 0; i < n;) {
     size_t take = std::min(n - i, DIRECT_RUN);
     for (size_t k = 0; k < take; k++) memcpy(buf + k * BLOCK_BYTES, blocks[i + k].data, BLOCK_BYTES);
-    size_t len = take * BLOCK_BYTES, done = 0;
-    while (done < len) {
-      ssize_t w = ::pwrite(dfd, buf + done, len - done, static_cast<off_t>(off + done));
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0 && errno == EINVAL && i == 0 && done == 0) {
-        // The filesystem took the flag at open but not the write: buffered from now on.
-        refuseDirect();
-        return false;
-      }
-      if (w < 0) KJ_FAIL_SYSCALL("pwrite (O_DIRECT)", errno, path_);
-      if (w == 0 || w % BLOCK_BYTES != 0) {
-        // Short by a part of a block: the rest buffered (the kernel keeps the two coherent).
-        done += static_cast<size_t>(w);
-        pwriteAll(fd_, buf + done, len - done, off + done);
-        break;
-      }
-      done += static_cast<size_t>(w);
+    if (!transferDirect(true, dfd, fd_, buf, take * BLOCK_BYTES, off, path_)) {
+      refuseDirect();  // the caller writes the whole run buffered
+      return false;
     }
-    off += len;
+    off += take * BLOCK_BYTES;
     i += take;
   }
   return true;
@@ -295,25 +308,12 @@ bool ChunkFile::readDirect(unsigned char* const* out, size_t n, uint64_t off) co
   if (!buf) return false;
   for (size_t i = 0; i < n;) {
     size_t take = std::min(n - i, DIRECT_RUN);
-    size_t len = take * BLOCK_BYTES, done = 0;
-    while (done < len) {
-      ssize_t r = ::pread(dfd, buf + done, len - done, static_cast<off_t>(off + done));
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0 && errno == EINVAL && i == 0 && done == 0) {
-        refuseDirect();
-        return false;
-      }
-      if (r < 0) KJ_FAIL_SYSCALL("pread (O_DIRECT)", errno, path_);
-      if (r == 0 || r % BLOCK_BYTES != 0) {
-        // The end of the file, or short by a part of a block: the rest buffered.
-        done += static_cast<size_t>(r);
-        preadAll(fd_, buf + done, len - done, off + done);
-        break;
-      }
-      done += static_cast<size_t>(r);
+    if (!transferDirect(false, dfd, fd_, buf, take * BLOCK_BYTES, off, path_)) {
+      refuseDirect();
+      return false;
     }
     for (size_t k = 0; k < take; k++) memcpy(out[i + k], buf + k * BLOCK_BYTES, BLOCK_BYTES);
-    off += len;
+    off += take * BLOCK_BYTES;
     i += take;
   }
   return true;
