@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <kj/debug.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -252,8 +253,12 @@ int ChunkFile::directFd() const {
   std::string self = "/proc/self/fd/" + std::to_string(fd_);
   int opened = ::open(self.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
   if (opened < 0) opened = ::open(path_.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  int err = errno;
   int want = opened >= 0 ? opened : DIRECT_OFF;
-  if (direct_.compare_exchange_strong(dfd, want)) return opened;
+  if (direct_.compare_exchange_strong(dfd, want)) {
+    if (opened < 0) refuseDirect(strerror(err));
+    return opened;
+  }
   if (opened >= 0) ::close(opened);  // another thread opened it first
   return dfd >= 0 ? dfd : -1;
 }
@@ -285,6 +290,14 @@ bool transferDirect(bool write, int dfd, int fd, unsigned char* buf, size_t len,
 }
 }  // namespace
 
+void ChunkFile::refuseDirect(const char* why) const {
+  directRefused_ = true;
+  static std::atomic<bool> logged{false};
+  if (!logged.exchange(true))
+    spdlog::warn("{}: O_DIRECT refused ({}); chunk files there are written and read through the "
+                 "page cache", path_, why);
+}
+
 bool ChunkFile::writeDirect(const BlockView* blocks, size_t n, uint64_t off) {
   int dfd = directFd();
   unsigned char* buf = dfd >= 0 ? directBuffer() : nullptr;
@@ -293,7 +306,7 @@ bool ChunkFile::writeDirect(const BlockView* blocks, size_t n, uint64_t off) {
     size_t take = std::min(n - i, DIRECT_RUN);
     for (size_t k = 0; k < take; k++) memcpy(buf + k * BLOCK_BYTES, blocks[i + k].data, BLOCK_BYTES);
     if (!transferDirect(true, dfd, fd_, buf, take * BLOCK_BYTES, off, path_)) {
-      refuseDirect();  // the caller writes the whole run buffered
+      refuseDirect("EINVAL on a write");  // the caller writes the whole run buffered
       return false;
     }
     off += take * BLOCK_BYTES;
@@ -309,7 +322,7 @@ bool ChunkFile::readDirect(unsigned char* const* out, size_t n, uint64_t off) co
   for (size_t i = 0; i < n;) {
     size_t take = std::min(n - i, DIRECT_RUN);
     if (!transferDirect(false, dfd, fd_, buf, take * BLOCK_BYTES, off, path_)) {
-      refuseDirect();
+      refuseDirect("EINVAL on a read");
       return false;
     }
     for (size_t k = 0; k < take; k++) memcpy(out[i + k], buf + k * BLOCK_BYTES, BLOCK_BYTES);

@@ -119,7 +119,9 @@ class ChunkFile {
   bool readDirect(unsigned char* const* out, size_t n, uint64_t off) const;
   // The O_DIRECT descriptor, opened on first use; -1 when the filesystem refuses it.
   int directFd() const;
-  void refuseDirect() const { directRefused_ = true; }
+  // From now on this file is written and read buffered; the first refusal in the process is
+  // logged (a chunk directory on a filesystem without O_DIRECT).
+  void refuseDirect(const char* why) const;
 
   static constexpr int DIRECT_UNOPENED = -1, DIRECT_OFF = -2;
 

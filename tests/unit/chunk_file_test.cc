@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -16,6 +17,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 namespace cairn::chunk {
@@ -136,6 +138,34 @@ TEST(ChunkFile, LargeRunsBypassThePageCacheAndStayCoherentWithBufferedOnes) {
     char want = i >= 20 && i < 23 ? 's' : static_cast<char>('A' + i % 20);
     ASSERT_EQ(std::string(reinterpret_cast<char*>(bufs[i].data()), BLOCK_BYTES),
               std::string(BLOCK_BYTES, want)) << i;
+  }
+}
+
+TEST(ChunkFile, AFilesystemWithoutODirectIsWrittenAndReadBuffered) {
+  // ramfs refuses O_DIRECT at open: long runs take the buffered path and read back whole.
+  TempDir dir;
+  struct Ramfs {  // unmounted before the directory is removed, whatever the test's outcome
+    std::string path;
+    bool mounted;
+    ~Ramfs() {
+      if (mounted) ::umount(path.c_str());
+    }
+  } ramfs{dir.path, ::mount("ramfs", dir.path.c_str(), "ramfs", 0, nullptr) == 0};
+  if (!ramfs.mounted) GTEST_SKIP() << "cannot mount ramfs here: " << strerror(errno);
+  {
+    auto f = ChunkFile::create(dir.path + "/c", 13, 1, 1024);
+    std::vector<BlockData> big;
+    for (int i = 0; i < 300; i++) big.push_back(makeBlock(static_cast<char>('a' + i % 26)));
+    ASSERT_TRUE(f.writesDirect(DIRECT_BLOCKS));  // not tried yet
+    f.write(0, big);
+    EXPECT_FALSE(f.writesDirect(DIRECT_BLOCKS));
+    std::vector<std::vector<unsigned char>> bufs(300, std::vector<unsigned char>(BLOCK_BYTES));
+    std::vector<unsigned char*> into;
+    for (auto& b : bufs) into.push_back(b.data());
+    f.readData(0, into);
+    for (int i = 0; i < 300; i++)
+      ASSERT_EQ(std::string(reinterpret_cast<char*>(bufs[i].data()), BLOCK_BYTES),
+                std::string(BLOCK_BYTES, static_cast<char>('a' + i % 26))) << i;
   }
 }
 
