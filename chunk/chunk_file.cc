@@ -192,39 +192,42 @@ void ChunkFile::write(uint32_t firstBlock, const std::vector<BlockView>& blocks)
   KJ_REQUIRE(static_cast<uint64_t>(firstBlock) + blocks.size() <= maxBlocks_,
              "write beyond the end of the chunk");
   if (blocks.empty()) return;
-  // Data first (gathered writes for the run), then the records.
-  std::vector<Record> records(blocks.size());
-  std::vector<iovec> iov(blocks.size());
-  for (size_t i = 0; i < blocks.size(); i++) {
-    auto& b = blocks[i];
-    iov[i] = iovec{const_cast<void*>(b.data), BLOCK_BYTES};
-    auto& r = records[i];
-    memset(&r, 0, sizeof(r));
-    r.crc = b.crc;
-    r.flags = FLAG_PRESENT;
-    memcpy(r.aux, b.aux, AUX_BYTES);
-  }
+  // Data first (direct, or gathered writes for the run), then the records.
   uint64_t off = dataOffset() + uint64_t(firstBlock) * BLOCK_BYTES;
   if (!writesDirect(static_cast<uint32_t>(blocks.size())) ||
       !writeDirect(blocks.data(), blocks.size(), off)) {
-    for (size_t i = 0; i < iov.size();) {
-      int n = static_cast<int>(std::min<size_t>(iov.size() - i, IOV_MAX));
-      ssize_t w;
-      KJ_SYSCALL(w = ::pwritev(fd_, iov.data() + i, n, static_cast<off_t>(off)), path_);
-      // A short write: finish the first unfinished block alone, then go on gathered.
-      size_t whole = static_cast<size_t>(w) / BLOCK_BYTES;
-      size_t rest = static_cast<size_t>(w) % BLOCK_BYTES;
-      off += whole * BLOCK_BYTES;
-      i += whole;
-      if (rest != 0) {
-        pwriteAll(fd_, static_cast<const char*>(iov[i].iov_base) + rest, BLOCK_BYTES - rest, off + rest);
-        off += BLOCK_BYTES;
-        i++;
-      }
-    }
+    writeBuffered(blocks, off);
+  }
+  std::vector<Record> records(blocks.size());
+  for (size_t i = 0; i < blocks.size(); i++) {
+    auto& r = records[i];
+    memset(&r, 0, sizeof(r));
+    r.crc = blocks[i].crc;
+    r.flags = FLAG_PRESENT;
+    memcpy(r.aux, blocks[i].aux, AUX_BYTES);
   }
   pwriteAll(fd_, records.data(), records.size() * RECORD_BYTES,
             HEADER_BYTES + uint64_t(firstBlock) * RECORD_BYTES);
+}
+
+void ChunkFile::writeBuffered(const std::vector<BlockView>& blocks, uint64_t off) {
+  std::vector<iovec> iov(blocks.size());
+  for (size_t i = 0; i < blocks.size(); i++) iov[i] = iovec{const_cast<void*>(blocks[i].data), BLOCK_BYTES};
+  for (size_t i = 0; i < iov.size();) {
+    int n = static_cast<int>(std::min<size_t>(iov.size() - i, IOV_MAX));
+    ssize_t w;
+    KJ_SYSCALL(w = ::pwritev(fd_, iov.data() + i, n, static_cast<off_t>(off)), path_);
+    // A short write: finish the first unfinished block alone, then go on gathered.
+    size_t whole = static_cast<size_t>(w) / BLOCK_BYTES;
+    size_t rest = static_cast<size_t>(w) % BLOCK_BYTES;
+    off += whole * BLOCK_BYTES;
+    i += whole;
+    if (rest != 0) {
+      pwriteAll(fd_, static_cast<const char*>(iov[i].iov_base) + rest, BLOCK_BYTES - rest, off + rest);
+      off += BLOCK_BYTES;
+      i++;
+    }
+  }
 }
 
 namespace {

@@ -111,6 +111,8 @@ class ChunkFile {
   ChunkFile() = default;
   uint64_t dataOffset() const;
   void writeHeader();
+  // Writes the blocks' data at `off` through the page cache, gathered.
+  void writeBuffered(const std::vector<BlockView>& blocks, uint64_t off);
   // Writes whole blocks at `off` through the O_DIRECT descriptor; false when this file cannot
   // (the filesystem refuses O_DIRECT): the caller writes them buffered.
   bool writeDirect(const BlockView* blocks, size_t n, uint64_t off);
