@@ -133,6 +133,16 @@ metric() {  # metric PORT NAME: the sum of a metric's series on a mount
   python3 -c "import urllib.request,sys; t=urllib.request.urlopen('http://127.0.0.1:$1/metrics').read().decode(); print(int(sum(float(l.split()[-1]) for l in t.splitlines() if l.startswith('$2'))))"
 }
 head -c 2M /dev/urandom > "$L/k"; cp "$L/k" "$B/k"
+# B's writes reach C as invalidations too; one that arrived after C's first read would drop
+# pages the second read then fetches again. Wait (up to 5 s) until C has seen them all: its
+# invalidation count unchanged for half a second.
+last=-1; quiet=0
+for _ in $(seq 50); do
+  now="$(metric "$MC" cairn_client_invalidations_total)"
+  if [ "$now" = "$last" ]; then quiet=$((quiet + 1)); else quiet=0; fi
+  [ "$quiet" -ge 5 ] && break
+  last="$now"; sleep 0.1
+done
 cmp "$L/k" "$C/k" || fail "k differs on C"
 before="$(metric "$MC" cairn_client_read_bytes_total)"
 cmp "$L/k" "$C/k" || fail "k differs on C (second read)"
