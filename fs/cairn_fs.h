@@ -347,6 +347,12 @@ void CairnFs::guard(fuse_req_t req, const char* op, Fn&& fn) {
     spdlog::error("{}: {}", op, e.what());
     fuse_reply_err(req, EIO);
   }
+  latency.reset();
+  try {
+    client_.settle();  // answered: now what the thread's connections owe their servers
+  } catch (kj::Exception& e) {
+    spdlog::warn("{}: {}", op, e.getDescription().cStr());
+  }
 }
 
 }  // namespace cairn::fs

@@ -27,6 +27,7 @@ struct ThreadIo {
 };
 thread_local std::unique_ptr<ThreadIo> threadIo;
 thread_local bool threadHasOtherLoop = false;
+thread_local bool threadLoopRan = false;  // since the last settle()
 thread_local const void* loopThreadOf = nullptr;  // on a client's shared loop thread: the client
 
 }  // namespace
@@ -92,6 +93,7 @@ bool ClusterClient::ownLoop() {
   // The loop has not run since this thread's last request: let it see the time (a timeout set
   // from a clock left minutes behind would fire at once) and what its sockets say.
   threadIo->io.waitScope.poll();
+  threadLoopRan = true;
   return true;
 }
 
@@ -114,6 +116,14 @@ Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request) {
                                proto::Role::CLIENT, clientId_, 120 * kj::SECONDS, seqs_);
     return m->call(kj::mv(request));
   });
+}
+
+void ClusterClient::settle() {
+  if (!threadLoopRan || !threadIo) return;
+  threadLoopRan = false;
+  auto m = threadIo->metas.find(instance_);
+  if (m != threadIo->metas.end() && m->second) m->second->release();
+  threadIo->io.waitScope.poll();
 }
 
 unsigned ClusterClient::serveMetrics(Metrics& metrics, const std::string& addr) {

@@ -67,6 +67,11 @@ class ClusterClient {
   int syncChunks(const std::vector<ChunkLoc>& locs);
   int truncateChunk(const ChunkLoc& loc, uint32_t keepBlocks);
 
+  // After the caller has answered its own request: sends what this thread's connections owe
+  // their servers for calls already answered (capnp's Finish messages), so that they go out
+  // after the answer instead of ahead of it.
+  void settle();
+
   BlockCipher& cipher() { return cipher_; }
   // The id every request of this mount carries (its session with meta).
   uint64_t clientId() const { return clientId_; }

@@ -40,6 +40,12 @@ MetaClient::MetaClient(kj::AsyncIoContext& io, const ClusterSecret& secret,
 
 MetaClient::~MetaClient() = default;
 
+bool MetaClient::release() {
+  if (held_ == nullptr) return false;
+  held_ = nullptr;
+  return true;
+}
+
 size_t MetaClient::indexOf(const std::string& addr) {
   for (size_t i = 0; i < addrs_.size(); i++)
     if (addrs_[i] == addr) return i;
@@ -96,6 +102,7 @@ kj::Promise<kj::Own<capnp::MallocMessageBuilder>> MetaClient::attempt(
             }
             auto out = kj::heap<capnp::MallocMessageBuilder>();
             out->setRoot(reply);
+            held_ = kj::mv(response);
             return kj::mv(out);
           },
           [this, request, which, deadline, backoff, next](kj::Exception&& e) mutable

@@ -4,6 +4,7 @@
 // Lives on one KJ event loop.
 #pragma once
 
+#include <capnp/capability.h>
 #include <capnp/message.h>
 
 #include <cstdint>
@@ -45,6 +46,12 @@ class MetaClient {
   uint64_t clientId() const { return clientId_; }
   const std::string& leaderAddr() const { return addrs_[leader_]; }
 
+  // The last answered call's response is kept until the next call is answered or release()
+  // runs: dropping it sends the server its Finish message, and a caller that answers someone
+  // (a FUSE request) first sends that Finish after its own answer, not before it.
+  // Whether one was held.
+  bool release();
+
  private:
   kj::Promise<kj::Own<capnp::MallocMessageBuilder>> attempt(
       std::shared_ptr<capnp::MallocMessageBuilder> request, kj::TimePoint deadline,
@@ -61,6 +68,7 @@ class MetaClient {
   std::shared_ptr<SeqSource> seqs_;
   size_t leader_ = 0;
   kj::Duration retryFor_;
+  kj::Maybe<capnp::Response<proto::Meta::CallResults>> held_;
 };
 
 // Builds an empty MetaRequest message.
