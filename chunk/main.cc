@@ -90,9 +90,16 @@ struct Heartbeat {
       auto r = reply->getRoot<proto::MetaReply>();
       if (r.getErr() == ENOENT) return registerSelf();
       inventoryAfter = next;  // meta forgot us (new cluster state)
+      size_t removed = 0;
+      uint64_t first = 0;
       for (auto id : r.getGarbage()) {
-        if (store.remove(id)) spdlog::info("removed chunk {:016x} (garbage)", id);
+        if (!store.remove(id)) continue;
+        spdlog::debug("removed chunk {:016x} (garbage)", id);
+        if (removed++ == 0) first = id;
       }
+      if (removed > 0)
+        spdlog::info("removed {} chunks meta no longer needs here (garbage; first {:016x})",
+                     removed, first);
       return kj::Promise<void>(kj::READY_NOW);
     });
   }
@@ -278,6 +285,9 @@ int main(int argc, char** argv) {
                   [&store]() { return static_cast<double>(store.usage().usedBytes); });
     metrics.gauge("cairn_chunk_spare_files", "Empty files ready to become new chunks",
                   [&store]() { return static_cast<double>(store.spares()); });
+    metrics.gauge("cairn_chunk_discarded_files",
+                  "Removed chunks' files renamed away and not yet unlinked",
+                  [&store]() { return static_cast<double>(store.discarding()); });
     capnp::Capability::Client service = kj::heap<chunk::ChunkServiceImpl>(io, secret, store, metrics);
     RpcListener listener(io, secret, [service](proto::Role) mutable { return service; });
     uint port = listener.listen(listen).wait(io.waitScope);

@@ -16,13 +16,27 @@ namespace cairn::chunk {
 
 namespace {
 constexpr size_t SPARES_AHEAD = 256;     // made ahead per directory
-constexpr size_t MAX_SPARES = 4096;      // kept per directory, recycled ones included
 }  // namespace
 
-SparePool::SparePool(std::string dir, size_t keep) : dir_(std::move(dir)), keep_(keep) {
+SparePool::SparePool(std::string dir, std::string goneDir, size_t keep, size_t max)
+    : dir_(std::move(dir)), goneDir_(std::move(goneDir)), keep_(keep), max_(max) {
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
   KJ_REQUIRE(!ec, "cannot create spare directory", dir_, ec.message());
+  std::filesystem::create_directories(goneDir_, ec);
+  KJ_REQUIRE(!ec, "cannot create directory", goneDir_, ec.message());
+  // Files discarded before a stop are unlinked now.
+  if (DIR* g = opendir(goneDir_.c_str())) {
+    while (auto* ent = readdir(g)) {
+      uint64_t n;
+      char suffix[8];
+      if (sscanf(ent->d_name, "%16" SCNx64 ".%5s", &n, suffix) != 2 || std::string(suffix) != "gone")
+        continue;
+      nextGone_ = std::max(nextGone_, n + 1);
+      gone_.push_back(goneDir_ + "/" + ent->d_name);
+    }
+    closedir(g);
+  }
   DIR* d = opendir(dir_.c_str());
   KJ_REQUIRE(d != nullptr, "cannot open spare directory", dir_, strerror(errno));
   while (auto* ent = readdir(d)) {
@@ -67,7 +81,7 @@ std::optional<std::string> SparePool::take() {
 
 bool SparePool::recycle(const std::string& path) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (ready_.size() + dirty_.size() >= MAX_SPARES) return false;
+  if (ready_.size() + dirty_.size() >= max_) return false;
   auto to = nextName();
   if (::rename(path.c_str(), to.c_str()) != 0) return false;
   dirty_.push_back(to);
@@ -75,49 +89,85 @@ bool SparePool::recycle(const std::string& path) {
   return true;
 }
 
+void SparePool::discard(const std::string& path) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  char name[40];
+  snprintf(name, sizeof(name), "/%016" PRIx64 ".gone", nextGone_++);
+  std::string to = goneDir_ + name;
+  if (::rename(path.c_str(), to.c_str()) != 0) {
+    spdlog::warn("rename {} to {}: {}; unlinking it here", path, to, strerror(errno));
+    if (::unlink(path.c_str()) != 0) spdlog::warn("unlink {}: {}", path, strerror(errno));
+    return;
+  }
+  gone_.push_back(std::move(to));
+  wake_.notify_one();
+}
+
 size_t SparePool::ready() {
   std::lock_guard<std::mutex> lock(mutex_);
   return ready_.size();
 }
 
+size_t SparePool::discarding() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return gone_.size();
+}
+
 void SparePool::run() {
   std::unique_lock<std::mutex> lock(mutex_);
+  bool makingFailed = false;
   for (;;) {
-    wake_.wait(lock, [this]() { return stop_ || !dirty_.empty() || ready_.size() < keep_ / 2; });
+    wake_.wait(lock, [this]() {
+      return stop_ || !dirty_.empty() || !gone_.empty() || ready_.size() < keep_ / 2;
+    });
     if (stop_) return;
-    while (!stop_ && !dirty_.empty()) {
-      auto path = std::move(dirty_.back());
-      dirty_.pop_back();
-      lock.unlock();
-      bool ok = ::truncate(path.c_str(), 0) == 0;
-      if (!ok) {
-        spdlog::warn("spare {}: truncate: {}", path, strerror(errno));
-        ::unlink(path.c_str());
+    // One file at a time, most urgent first: recycled files to empty, spares while the pool is
+    // short (a writer waits for one), then discarded files to unlink.
+    while (!stop_) {
+      if (!dirty_.empty()) {
+        auto path = std::move(dirty_.back());
+        dirty_.pop_back();
+        lock.unlock();
+        bool ok = ::truncate(path.c_str(), 0) == 0;
+        if (!ok) {
+          spdlog::warn("spare {}: truncate: {}", path, strerror(errno));
+          ::unlink(path.c_str());
+        }
+        lock.lock();
+        if (ok) ready_.push_back(std::move(path));
+      } else if (!makingFailed && ready_.size() < keep_) {
+        auto path = nextName();
+        lock.unlock();
+        int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int err = errno;
+        if (fd >= 0) ::close(fd);
+        lock.lock();
+        if (fd < 0) {
+          spdlog::warn("spare {}: {}; new chunks are created directly", path, strerror(err));
+          makingFailed = true;  // a full disk or a read-only one: try again in a while
+        } else {
+          ready_.push_back(std::move(path));
+        }
+      } else if (!gone_.empty()) {
+        auto path = std::move(gone_.back());
+        gone_.pop_back();
+        lock.unlock();
+        if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+          spdlog::warn("unlink {}: {}", path, strerror(errno));
+        lock.lock();
+      } else {
+        break;
       }
-      lock.lock();
-      if (ok) ready_.push_back(std::move(path));
     }
-    while (!stop_ && ready_.size() < keep_ && dirty_.empty()) {
-      auto path = nextName();
-      lock.unlock();
-      int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-      int err = errno;
-      if (fd >= 0) ::close(fd);
-      lock.lock();
-      if (fd < 0) {
-        spdlog::warn("spare {}: {}; new chunks are created directly", path, strerror(err));
-        break;  // a full disk or a read-only one: wait until asked again
-      }
-      ready_.push_back(std::move(path));
-    }
-    if (ready_.size() < keep_ / 2 && dirty_.empty()) {
-      // Making them failed: try again in a while, not in a tight loop.
+    if (makingFailed && !stop_) {
+      // Not in a tight loop: wait a while before making spares again.
       wake_.wait_for(lock, std::chrono::seconds(5), [this]() { return stop_; });
+      makingFailed = false;
     }
   }
 }
 
-ChunkStore::ChunkStore(std::vector<std::string> dirs, uint32_t maxBlocks)
+ChunkStore::ChunkStore(std::vector<std::string> dirs, uint32_t maxBlocks, size_t maxSpares)
     : dirs_(std::move(dirs)), maxBlocks_(maxBlocks) {
   KJ_REQUIRE(!dirs_.empty(), "at least one data directory is needed");
   for (size_t d = 0; d < dirs_.size(); d++) {
@@ -147,7 +197,8 @@ ChunkStore::ChunkStore(std::vector<std::string> dirs, uint32_t maxBlocks)
       }
     }
     closedir(dir);
-    spares_.push_back(std::make_unique<SparePool>(dirs_[d] + "/spare", SPARES_AHEAD));
+    spares_.push_back(std::make_unique<SparePool>(dirs_[d] + "/spare", dirs_[d] + "/gone",
+                                                  SPARES_AHEAD, maxSpares));
   }
   spdlog::info("chunk store: {} chunks in {} directories", index_.size(), dirs_.size());
 }
@@ -222,6 +273,12 @@ size_t ChunkStore::spares() {
   return n;
 }
 
+size_t ChunkStore::discarding() {
+  size_t n = 0;
+  for (auto& p : spares_) n += p->discarding();
+  return n;
+}
+
 void ChunkStore::noteSize(uint64_t id) {
   auto e = index_.find(id);
   auto* f = find(id);
@@ -245,8 +302,8 @@ bool ChunkStore::remove(uint64_t id) {
     shared_.erase(sh);
   }
   auto path = pathOf(e->second.dir, id);
-  if ((held || !spares_[e->second.dir]->recycle(path)) && ::unlink(path.c_str()) != 0)
-    spdlog::warn("unlink {}: {}", path, strerror(errno));
+  auto& pool = *spares_[e->second.dir];
+  if (held || !pool.recycle(path)) pool.discard(path);
   usedBytes_ -= std::min(usedBytes_, e->second.bytes);
   index_.erase(e);
   return true;

@@ -1,6 +1,7 @@
 // chunk/chunk_file: blocks round-trip with their checksums, holes read absent, and corruption
 // on disk is detected, never returned as data.
 #include <gtest/gtest.h>
+#include <cinttypes>
 #include <kj/exception.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -505,6 +506,63 @@ TEST(ChunkStore, NewChunksTakeSpareFilesAndRemovedOnesBecomeSpares) {
   ASSERT_EQ(again.find(151)->read(3, b), ReadStatus::OK);
   EXPECT_EQ(b.data, a.data);
   EXPECT_GE(again.spares(), 256u);
+}
+
+TEST(ChunkStore, RemovedChunksThePoolCannotKeepAreRenamedAwayAndUnlinkedOnItsThread) {
+  // A pool that keeps at most 8 files is full of made-ahead spares, so every removed chunk is
+  // discarded: its name is free at once (a new chunk of the same id starts empty), a file still
+  // held for I/O keeps working through its descriptor, every discarded file is unlinked by the
+  // pool's thread, and one left behind by a stop is unlinked at the next start.
+  TempDir dir;
+  auto a = makeBlock('a');
+  auto countGone = [&]() {
+    size_t n = 0;
+    for (auto& e : std::filesystem::directory_iterator(dir.path + "/gone")) {
+      (void)e;
+      n++;
+    }
+    return n;
+  };
+  auto waitGone = [&](ChunkStore& store) {
+    for (int i = 0; i < 500 && (store.discarding() > 0 || countGone() > 0); i++) usleep(10000);
+  };
+  {
+    ChunkStore store({dir.path}, 1024, 8);
+    for (uint64_t id = 1; id <= 40; id++) {
+      auto& f = store.findOrCreate(id, 1);
+      f.write(2, std::vector<BlockData>{a});
+    }
+    auto held = store.share(7);
+    ASSERT_TRUE(held);
+    for (uint64_t id = 1; id <= 40; id++) {
+      ASSERT_TRUE(store.remove(id));
+      char name[32];
+      snprintf(name, sizeof(name), "/chunks/%016" PRIx64 ".chk", id);
+      EXPECT_FALSE(std::filesystem::exists(dir.path + name)) << id;
+    }
+    EXPECT_EQ(store.usage().chunks, 0u);
+    // The held file still takes writes and reads them back.
+    held->write(9, std::vector<BlockData>{a});
+    BlockData b;
+    ASSERT_EQ(held->read(9, b), ReadStatus::OK);
+    EXPECT_EQ(b.data, a.data);
+    // The same id made again is a new, empty chunk.
+    auto& again = store.findOrCreate(3, 2);
+    EXPECT_EQ(again.read(2, b), ReadStatus::ABSENT);
+    held.reset();
+    waitGone(store);
+    EXPECT_EQ(store.discarding(), 0u);
+    EXPECT_EQ(countGone(), 0u);
+  }
+  // Left behind by a stop: unlinked when the store opens again.
+  {
+    std::ofstream junk(dir.path + "/gone/00000000000000aa.gone", std::ios::binary);
+    junk << "old chunk";
+  }
+  ChunkStore reopened({dir.path}, 1024, 8);
+  waitGone(reopened);
+  EXPECT_EQ(countGone(), 0u);
+  EXPECT_EQ(reopened.usage().chunks, 1u);  // chunk 3, made again above
 }
 
 }  // namespace
