@@ -385,8 +385,14 @@ void CairnFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fi->direct_io = 0;
       return (void)fuse_reply_open(req, fi);
     }
-    fi->keep_cache = unchangedSinceCached(cino, reply.getAttr()) ? 1 : 0;
+    bool unchanged = unchangedSinceCached(cino, reply.getAttr());
+    fi->keep_cache = unchanged ? 1 : 0;
     fi->direct_io = 0;
+    // Close-to-open: the kernel may still hold the attributes from before the change (the
+    // change feed that drops them can lag behind, or miss changes across a new leader), and it
+    // reads no further than the size it holds. They are dropped before the open is answered,
+    // so its next read past that size or stat asks again.
+    if (!unchanged && session_) fuse_lowlevel_notify_inval_inode(session_, ino, -1, 0);
     fuse_reply_open(req, fi);
   });
 }

@@ -47,6 +47,8 @@ class CairnFs final : public OpenFiles {
   CairnFs(ClusterClient& client, uint64_t rootIno, uint64_t chunkSizeBytes, FsOptions options);
 
   static const fuse_lowlevel_ops* operations();
+  // The session the operations are served on (for notifications sent from them).
+  void setSession(fuse_session* se) { session_ = se; }
 
   // The operations, called from FUSE worker threads.
   void init(fuse_conn_info* conn);
@@ -253,6 +255,7 @@ class CairnFs final : public OpenFiles {
   void guard(fuse_req_t req, const char* op, Fn&& fn);
 
   ClusterClient& client_;
+  fuse_session* session_ = nullptr;
   uint64_t rootIno_;
   uint64_t chunkSize_;
   uint64_t chunkBlocks_;

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <thread>
 
 namespace cairn::fs {
 
@@ -33,6 +35,14 @@ Invalidator::~Invalidator() {
 void Invalidator::start() { thread_ = std::thread([this]() { run(); }); }
 
 void Invalidator::apply(proto::ChangePage::Reader page) {
+  // Failpoint for tests: the feed's changes reach the kernel this much later, as when the mount
+  // or its link to meta is slow (what close-to-open must not depend on).
+  static const long delayMs = [] {
+    const char* v = getenv("CAIRN_FAILPOINT_FEED_DELAY_MS");
+    return v ? atol(v) : 0L;
+  }();
+  if (delayMs > 0 && page.getChanges().size() > 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(delayMs));
   uint64_t self = client_.clientId();
   for (auto c : page.getChanges()) {
     if (c.getOrigin() == self) continue;  // our own kernel saw it through our replies

@@ -283,6 +283,7 @@ int main(int argc, char** argv) {
       fprintf(stderr, "mount.cairn: bad FUSE options: %s\n", joined.c_str());
       return 1;
     }
+    cfs.setSession(se);
     if (fuse_set_signal_handlers(se) != 0 || fuse_session_mount(se, mountpoint.c_str()) != 0) {
       fprintf(stderr, "mount.cairn: cannot mount on %s\n", mountpoint.c_str());
       fuse_session_destroy(se);
