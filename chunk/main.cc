@@ -276,9 +276,8 @@ int main(int argc, char** argv) {
 
     chunk::ChunkStore store(dirs, static_cast<uint32_t>(chunkSize / chunk::BLOCK_BYTES));
     store.limitCapacity(capacity);
-    metrics.gauge("cairn_chunk_chunks", "Chunks stored", [&store]() {
-      return static_cast<double>(store.list().size());
-    });
+    metrics.gauge("cairn_chunk_chunks", "Chunks stored",
+                  [&store]() { return static_cast<double>(store.count()); });
     metrics.gauge("cairn_chunk_capacity_bytes", "Bytes this server offers (its disks or --capacity)",
                   [&store]() { return static_cast<double>(store.usage().capacityBytes); });
     metrics.gauge("cairn_chunk_used_bytes", "Bytes its chunk files take on disk",

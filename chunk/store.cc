@@ -16,6 +16,22 @@ namespace cairn::chunk {
 
 namespace {
 constexpr size_t SPARES_AHEAD = 256;     // made ahead per directory
+
+// Calls fn(number, path) for every file of `dir` named <16 hex digits>.<suffix>; false when the
+// directory cannot be opened.
+template <typename Fn>
+bool forNumbered(const std::string& dir, const std::string& suffix, Fn&& fn) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return false;
+  while (auto* ent = readdir(d)) {
+    uint64_t n;
+    char found[8];
+    if (sscanf(ent->d_name, "%16" SCNx64 ".%6s", &n, found) == 2 && suffix == found)
+      fn(n, dir + "/" + ent->d_name);
+  }
+  closedir(d);
+  return true;
+}
 }  // namespace
 
 SparePool::SparePool(std::string dir, std::string goneDir, size_t keep, size_t max)
@@ -26,32 +42,19 @@ SparePool::SparePool(std::string dir, std::string goneDir, size_t keep, size_t m
   std::filesystem::create_directories(goneDir_, ec);
   KJ_REQUIRE(!ec, "cannot create directory", goneDir_, ec.message());
   // Files discarded before a stop are unlinked now.
-  if (DIR* g = opendir(goneDir_.c_str())) {
-    while (auto* ent = readdir(g)) {
-      uint64_t n;
-      char suffix[8];
-      if (sscanf(ent->d_name, "%16" SCNx64 ".%5s", &n, suffix) != 2 || std::string(suffix) != "gone")
-        continue;
-      nextGone_ = std::max(nextGone_, n + 1);
-      gone_.push_back(goneDir_ + "/" + ent->d_name);
-    }
-    closedir(g);
-  }
-  DIR* d = opendir(dir_.c_str());
-  KJ_REQUIRE(d != nullptr, "cannot open spare directory", dir_, strerror(errno));
-  while (auto* ent = readdir(d)) {
-    uint64_t n;
-    char suffix[8];
-    if (sscanf(ent->d_name, "%16" SCNx64 ".%6s", &n, suffix) != 2 || std::string(suffix) != "spare")
-      continue;
-    next_ = std::max(next_, n + 1);
-    auto path = dir_ + "/" + ent->d_name;
-    struct stat st;
-    if (stat(path.c_str(), &st) != 0) continue;
-    // One left with data (a crash while it was being recycled or adopted) is emptied first.
-    (st.st_size == 0 ? ready_ : dirty_).push_back(path);
-  }
-  closedir(d);
+  forNumbered(goneDir_, "gone", [this](uint64_t n, const std::string& path) {
+    nextGone_ = std::max(nextGone_, n + 1);
+    gone_.push_back(path);
+  });
+  KJ_REQUIRE(forNumbered(dir_, "spare", [this](uint64_t n, const std::string& path) {
+               next_ = std::max(next_, n + 1);
+               struct stat st;
+               if (stat(path.c_str(), &st) != 0) return;
+               // One left with data (a crash while it was being recycled or adopted) is emptied
+               // first.
+               (st.st_size == 0 ? ready_ : dirty_).push_back(path);
+             }),
+             "cannot open spare directory", dir_, strerror(errno));
   thread_ = std::thread([this]() { run(); });
 }
 
@@ -175,28 +178,20 @@ ChunkStore::ChunkStore(std::vector<std::string> dirs, uint32_t maxBlocks, size_t
     std::error_code ec;
     std::filesystem::create_directories(sub, ec);
     KJ_REQUIRE(!ec, "cannot create data directory", sub, ec.message());
-    DIR* dir = opendir(sub.c_str());
-    KJ_REQUIRE(dir != nullptr, "cannot open data directory", sub, strerror(errno));
-    while (auto* ent = readdir(dir)) {
-      uint64_t id;
-      char suffix[8];
-      if (sscanf(ent->d_name, "%16" SCNx64 ".%4s", &id, suffix) != 2 || std::string(suffix) != "chk")
-        continue;
+    bool opened = forNumbered(sub, "chk", [&](uint64_t id, const std::string& path) {
       try {
-        auto f = ChunkFile::open(sub + "/" + ent->d_name);
+        auto f = ChunkFile::open(path);
         if (f.id() != id) {
-          spdlog::error("skipping chunk file {}/{}: its header says chunk {:016x}", sub,
-                        ent->d_name, f.id());
-          continue;
+          spdlog::error("skipping chunk file {}: its header says chunk {:016x}", path, f.id());
+          return;
         }
         index_[id] = Entry{d, f.version(), f.allocatedBytes()};
         usedBytes_ += index_[id].bytes;
       } catch (kj::Exception& e) {
-        spdlog::error("skipping unreadable chunk file {}/{}: {}", sub, ent->d_name,
-                      e.getDescription().cStr());
+        spdlog::error("skipping unreadable chunk file {}: {}", path, e.getDescription().cStr());
       }
-    }
-    closedir(dir);
+    });
+    KJ_REQUIRE(opened, "cannot open data directory", sub, strerror(errno));
     spares_.push_back(std::make_unique<SparePool>(dirs_[d] + "/spare", dirs_[d] + "/gone",
                                                   SPARES_AHEAD, maxSpares));
   }

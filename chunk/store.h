@@ -84,6 +84,7 @@ class ChunkStore {
   ChunkFile& findOrCreate(uint64_t id, uint64_t version);
   bool remove(uint64_t id);
   std::vector<std::pair<uint64_t, uint64_t>> list() const;  // (id, version)
+  size_t count() const { return index_.size(); }
   // Up to `max` chunk ids above `after`, ascending.
   std::vector<uint64_t> idsAfter(uint64_t after, size_t max) const;
   // Up to `max` (id, version) above `after`, ascending. Copies whose file has vanished from

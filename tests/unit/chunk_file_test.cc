@@ -35,6 +35,15 @@ struct TempDir {
   ~TempDir() { std::filesystem::remove_all(path); }
 };
 
+size_t filesIn(const std::string& dir) {
+  size_t n = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir)) {
+    (void)e;
+    n++;
+  }
+  return n;
+}
+
 BlockData makeBlock(char fill) {
   BlockData b;
   b.present = true;
@@ -437,14 +446,7 @@ TEST(ChunkStore, NewChunksTakeSpareFilesAndRemovedOnesBecomeSpares) {
     std::string bytes(4096 * 300, '\xff');  // every block record says present
     junk.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
-  auto countSpares = [&]() {
-    size_t n = 0;
-    for (auto& e : std::filesystem::directory_iterator(dir.path + "/spare")) {
-      (void)e;
-      n++;
-    }
-    return n;
-  };
+  auto countSpares = [&]() { return filesIn(dir.path + "/spare"); };
   auto waitReady = [](ChunkStore& store, size_t want) {
     for (int i = 0; i < 500 && store.spares() < want; i++) usleep(10000);
     return store.spares();
@@ -515,14 +517,7 @@ TEST(ChunkStore, RemovedChunksThePoolCannotKeepAreRenamedAwayAndUnlinkedOnItsThr
   // pool's thread, and one left behind by a stop is unlinked at the next start.
   TempDir dir;
   auto a = makeBlock('a');
-  auto countGone = [&]() {
-    size_t n = 0;
-    for (auto& e : std::filesystem::directory_iterator(dir.path + "/gone")) {
-      (void)e;
-      n++;
-    }
-    return n;
-  };
+  auto countGone = [&]() { return filesIn(dir.path + "/gone"); };
   auto waitGone = [&](ChunkStore& store) {
     for (int i = 0; i < 500 && (store.discarding() > 0 || countGone() > 0); i++) usleep(10000);
   };
