@@ -134,6 +134,7 @@ class ClusterClient {
   kj::Own<ClusterSecret> secret_;
   kj::Own<MetaClient> meta_;                          // loop_'s thread only
   std::map<std::string, std::unique_ptr<Peer>> peers_;  // loop_'s thread only
+  std::atomic<int> readsInFlight_{0};  // readBlocks calls running now
   std::mutex downMutex_;
   std::map<std::string, std::chrono::steady_clock::time_point> downUntil_;
 };
