@@ -41,7 +41,7 @@ class SparePool {
   // An empty spare file, or nothing when none is ready.
   std::optional<std::string> take();
   // Moves a removed chunk's file into the pool (its data freed on the pool's thread); false
-  // when the pool is full and the caller should unlink it.
+  // when the pool is full and the caller should discard it.
   bool recycle(const std::string& path);
   // Moves a removed chunk's file out of the way at once (a rename) and unlinks it on the
   // pool's thread: its name is free when this returns, an open descriptor still works.

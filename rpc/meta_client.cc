@@ -40,11 +40,7 @@ MetaClient::MetaClient(kj::AsyncIoContext& io, const ClusterSecret& secret,
 
 MetaClient::~MetaClient() = default;
 
-bool MetaClient::release() {
-  if (held_ == nullptr) return false;
-  held_ = nullptr;
-  return true;
-}
+void MetaClient::release() { held_ = nullptr; }
 
 size_t MetaClient::indexOf(const std::string& addr) {
   for (size_t i = 0; i < addrs_.size(); i++)

@@ -49,8 +49,7 @@ class MetaClient {
   // The last answered call's response is kept until the next call is answered or release()
   // runs: dropping it sends the server its Finish message, and a caller that answers someone
   // (a FUSE request) first sends that Finish after its own answer, not before it.
-  // Whether one was held.
-  bool release();
+  void release();
 
  private:
   kj::Promise<kj::Own<capnp::MallocMessageBuilder>> attempt(
