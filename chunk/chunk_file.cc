@@ -75,6 +75,36 @@ uint32_t blockCrc(const void* aux, size_t auxLen, const void* data, size_t dataL
   return crc32_gzip_refl(c, static_cast<const unsigned char*>(data), dataLen);
 }
 
+DirLock::DirLock(const std::string& dir) {
+  std::string path = pathIn(dir);
+  KJ_SYSCALL(fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644), path);
+  struct flock fl;
+  memset(&fl, 0, sizeof(fl));
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (fcntl(fd_, F_OFD_SETLK, &fl) != 0) {
+    int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EAGAIN || err == EACCES)
+      KJ_FAIL_REQUIRE("the data directory is in use by another cairn-chunk process", dir);
+    KJ_FAIL_SYSCALL("fcntl(F_OFD_SETLK)", err, path);
+  }
+}
+
+DirLock::~DirLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool DirLock::held(int fd) {
+  struct flock fl;
+  memset(&fl, 0, sizeof(fl));
+  fl.l_type = F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return false;
+  return fl.l_type != F_UNLCK;
+}
+
 uint32_t blockCrc(const std::string& aux, const std::string& data) {
   return blockCrc(aux.data(), aux.size(), data.data(), data.size());
 }
@@ -94,6 +124,7 @@ ChunkFile& ChunkFile::operator=(ChunkFile&& o) noexcept {
     version_ = o.version_;
     maxBlocks_ = o.maxBlocks_;
     syncDir_ = o.syncDir_.load();
+    readOnly_ = o.readOnly_;
   }
   return *this;
 }
@@ -108,22 +139,53 @@ uint64_t ChunkFile::dataOffset() const {
   return HEADER_BYTES + (table + 4095) / 4096 * 4096;
 }
 
+namespace {
+// The header at the start of `fd`; a message (and no header) when it is not a chunk header.
+const char* loadHeader(int fd, Header& h) {
+  preadAll(fd, &h, sizeof(h), 0);
+  if (memcmp(h.magic, MAGIC, 8) != 0) return "not a chunk file";
+  uint32_t crc = static_cast<uint32_t>(
+      crc32(0, reinterpret_cast<const Bytef*>(&h), offsetof(Header, crc)));
+  if (crc != h.crc) return "chunk header checksum mismatch";
+  if (h.format != FORMAT_VERSION || h.blockBytes != BLOCK_BYTES) return "unsupported chunk format";
+  return nullptr;
+}
+}  // namespace
+
 ChunkFile ChunkFile::open(const std::string& path) {
   ChunkFile f;
   f.path_ = path;
   KJ_SYSCALL(f.fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC), path);
   Header h;
-  preadAll(f.fd_, &h, sizeof(h), 0);
-  KJ_REQUIRE(memcmp(h.magic, MAGIC, 8) == 0, "not a chunk file", path);
-  uint32_t crc = static_cast<uint32_t>(
-      crc32(0, reinterpret_cast<const Bytef*>(&h), offsetof(Header, crc)));
-  KJ_REQUIRE(crc == h.crc, "chunk header checksum mismatch", path);
-  KJ_REQUIRE(h.format == FORMAT_VERSION && h.blockBytes == BLOCK_BYTES,
-             "unsupported chunk format", path, h.format, h.blockBytes);
+  if (const char* bad = loadHeader(f.fd_, h)) KJ_FAIL_REQUIRE(bad, path);
   f.id_ = h.id;
   f.version_ = h.version;
   f.maxBlocks_ = h.maxBlocks;
   return f;
+}
+
+ChunkFile ChunkFile::openReadOnly(const std::string& path) {
+  ChunkFile f;
+  f.path_ = path;
+  f.readOnly_ = true;
+  KJ_SYSCALL(f.fd_ = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), path);
+  struct stat st;
+  KJ_SYSCALL(fstat(f.fd_, &st), path);
+  KJ_REQUIRE(S_ISREG(st.st_mode), "not a regular file", path);
+  Header h;
+  if (const char* bad = loadHeader(f.fd_, h)) KJ_FAIL_REQUIRE(bad, path);
+  f.id_ = h.id;
+  f.version_ = h.version;
+  f.maxBlocks_ = h.maxBlocks;
+  return f;
+}
+
+bool ChunkFile::readHeader(uint64_t& id, uint64_t& version) const {
+  Header h;
+  if (loadHeader(fd_, h) != nullptr) return false;
+  id = h.id;
+  version = h.version;
+  return true;
 }
 
 ChunkFile ChunkFile::create(const std::string& path, uint64_t id, uint64_t version,
@@ -254,8 +316,9 @@ int ChunkFile::directFd() const {
   if (dfd != DIRECT_UNOPENED) return dfd >= 0 ? dfd : -1;
   // The inode of the open descriptor, even if its name has gone since.
   std::string self = "/proc/self/fd/" + std::to_string(fd_);
-  int opened = ::open(self.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
-  if (opened < 0) opened = ::open(path_.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  int mode = readOnly_ ? O_RDONLY : O_RDWR;
+  int opened = ::open(self.c_str(), mode | O_DIRECT | O_CLOEXEC);
+  if (opened < 0 && !readOnly_) opened = ::open(path_.c_str(), mode | O_DIRECT | O_CLOEXEC);
   int err = errno;
   int want = opened >= 0 ? opened : DIRECT_OFF;
   if (direct_.compare_exchange_strong(dfd, want)) {
@@ -320,7 +383,16 @@ bool ChunkFile::writeDirect(const BlockView* blocks, size_t n, uint64_t off) {
 
 bool ChunkFile::readDirect(unsigned char* const* out, size_t n, uint64_t off) const {
   int dfd = directFd();
-  unsigned char* buf = dfd >= 0 ? directBuffer() : nullptr;
+  if (dfd < 0) return false;
+  // Blocks that go to one aligned run of memory (a client's buffer) are read straight into it.
+  bool straight = reinterpret_cast<uintptr_t>(out[0]) % 4096 == 0;
+  for (size_t k = 1; k < n && straight; k++) straight = out[k] == out[0] + k * BLOCK_BYTES;
+  if (straight) {
+    if (transferDirect(false, dfd, fd_, out[0], n * BLOCK_BYTES, off, path_)) return true;
+    refuseDirect("EINVAL on a read");
+    return false;
+  }
+  unsigned char* buf = directBuffer();
   if (!buf) return false;
   for (size_t i = 0; i < n;) {
     size_t take = std::min(n - i, DIRECT_RUN);

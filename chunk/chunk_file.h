@@ -58,6 +58,25 @@ struct BlockMeta {
   unsigned char aux[AUX_BYTES];
 };
 
+// The lock a running chunk server holds on each of its data directories: an OFD write lock on
+// DIR/lock, which the kernel drops when the process ends however it ends. A second server is
+// refused the directory, and a client on the host reads a copy from its file only while the
+// server that owns the file runs (a dead server's copy may be one the chain has left behind).
+class DirLock {
+ public:
+  // Throws when another process holds it.
+  explicit DirLock(const std::string& dir);
+  ~DirLock();
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+  static std::string pathIn(const std::string& dir) { return dir + "/lock"; }
+  // Whether some process holds the lock of the file open at `fd` (read-only is enough).
+  static bool held(int fd);
+
+ private:
+  int fd_ = -1;
+};
+
 uint32_t blockCrc(const std::string& aux, const std::string& data);
 uint32_t blockCrc(const void* aux, size_t auxLen, const void* data, size_t dataLen);
 
@@ -65,6 +84,10 @@ class ChunkFile {
  public:
   // Opens an existing chunk file; throws on a bad header.
   static ChunkFile open(const std::string& path);
+  // Opens an existing chunk file for reading only, as a client on the server's host does (see
+  // fs/local_chunks.h): never follows a symbolic link, never blocks in open, refuses anything
+  // but a regular file. Throws on a bad header.
+  static ChunkFile openReadOnly(const std::string& path);
   // Creates a new chunk file (fails if it exists).
   static ChunkFile create(const std::string& path, uint64_t id, uint64_t version, uint32_t maxBlocks);
   // The same from `spare`, an empty file on the same filesystem, renamed to `path` (fails if
@@ -84,6 +107,9 @@ class ChunkFile {
   // scan can stop there instead of at maxBlocks().
   uint32_t blockLimit() const;
 
+  // The id and version the header holds now (a server raises the version in place); false
+  // when it does not read as a chunk header.
+  bool readHeader(uint64_t& id, uint64_t& version) const;
   void setVersion(uint64_t version);
   // Blocks must each carry AUX_BYTES of aux and BLOCK_BYTES of data with a matching crc.
   void write(uint32_t firstBlock, const std::vector<BlockData>& blocks);
@@ -135,6 +161,7 @@ class ChunkFile {
   uint64_t version_ = 0;
   uint32_t maxBlocks_ = 0;
   std::atomic<bool> syncDir_{false};  // the name is new: sync() syncs its directory too
+  bool readOnly_ = false;
 };
 
 }  // namespace cairn::chunk

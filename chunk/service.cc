@@ -32,6 +32,8 @@ ChunkServiceImpl::ChunkServiceImpl(kj::AsyncIoContext& io, const ClusterSecret& 
                                      "Blocks whose checksum did not match on read")),
       replicatedBytes_(metrics.counter("cairn_chunk_replicated_bytes_total",
                                        "Bytes copied to other servers by repairs")),
+      locates_(metrics.counter("cairn_chunk_locates_total",
+                               "Chunk files named to clients on this host, to read themselves")),
       writeLatency_(metrics.histogram("cairn_chunk_request_seconds", "Request latency",
                                       "op=\"write\"")),
       readLatency_(metrics.histogram("cairn_chunk_request_seconds", "Request latency",
@@ -268,6 +270,20 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
       })
       .then([this, context, job, id]() mutable { answer(context.getResults(), *job, id); })
       .attach(kj::mv(timer), kj::defer([this, id]() { readDone(id); }));
+}
+
+kj::Promise<void> ChunkServiceImpl::locate(LocateContext context) {
+  auto ref = context.getParams().getChunk();
+  auto results = context.getResults();
+  int err = checkVersion(ref.getId(), ref.getVersion(), false);
+  std::string path = err == 0 ? store_.pathFor(ref.getId()) : "";
+  if (err == 0 && path.empty()) err = ENOENT;
+  results.setErr(err);
+  if (err == 0) {
+    results.setPath(path);
+    locates_.inc();
+  }
+  return kj::READY_NOW;
 }
 
 void ChunkServiceImpl::ReadJob::readRecords() { file->readMeta(first, count, meta); }

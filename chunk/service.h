@@ -29,6 +29,7 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
   kj::Promise<void> listPage(ListPageContext context) override;
   kj::Promise<void> verify(VerifyContext context) override;
   kj::Promise<void> replicate(ReplicateContext context) override;
+  kj::Promise<void> locate(LocateContext context) override;
 
  private:
   Peer& peer(const std::string& addr);
@@ -85,6 +86,7 @@ class ChunkServiceImpl final : public proto::Chunk::Server {
   Counter& bytesRead_;
   Counter& corruptBlocks_;
   Counter& replicatedBytes_;
+  Counter& locates_;
   Histogram& writeLatency_;
   Histogram& readLatency_;
   struct Busy {

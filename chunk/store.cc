@@ -178,6 +178,7 @@ ChunkStore::ChunkStore(std::vector<std::string> dirs, uint32_t maxBlocks, size_t
     std::error_code ec;
     std::filesystem::create_directories(sub, ec);
     KJ_REQUIRE(!ec, "cannot create data directory", sub, ec.message());
+    locks_.push_back(std::make_unique<DirLock>(dirs_[d]));
     bool opened = forNumbered(sub, "chk", [&](uint64_t id, const std::string& path) {
       try {
         auto f = ChunkFile::open(path);
@@ -202,6 +203,14 @@ std::string ChunkStore::pathOf(size_t dir, uint64_t id) const {
   char name[32];
   snprintf(name, sizeof(name), "%016" PRIx64 ".chk", id);
   return dirs_[dir] + "/chunks/" + name;
+}
+
+std::string ChunkStore::pathFor(uint64_t id) const {
+  auto it = index_.find(id);
+  if (it == index_.end()) return "";
+  std::error_code ec;
+  auto abs = std::filesystem::absolute(pathOf(it->second.dir, id), ec);
+  return ec ? "" : abs.lexically_normal().string();
 }
 
 ChunkFile& ChunkStore::cache(uint64_t id, ChunkFile file) {

@@ -84,6 +84,8 @@ class ChunkStore {
   ChunkFile& findOrCreate(uint64_t id, uint64_t version);
   bool remove(uint64_t id);
   std::vector<std::pair<uint64_t, uint64_t>> list() const;  // (id, version)
+  // The absolute path of the chunk's file, or "" when there is no such chunk.
+  std::string pathFor(uint64_t id) const;
   size_t count() const { return index_.size(); }
   // Up to `max` chunk ids above `after`, ascending.
   std::vector<uint64_t> idsAfter(uint64_t after, size_t max) const;
@@ -115,6 +117,7 @@ class ChunkStore {
   ChunkFile& cache(uint64_t id, ChunkFile file);
 
   std::vector<std::string> dirs_;
+  std::vector<std::unique_ptr<DirLock>> locks_;     // one per directory, held while open
   std::vector<std::unique_ptr<SparePool>> spares_;  // one per directory
   uint32_t maxBlocks_;
   uint64_t capacityLimit_ = 0;

@@ -225,7 +225,7 @@ ClusterClient::RawRead ClusterClient::readRaw(const std::string& addr, const Chu
 
 bool ClusterClient::openBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
                                uint32_t first, const RawRead& raw, uint32_t n,
-                               unsigned char* out, const std::string& addr) {
+                               unsigned char* out, const std::string& addr, bool quiet) {
   std::atomic<bool> good{true};
   workers_.parallelFor(n, OPEN_GRAIN, [&](size_t begin, size_t end) {
     for (size_t i = begin; i < end && good; i++) {
@@ -236,7 +236,8 @@ bool ClusterClient::openBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunk
       }
       uint64_t blockNo = loc.index * chunkBlocks + first + i;
       if (!cipher_.open(ino, blockNo, raw.data[i], raw.aux[i], dst)) {
-        spdlog::error("inode {} block {}: authentication failed on replica {} (wrong data key, "
+        if (!quiet)
+          spdlog::error("inode {} block {}: authentication failed on replica {} (wrong data key, "
                       "or corrupted data)", ino, blockNo, addr);
         good = false;
       }
@@ -245,8 +246,104 @@ bool ClusterClient::openBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunk
   return good;
 }
 
+std::string ClusterClient::locate(const std::string& addr, const ChunkLoc& loc) {
+  try {
+    return onLoop([&]() {
+      auto& peer = chunkPeer(addr);
+      auto p = peer.get().then([&loc](capnp::Capability::Client cap) {
+        auto req = cap.castAs<proto::Chunk>().locateRequest();
+        req.getChunk().setId(loc.id);
+        req.getChunk().setVersion(loc.version);
+        return req.send();
+      });
+      return timer()
+          .timeoutAfter(30 * kj::SECONDS, kj::mv(p))
+          .then([](capnp::Response<proto::Chunk::LocateResults> r) {
+            return r.getErr() == 0 ? std::string(r.getPath().cStr()) : std::string();
+          });
+    });
+  } catch (kj::Exception& e) {
+    // A server that predates locate, or one that fails: read through it as before, and ask it
+    // again only in a minute.
+    spdlog::info("locate chunk {:016x} on {}: {}; reading through it", loc.id, addr,
+                 e.getDescription().cStr());
+    local_.refuse(addr);
+    return "";
+  }
+}
+
+bool ClusterClient::readLocal(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
+                              uint32_t first, uint32_t count, unsigned char* out) {
+  size_t up = 0;
+  auto order = readOrder(loc, &up);
+  for (size_t r = 0; r < up; r++) {
+    const std::string& addr = order[r];
+    if (!local_.mayBeLocal(addr)) continue;
+    auto file = local_.open(addr, loc.id, loc.version,
+                            [&](const std::string& a) { return locate(a, loc); });
+    if (!file) continue;
+    if (readFromFile(*file, ino, loc, chunkBlocks, first, count, out, addr)) {
+      if (localBytes_) localBytes_->inc(uint64_t(count) * BLOCK);
+      return true;
+    }
+    // Changed under us (a write, a truncation, a recycled file) or damaged: the servers read it
+    // again, and check and report what is wrong.
+    local_.forget(addr, loc.id);
+    return false;
+  }
+  return false;
+}
+
+bool ClusterClient::readFromFile(const chunk::ChunkFile& file, uint64_t ino, const ChunkLoc& loc,
+                                 uint64_t chunkBlocks, uint32_t first, uint32_t count,
+                                 unsigned char* out, const std::string& addr) {
+  if (uint64_t(first) + count > file.maxBlocks()) return false;
+  // The ciphertext goes straight to its place in `out` when that is aligned for O_DIRECT and is
+  // opened in place there; otherwise through this thread's aligned buffer.
+  struct Free {
+    void operator()(void* p) const { free(p); }
+  };
+  thread_local std::unique_ptr<unsigned char, Free> scratch;
+  bool inPlace = reinterpret_cast<uintptr_t>(out) % 4096 == 0;
+  if (!inPlace && !scratch) {
+    void* p = nullptr;
+    if (posix_memalign(&p, 4096, size_t(MAX_BLOCKS_PER_RPC) * BLOCK) != 0) return false;
+    scratch.reset(static_cast<unsigned char*>(p));
+  }
+  thread_local std::vector<chunk::BlockMeta> meta;
+  try {
+    for (uint32_t done = 0; done < count;) {
+      uint32_t n = std::min(count - done, MAX_BLOCKS_PER_RPC);
+      unsigned char* dst = out + size_t(done) * BLOCK;
+      unsigned char* cipher = inPlace ? dst : scratch.get();
+      file.readMeta(first + done, n, meta);
+      std::vector<unsigned char*> into(n, nullptr);
+      RawRead raw;
+      raw.present.resize(n);
+      raw.aux.resize(n);
+      raw.data.resize(n);
+      for (uint32_t i = 0; i < n; i++) {
+        if (!meta[i].present) continue;
+        into[i] = cipher + size_t(i) * BLOCK;
+        raw.present[i] = true;
+        raw.aux[i] = meta[i].aux;
+        raw.data[i] = into[i];
+      }
+      file.readData(first + done, into);
+      if (!openBlocks(ino, loc, chunkBlocks, first + done, raw, n, dst, addr, true)) return false;
+      done += n;
+    }
+  } catch (kj::Exception& e) {
+    spdlog::warn("reading chunk {:016x} from the file of {}'s copy: {}", loc.id, addr,
+                 e.getDescription().cStr());
+    return false;
+  }
+  return true;
+}
+
 int ClusterClient::readBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
                               uint32_t first, uint32_t count, unsigned char* out) {
+  if (localReads_ && readLocal(ino, loc, chunkBlocks, first, count, out)) return 0;
   // Pieces of at most MAX_BLOCKS_PER_RPC blocks. A large read that is the only one in flight
   // is spread over the replicas that answer: its pieces go out at once, each to the next
   // replica, and are opened on the worker pool; a piece that fails is read again replica by

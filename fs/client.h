@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "fs/crypto.h"
+#include "fs/local_chunks.h"
 #include "rpc/workers.h"
 #include "rpc/meta_client.h"
 #include "rpc/metrics.h"
@@ -72,6 +73,13 @@ class ClusterClient {
   // after the answer instead of ahead of it.
   void settle();
 
+  // Reads of copies on this host straight from their files (see fs/local_chunks.h): on unless
+  // turned off here; `bytes` (optional) counts the bytes so read.
+  void setLocalReads(bool on, Counter* bytes) {
+    localReads_ = on;
+    localBytes_ = bytes;
+  }
+
   BlockCipher& cipher() { return cipher_; }
   // The id every request of this mount carries (its session with meta).
   uint64_t clientId() const { return clientId_; }
@@ -100,9 +108,20 @@ class ClusterClient {
   RawRead readRaw(const std::string& addr, const ChunkLoc& loc, uint32_t first, uint32_t count);
   kj::Promise<RawRead> readRawAsync(const std::string& addr, const ChunkLoc& loc, uint32_t first,
                                     uint32_t count);  // on the caller's loop
-  // Decrypts `n` fetched blocks into out on the worker pool; false when one fails its check.
+  // Decrypts `n` fetched blocks into out on the worker pool (a block may already lie at its
+  // place in out: it is opened in place); false when one fails its check (logged unless quiet).
   bool openBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
-                  const RawRead& raw, uint32_t n, unsigned char* out, const std::string& addr);
+                  const RawRead& raw, uint32_t n, unsigned char* out, const std::string& addr,
+                  bool quiet = false);
+  // Reads the blocks from a copy on this host, from its file; false when there is none or a
+  // block fails its check (the caller then reads through the servers).
+  bool readLocal(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks, uint32_t first,
+                 uint32_t count, unsigned char* out);
+  bool readFromFile(const chunk::ChunkFile& file, uint64_t ino, const ChunkLoc& loc,
+                    uint64_t chunkBlocks, uint32_t first, uint32_t count, unsigned char* out,
+                    const std::string& addr);
+  // Where server `addr` keeps its copy of the chunk ("" when it has none or fails to answer).
+  std::string locate(const std::string& addr, const ChunkLoc& loc);
   // Reads one piece from the replicas in `order`, one after the other.
   int readPiece(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
                 const std::vector<std::string>& order, uint32_t first, uint32_t n,
@@ -135,6 +154,9 @@ class ClusterClient {
   kj::Own<MetaClient> meta_;                          // loop_'s thread only
   std::map<std::string, std::unique_ptr<Peer>> peers_;  // loop_'s thread only
   std::atomic<int> readsInFlight_{0};  // readBlocks calls running now
+  LocalChunks local_;
+  bool localReads_ = true;
+  Counter* localBytes_ = nullptr;
   std::mutex downMutex_;
   std::map<std::string, std::chrono::steady_clock::time_point> downUntil_;
 };

@@ -6,7 +6,8 @@
 // record_after_s=S (a new file's first chunk, written but not yet committed, is recorded with
 // meta after S seconds: 2 by default; at most 8, as meta takes offers back after 10 s or more),
 // writeback_cache (the kernel's: faster small writes, but other clients' size changes do not
-// reach cached inodes), noacl (POSIX ACLs refused; they are on by default), noallow_other;
+// reach cached inodes), nolocal_reads (chunk copies on this host are read through their server
+// too, not from their files), noacl (POSIX ACLs refused; they are on by default), noallow_other;
 // the mount(8) options rw, defaults, _netdev, auto, noauto, nofail, user, users and x-* are
 // accepted and ignored; everything else goes to FUSE (ro, allow_other, ...).
 #define FUSE_USE_VERSION 312
@@ -34,7 +35,7 @@ namespace {
 void usage() {
   fprintf(stderr,
           "usage: mount.cairn META_ADDRS:/path MOUNTPOINT -o secretfile=F,keyfile=K[,log=FILE]"
-          "[,loglevel=L][,ro][,noallow_other][,noacl][,writeback_cache][,readahead_kb=N][,record_after_s=S] [-f]\n");
+          "[,loglevel=L][,ro][,noallow_other][,noacl][,writeback_cache][,nolocal_reads][,readahead_kb=N][,record_after_s=S] [-f]\n");
 }
 
 // A number given as option `key`; exits with a message when it is not one in [0, max].
@@ -93,6 +94,9 @@ int main(int argc, char** argv) {
   // -o writeback_cache turns it on for files only this mount writes.
   bool writebackCache = false;
   bool acl = true;
+  // Copies of chunks on this host are read from their files (see fs/local_chunks.h);
+  // -o nolocal_reads sends every read through the chunk servers.
+  bool localReads = true;
   std::vector<std::string> fuseOpts = {"default_permissions", "subtype=cairn"};
   // Every user of the host may use the filesystem, with the kernel checking permissions
   // (default_permissions) as for any local one. FUSE's default (only the mounting user) would
@@ -118,6 +122,8 @@ int main(int argc, char** argv) {
         else if (k == "allow_other") allowOther = true;
         else if (k == "noallow_other") allowOther = false;
         else if (k == "no_writeback_cache") writebackCache = false;
+        else if (k == "local_reads") localReads = true;
+        else if (k == "nolocal_reads") localReads = false;
         else if (k == "acl") acl = true;
         else if (k == "noacl") acl = false;
         else if (k == "rw" || k == "defaults" || k == "_netdev" || k == "auto" || k == "noauto" ||
@@ -260,6 +266,10 @@ int main(int argc, char** argv) {
       options.metrics = &metrics;
       spdlog::info("metrics on port {}", client.serveMetrics(metrics, metricsAddr));
     }
+    client.setLocalReads(localReads, options.metrics ? &metrics.counter(
+        "cairn_client_local_read_bytes_total",
+        "Bytes read from chunk copies on this host, from their files") : nullptr);
+    if (!localReads) spdlog::info("local reads off: every read goes through the chunk servers");
     options.attrTimeoutSec = attrTimeout;
     if (readaheadKb > 0) options.readaheadBytes = readaheadKb << 10;
     options.recordAfterSec = recordAfter;

@@ -617,4 +617,9 @@ interface Chunk {
   # block, strictly ascending). Random block writes to one chunk travel in one call. A method of
   # its own, not a field of write: a server that predates it refuses it (unimplemented) instead
   # of writing the blocks one after another from firstBlock.
+
+  locate @11 (chunk :ChunkRef) -> (err :Int32, path :Text);
+  # The absolute path of this server's file of the chunk (its version checked and raised as by
+  # read), so that a client on the same host reads the copy from the file itself instead of
+  # through this server (see fs/local_chunks.h). ENOENT when there is no copy here.
 }

@@ -372,6 +372,90 @@ TEST(ChunkFile, CreateRefusesAnExistingFileAndOpenRefusesGarbage) {
 namespace cairn::chunk {
 namespace {
 
+TEST(ChunkFile, ReadOnlyOpenReadsRunsStraightIntoAnAlignedBufferAndSeesVersionChanges) {
+  // What a client on the server's host does (fs/local_chunks.h): open the file read-only, read
+  // the records and a long run of blocks (O_DIRECT, straight into its own aligned buffer, no
+  // copy), and read the header again to see a version the server raised in place.
+  TempDir dir;
+  std::string path = dir.path + "/c";
+  auto w = ChunkFile::create(path, 77, 3, 1024);
+  std::vector<BlockData> keep;
+  for (int i = 0; i < 300; i++) keep.push_back(makeBlock(static_cast<char>('A' + i % 50)));
+  w.write(100, keep);  // a direct write (a run of 64 blocks or more)
+  w.write(500, std::vector<BlockData>{makeBlock('z')});  // a buffered one, in the page cache
+
+  auto r = ChunkFile::openReadOnly(path);
+  EXPECT_EQ(r.id(), 77u);
+  EXPECT_EQ(r.version(), 3u);
+  std::vector<BlockMeta> meta;
+  r.readMeta(90, 420, meta);  // 90..509
+  void* mem = nullptr;
+  ASSERT_EQ(posix_memalign(&mem, 4096, size_t(420) * BLOCK_BYTES), 0);
+  std::unique_ptr<unsigned char, decltype(&free)> buf(static_cast<unsigned char*>(mem), &free);
+  memset(buf.get(), 0xEE, size_t(420) * BLOCK_BYTES);
+  std::vector<unsigned char*> into(420, nullptr);
+  for (int i = 0; i < 420; i++) {
+    int block = 90 + i;
+    bool want = (block >= 100 && block < 400) || block == 500;
+    ASSERT_EQ(meta[i].present, want) << block;
+    if (want) into[i] = buf.get() + size_t(i) * BLOCK_BYTES;
+  }
+  r.readData(90, into);
+  for (int i = 0; i < 420; i++) {
+    int block = 90 + i;
+    const unsigned char* got = buf.get() + size_t(i) * BLOCK_BYTES;
+    if (!into[i]) {
+      EXPECT_EQ(got[0], 0xEE) << "a hole was written into at block " << block;
+      continue;
+    }
+    const BlockData& want = block == 500 ? makeBlock('z') : keep[block - 100];
+    ASSERT_EQ(memcmp(got, want.data.data(), BLOCK_BYTES), 0) << block;
+    EXPECT_EQ(memcmp(meta[i].aux, want.aux.data(), AUX_BYTES), 0) << block;
+    EXPECT_EQ(meta[i].crc, want.crc) << block;
+  }
+
+  uint64_t id = 0, version = 0;
+  ASSERT_TRUE(r.readHeader(id, version));
+  EXPECT_EQ(version, 3u);
+  w.setVersion(5);
+  ASSERT_TRUE(r.readHeader(id, version));
+  EXPECT_EQ(id, 77u);
+  EXPECT_EQ(version, 5u);
+  // It never writes: the descriptor is read-only.
+  EXPECT_THROW(r.write(0, std::vector<BlockData>{makeBlock('q')}), kj::Exception);
+}
+
+TEST(ChunkFile, ReadOnlyOpenRefusesWhatIsNotAChunkFile) {
+  // A path a chunk server names is opened with care: no symbolic link is followed, nothing but
+  // a regular file with a chunk header is read (a FIFO would block a plain open for ever).
+  TempDir dir;
+  auto w = ChunkFile::create(dir.path + "/c", 1, 1, 64);
+  ASSERT_EQ(symlink((dir.path + "/c").c_str(), (dir.path + "/link").c_str()), 0);
+  EXPECT_THROW(ChunkFile::openReadOnly(dir.path + "/link"), kj::Exception);
+  ASSERT_EQ(mkfifo((dir.path + "/fifo").c_str(), 0600), 0);
+  EXPECT_THROW(ChunkFile::openReadOnly(dir.path + "/fifo"), kj::Exception);
+  std::ofstream(dir.path + "/junk") << std::string(8192, 'x');
+  EXPECT_THROW(ChunkFile::openReadOnly(dir.path + "/junk"), kj::Exception);
+  EXPECT_THROW(ChunkFile::openReadOnly(dir.path + "/missing"), kj::Exception);
+  EXPECT_THROW(ChunkFile::openReadOnly(dir.path), kj::Exception);  // a directory
+  EXPECT_NO_THROW(ChunkFile::openReadOnly(dir.path + "/c"));
+}
+
+TEST(DirLock, OneServerPerDirectoryAndClientsSeeWhetherItRuns) {
+  // A data directory's lock: a second store (another server) is refused it, a read-only
+  // descriptor sees it held until the store goes, and it is free again then.
+  TempDir dir;
+  auto store = std::make_unique<ChunkStore>(std::vector<std::string>{dir.path}, 64, 0);
+  EXPECT_THROW(ChunkStore(std::vector<std::string>{dir.path}, 64, 0), kj::Exception);
+  int fd = ::open(DirLock::pathIn(dir.path).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(DirLock::held(fd));
+  store.reset();
+  EXPECT_FALSE(DirLock::held(fd));
+  EXPECT_NO_THROW(ChunkStore(std::vector<std::string>{dir.path}, 64, 0));
+  ::close(fd);
+}
+
 TEST(BlockCrc, EqualsZlibCrc32OfAuxThenData) {
   // Proves the vectorised CRC is the one stored in every chunk file so far (zlib's CRC-32 of
   // the aux bytes followed by the data), for every length up to a block and odd alignments.

@@ -34,6 +34,7 @@ struct Fixture {
   }
   ~Fixture() {
     client = nullptr;
+    store.reset();  // its spare pool's thread stops making files in dir
     std::filesystem::remove_all(dir);
   }
 
