@@ -31,7 +31,7 @@ namespace cairn::fs {
 class LocalChunks {
  public:
   // At most `maxOpen` files are kept open (two descriptors each).
-  explicit LocalChunks(size_t maxOpen = 64) : maxOpen_(maxOpen) {}
+  explicit LocalChunks(size_t maxOpen = 128) : maxOpen_(maxOpen) {}
   ~LocalChunks();
 
   // Asks server `addr` where its copy of chunk `id` at `version` lies: the path, or "" when it

@@ -16,6 +16,7 @@
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <climits>
@@ -208,6 +209,13 @@ int main(int argc, char** argv) {
         spdlog::critical("bad data key file {}: {} bytes", keyFile, keyBytes.size());
         return 1;
       }
+    }
+    // Descriptors: the FUSE threads' connections, and the chunk files read on this host (up
+    // to 2 x 128, see fs/local_chunks.h). The soft limit (often 1024) goes up to the hard one.
+    struct rlimit files;
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+      files.rlim_cur = files.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &files);
     }
     fs::BlockCipher cipher(keyBytes);
     Metrics metrics;  // before the client: its event loop serves them until it stops
