@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
 #include <unistd.h>
 #include <isa-l/crc.h>
 #include <zlib.h>
@@ -75,9 +77,37 @@ uint32_t blockCrc(const void* aux, size_t auxLen, const void* data, size_t dataL
   return crc32_gzip_refl(c, static_cast<const unsigned char*>(data), dataLen);
 }
 
+std::string hostBootId() {
+  char buf[64] = {0};
+  int fd = ::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+  ::close(fd);
+  std::string id(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+  return id;
+}
+
+int DirLock::openRegular(const std::string& path) {
+  struct open_how how;
+  memset(&how, 0, sizeof(how));
+  how.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW;
+  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof(how)));
+  if (fd < 0 && errno == ENOSYS) fd = ::open(path.c_str(), how.flags);  // before Linux 5.6
+  if (fd < 0) return -1;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    errno = EINVAL;
+    return -1;
+  }
+  return fd;
+}
+
 DirLock::DirLock(const std::string& dir) {
   std::string path = pathIn(dir);
-  KJ_SYSCALL(fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644), path);
+  KJ_SYSCALL(fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600), path);
   struct flock fl;
   memset(&fl, 0, sizeof(fl));
   fl.l_type = F_WRLCK;
@@ -168,16 +198,24 @@ ChunkFile ChunkFile::openReadOnly(const std::string& path) {
   ChunkFile f;
   f.path_ = path;
   f.readOnly_ = true;
-  KJ_SYSCALL(f.fd_ = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), path);
-  struct stat st;
-  KJ_SYSCALL(fstat(f.fd_, &st), path);
-  KJ_REQUIRE(S_ISREG(st.st_mode), "not a regular file", path);
+  KJ_SYSCALL(f.fd_ = DirLock::openRegular(path), path);
   Header h;
   if (const char* bad = loadHeader(f.fd_, h)) KJ_FAIL_REQUIRE(bad, path);
   f.id_ = h.id;
   f.version_ = h.version;
   f.maxBlocks_ = h.maxBlocks;
   return f;
+}
+
+bool ChunkFile::linked() const {
+  struct stat st;
+  return fstat(fd_, &st) == 0 && st.st_nlink > 0;
+}
+
+std::pair<uint64_t, uint64_t> ChunkFile::identity() const {
+  struct stat st;
+  KJ_SYSCALL(fstat(fd_, &st), path_);
+  return {st.st_dev, st.st_ino};
 }
 
 bool ChunkFile::readHeader(uint64_t& id, uint64_t& version) const {

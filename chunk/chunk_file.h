@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cairn::chunk {
@@ -70,12 +71,20 @@ class DirLock {
   DirLock(const DirLock&) = delete;
   DirLock& operator=(const DirLock&) = delete;
   static std::string pathIn(const std::string& dir) { return dir + "/lock"; }
+  // Opens a path read-only the way a client opens what a server names: no symbolic link
+  // followed in any component, never blocking in open; -1 (errno set) when it is not a regular
+  // file.
+  static int openRegular(const std::string& path);
   // Whether some process holds the lock of the file open at `fd` (read-only is enough).
   static bool held(int fd);
 
  private:
   int fd_ = -1;
 };
+
+// This host's boot id (/proc/sys/kernel/random/boot_id: random at each boot, the same in every
+// container of the host), or "" when it cannot be read.
+std::string hostBootId();
 
 uint32_t blockCrc(const std::string& aux, const std::string& data);
 uint32_t blockCrc(const void* aux, size_t auxLen, const void* data, size_t dataLen);
@@ -88,6 +97,10 @@ class ChunkFile {
   // fs/local_chunks.h): never follows a symbolic link, never blocks in open, refuses anything
   // but a regular file. Throws on a bad header.
   static ChunkFile openReadOnly(const std::string& path);
+  // Whether the file still has a name (a removed chunk's file may stay open here).
+  bool linked() const;
+  // Its device and inode numbers.
+  std::pair<uint64_t, uint64_t> identity() const;
   // Creates a new chunk file (fails if it exists).
   static ChunkFile create(const std::string& path, uint64_t id, uint64_t version, uint32_t maxBlocks);
   // The same from `spare`, an empty file on the same filesystem, renamed to `path` (fails if

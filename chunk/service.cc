@@ -1,5 +1,7 @@
 #include "chunk/service.h"
 
+#include <sys/stat.h>
+
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
@@ -277,12 +279,17 @@ kj::Promise<void> ChunkServiceImpl::locate(LocateContext context) {
   auto results = context.getResults();
   int err = checkVersion(ref.getId(), ref.getVersion(), false);
   std::string path = err == 0 ? store_.pathFor(ref.getId()) : "";
-  if (err == 0 && path.empty()) err = ENOENT;
+  struct stat st;
+  if (err == 0 && (path.empty() || ::stat(path.c_str(), &st) != 0)) err = ENOENT;
+  static const std::string bootId = hostBootId();
+  if (err == 0 && bootId.empty()) err = ENOTSUP;  // no way for a client to know our host
   results.setErr(err);
-  if (err == 0) {
-    results.setPath(path);
-    locates_.inc();
-  }
+  if (err != 0) return kj::READY_NOW;
+  results.setPath(path);
+  results.setBootId(bootId);
+  results.setDevice(st.st_dev);
+  results.setInode(st.st_ino);
+  locates_.inc();
   return kj::READY_NOW;
 }
 

@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <sys/mman.h>
+
 #include "chunk/chunk_file.h"
 
 namespace cairn::fs {
@@ -246,7 +248,7 @@ bool ClusterClient::openBlocks(uint64_t ino, const ChunkLoc& loc, uint64_t chunk
   return good;
 }
 
-std::string ClusterClient::locate(const std::string& addr, const ChunkLoc& loc) {
+LocalChunks::Located ClusterClient::locate(const std::string& addr, const ChunkLoc& loc) {
   try {
     return onLoop([&]() {
       auto& peer = chunkPeer(addr);
@@ -258,9 +260,20 @@ std::string ClusterClient::locate(const std::string& addr, const ChunkLoc& loc) 
       });
       return timer()
           .timeoutAfter(30 * kj::SECONDS, kj::mv(p))
-          .then([](capnp::Response<proto::Chunk::LocateResults> r) {
-            return r.getErr() == 0 ? std::string(r.getPath().cStr()) : std::string();
-          });
+          .then(
+              [](capnp::Response<proto::Chunk::LocateResults> r) {
+                LocalChunks::Located out;
+                if (r.getErr() != 0) return out;
+                out.path = r.getPath().cStr();
+                out.bootId = r.getBootId().cStr();
+                out.device = r.getDevice();
+                out.inode = r.getInode();
+                return out;
+              },
+              [&peer](kj::Exception&& e) -> LocalChunks::Located {
+                if (e.getType() != kj::Exception::Type::UNIMPLEMENTED) peer.reset();
+                kj::throwFatalException(kj::mv(e));
+              });
     });
   } catch (kj::Exception& e) {
     // A server that predates locate, or one that fails: read through it as before, and ask it
@@ -268,29 +281,29 @@ std::string ClusterClient::locate(const std::string& addr, const ChunkLoc& loc) 
     spdlog::info("locate chunk {:016x} on {}: {}; reading through it", loc.id, addr,
                  e.getDescription().cStr());
     local_.refuse(addr);
-    return "";
+    return {};
   }
 }
 
 bool ClusterClient::readLocal(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
                               uint32_t first, uint32_t count, unsigned char* out) {
+  // Only the replica a read through the servers asks first: what is read is what it would
+  // answer (see fs/local_chunks.h).
   size_t up = 0;
   auto order = readOrder(loc, &up);
-  for (size_t r = 0; r < up; r++) {
-    const std::string& addr = order[r];
-    if (!local_.mayBeLocal(addr)) continue;
-    auto file = local_.open(addr, loc.id, loc.version,
-                            [&](const std::string& a) { return locate(a, loc); });
-    if (!file) continue;
-    if (readFromFile(*file, ino, loc, chunkBlocks, first, count, out, addr)) {
-      if (localBytes_) localBytes_->inc(uint64_t(count) * BLOCK);
-      return true;
-    }
-    // Changed under us (a write, a truncation, a recycled file) or damaged: the servers read it
-    // again, and check and report what is wrong.
-    local_.forget(addr, loc.id);
-    return false;
+  if (up == 0 || !local_.mayBeLocal(order[0])) return false;
+  const std::string& addr = order[0];
+  auto file = local_.open(addr, loc.id, loc.version,
+                          [&](const std::string& a) { return locate(a, loc); });
+  if (!file) return false;
+  if (readFromFile(*file, ino, loc, chunkBlocks, first, count, out, addr)) {
+    if (localBytes_) localBytes_->inc(uint64_t(count) * BLOCK);
+    return true;
   }
+  // Changed under us (a write, a truncation) or damaged: the same server reads it again, checks
+  // its checksums and reports what is wrong, and the others answer if it cannot.
+  local_.forget(addr, loc.id);
+  if (localRetried_) localRetried_->inc();
   return false;
 }
 
@@ -300,22 +313,22 @@ bool ClusterClient::readFromFile(const chunk::ChunkFile& file, uint64_t ino, con
   if (uint64_t(first) + count > file.maxBlocks()) return false;
   // The ciphertext goes straight to its place in `out` when that is aligned for O_DIRECT and is
   // opened in place there; otherwise through this thread's aligned buffer.
-  struct Free {
-    void operator()(void* p) const { free(p); }
-  };
-  thread_local std::unique_ptr<unsigned char, Free> scratch;
+  // (Mapped, not from malloc: an aligned megabyte from malloc stays in its thread's arena.)
+  constexpr size_t SCRATCH = size_t(MAX_BLOCKS_PER_RPC) * BLOCK;
   bool inPlace = reinterpret_cast<uintptr_t>(out) % 4096 == 0;
-  if (!inPlace && !scratch) {
-    void* p = nullptr;
-    if (posix_memalign(&p, 4096, size_t(MAX_BLOCKS_PER_RPC) * BLOCK) != 0) return false;
-    scratch.reset(static_cast<unsigned char*>(p));
+  unsigned char* scratch = nullptr;
+  if (!inPlace) {
+    void* m = mmap(nullptr, SCRATCH, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return false;
+    scratch = static_cast<unsigned char*>(m);
   }
+  KJ_DEFER(if (scratch) munmap(scratch, SCRATCH));
   thread_local std::vector<chunk::BlockMeta> meta;
   try {
     for (uint32_t done = 0; done < count;) {
       uint32_t n = std::min(count - done, MAX_BLOCKS_PER_RPC);
       unsigned char* dst = out + size_t(done) * BLOCK;
-      unsigned char* cipher = inPlace ? dst : scratch.get();
+      unsigned char* cipher = inPlace ? dst : scratch;
       file.readMeta(first + done, n, meta);
       std::vector<unsigned char*> into(n, nullptr);
       RawRead raw;

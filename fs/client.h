@@ -74,10 +74,12 @@ class ClusterClient {
   void settle();
 
   // Reads of copies on this host straight from their files (see fs/local_chunks.h): on unless
-  // turned off here; `bytes` (optional) counts the bytes so read.
-  void setLocalReads(bool on, Counter* bytes) {
+  // turned off here; `bytes` (optional) counts the bytes so read, `retried` the reads of a
+  // file that failed (a block that did not authenticate, an I/O error) and went to the servers.
+  void setLocalReads(bool on, Counter* bytes, Counter* retried) {
     localReads_ = on;
     localBytes_ = bytes;
+    localRetried_ = retried;
   }
 
   BlockCipher& cipher() { return cipher_; }
@@ -120,8 +122,9 @@ class ClusterClient {
   bool readFromFile(const chunk::ChunkFile& file, uint64_t ino, const ChunkLoc& loc,
                     uint64_t chunkBlocks, uint32_t first, uint32_t count, unsigned char* out,
                     const std::string& addr);
-  // Where server `addr` keeps its copy of the chunk ("" when it has none or fails to answer).
-  std::string locate(const std::string& addr, const ChunkLoc& loc);
+  // Where server `addr` keeps its copy of the chunk (path "" when it has none or fails to
+  // answer).
+  LocalChunks::Located locate(const std::string& addr, const ChunkLoc& loc);
   // Reads one piece from the replicas in `order`, one after the other.
   int readPiece(uint64_t ino, const ChunkLoc& loc, uint64_t chunkBlocks,
                 const std::vector<std::string>& order, uint32_t first, uint32_t n,
@@ -157,6 +160,7 @@ class ClusterClient {
   LocalChunks local_;
   bool localReads_ = true;
   Counter* localBytes_ = nullptr;
+  Counter* localRetried_ = nullptr;
   std::mutex downMutex_;
   std::map<std::string, std::chrono::steady_clock::time_point> downUntil_;
 };

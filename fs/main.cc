@@ -274,9 +274,15 @@ int main(int argc, char** argv) {
       options.metrics = &metrics;
       spdlog::info("metrics on port {}", client.serveMetrics(metrics, metricsAddr));
     }
-    client.setLocalReads(localReads, options.metrics ? &metrics.counter(
-        "cairn_client_local_read_bytes_total",
-        "Bytes read from chunk copies on this host, from their files") : nullptr);
+    client.setLocalReads(
+        localReads,
+        options.metrics ? &metrics.counter("cairn_client_local_read_bytes_total",
+                                           "Bytes read from chunk copies on this host, from "
+                                           "their files") : nullptr,
+        options.metrics ? &metrics.counter("cairn_client_local_reads_retried_total",
+                                           "Reads of a chunk file on this host that failed (a "
+                                           "block that did not authenticate, an I/O error) and "
+                                           "went to the chunk servers") : nullptr);
     if (!localReads) spdlog::info("local reads off: every read goes through the chunk servers");
     options.attrTimeoutSec = attrTimeout;
     if (readaheadKb > 0) options.readaheadBytes = readaheadKb << 10;

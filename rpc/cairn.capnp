@@ -618,8 +618,11 @@ interface Chunk {
   # its own, not a field of write: a server that predates it refuses it (unimplemented) instead
   # of writing the blocks one after another from firstBlock.
 
-  locate @11 (chunk :ChunkRef) -> (err :Int32, path :Text);
+  locate @11 (chunk :ChunkRef) -> (err :Int32, path :Text, bootId :Text, device :UInt64, inode :UInt64);
   # The absolute path of this server's file of the chunk (its version checked and raised as by
   # read), so that a client on the same host reads the copy from the file itself instead of
-  # through this server (see fs/local_chunks.h). ENOENT when there is no copy here.
+  # through this server (see fs/local_chunks.h); with the host's boot id
+  # (/proc/sys/kernel/random/boot_id) and the file's device and inode numbers, by which the
+  # client knows the file it opens is this server's file and not one at the same path on
+  # another host. ENOENT when there is no copy here.
 }

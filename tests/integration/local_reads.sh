@@ -8,8 +8,12 @@
 source "$(dirname "$0")/lib.sh"
 cluster_up --chunks 3 --replicas 3
 
-metric() {  # metric PORT NAME: the sum of the series of NAME
-  curl -s "127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $2} END {printf "%d\n", s}'
+metric() {  # metric PORT NAME: the sum of the series of NAME; fails when there is none
+  local v
+  v=$(curl -s "127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $2; seen = 1}
+        END {if (seen) printf "%d\n", s}')
+  [ -n "$v" ] || fail "no metric $2 on port $1"
+  echo "$v"
 }
 served() {  # block bytes the chunk servers read for clients
   local t=0 p
@@ -71,8 +75,8 @@ unshare -m --propagation private bash -c '
   wait $pid || true
   exit $rc
 ' || fail "a mount that cannot open the chunk files read wrong bytes"
-awk '$1 == "cairn_client_local_read_bytes_total" && $2 > 0 {bad = 1} END {exit bad}' "$T/m3.metrics" ||
-  fail "a mount that cannot see the files counted local reads"
+grep -q "^cairn_client_local_read_bytes_total 0$" "$T/m3.metrics" ||
+  fail "a mount that cannot see the files counted local reads: $(grep local_read "$T/m3.metrics")"
 grep -q "cannot be read from here" "$T/mount-m3.log" || fail "the fallback was not logged"
 check "a mount that cannot open the files (as on another host) reads through the servers"
 
@@ -103,12 +107,15 @@ print('%x' % c['id'], *[r['server'] for r in c['replicas']])")
 head=$(name_of "$s1") second=$(name_of "$s2")
 [ -n "$head" ] && [ -n "$second" ] || fail "no replica names for chunk $cid ($names)"
 corrupt0=$(metric "$(eval echo "\$${head^^}_METRICS")" cairn_chunk_corrupt_blocks_total)
+retried0=$(metric "$MOUNT_METRICS" cairn_client_local_reads_retried_total)
 flip "$(chunk_file "$head" "$cid")" 5
 flip "$(chunk_file "$second" "$cid")" 5
 drop
 cmp "$L/f" "$M/f" || fail "a damaged copy reached a reader"
 corrupt1=$(metric "$(eval echo "\$${head^^}_METRICS")" cairn_chunk_corrupt_blocks_total)
 [ "$corrupt1" -gt "$corrupt0" ] || fail "the head's damaged copy was not found by its server"
+retried1=$(metric "$MOUNT_METRICS" cairn_client_local_reads_retried_total)
+[ "$retried1" -gt "$retried0" ] || fail "the damaged block was not read from the head's file first"
 grep -q "returned a bad block; reported" "$CL/logs/mount.log" || fail "the damage was not reported to meta"
 check "damage in the head's copy: read again through the servers, reported, correct bytes"
 
