@@ -182,29 +182,29 @@ const char* loadHeader(int fd, Header& h) {
 }
 }  // namespace
 
-ChunkFile ChunkFile::open(const std::string& path) {
-  ChunkFile f;
-  f.path_ = path;
-  KJ_SYSCALL(f.fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC), path);
+ChunkFile ChunkFile::fromHeader(std::string path, int fd, bool readOnly) {
+  ChunkFile file;
+  file.fd_ = fd;
+  file.readOnly_ = readOnly;
   Header h;
-  if (const char* bad = loadHeader(f.fd_, h)) KJ_FAIL_REQUIRE(bad, path);
-  f.id_ = h.id;
-  f.version_ = h.version;
-  f.maxBlocks_ = h.maxBlocks;
-  return f;
+  if (const char* bad = loadHeader(fd, h)) KJ_FAIL_REQUIRE(bad, path);
+  file.path_ = std::move(path);
+  file.id_ = h.id;
+  file.version_ = h.version;
+  file.maxBlocks_ = h.maxBlocks;
+  return file;
+}
+
+ChunkFile ChunkFile::open(const std::string& path) {
+  int fd;
+  KJ_SYSCALL(fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC), path);
+  return fromHeader(path, fd, false);
 }
 
 ChunkFile ChunkFile::openReadOnly(const std::string& path) {
-  ChunkFile f;
-  f.path_ = path;
-  f.readOnly_ = true;
-  KJ_SYSCALL(f.fd_ = DirLock::openRegular(path), path);
-  Header h;
-  if (const char* bad = loadHeader(f.fd_, h)) KJ_FAIL_REQUIRE(bad, path);
-  f.id_ = h.id;
-  f.version_ = h.version;
-  f.maxBlocks_ = h.maxBlocks;
-  return f;
+  int fd;
+  KJ_SYSCALL(fd = DirLock::openRegular(path), path);
+  return fromHeader(path, fd, true);
 }
 
 bool ChunkFile::linked() const {

@@ -148,6 +148,8 @@ class ChunkFile {
 
  private:
   ChunkFile() = default;
+  // Takes `fd` (closed if the header is bad, by the destructor) and reads the header.
+  static ChunkFile fromHeader(std::string path, int fd, bool readOnly);
   uint64_t dataOffset() const;
   void writeHeader();
   // Writes the blocks' data at `off` through the page cache, gathered.
