@@ -312,8 +312,8 @@ bool ClusterClient::readFromFile(const chunk::ChunkFile& file, uint64_t ino, con
                                  unsigned char* out, const std::string& addr) {
   if (uint64_t(first) + count > file.maxBlocks()) return false;
   // The ciphertext goes straight to its place in `out` when that is aligned for O_DIRECT and is
-  // opened in place there; otherwise through this thread's aligned buffer.
-  // (Mapped, not from malloc: an aligned megabyte from malloc stays in its thread's arena.)
+  // opened in place there; otherwise through an aligned scratch buffer (mapped for this read,
+  // not from malloc: an aligned megabyte from malloc stays in its thread's arena).
   constexpr size_t SCRATCH = size_t(MAX_BLOCKS_PER_RPC) * BLOCK;
   bool inPlace = reinterpret_cast<uintptr_t>(out) % 4096 == 0;
   unsigned char* scratch = nullptr;
