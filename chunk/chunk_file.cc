@@ -88,7 +88,7 @@ std::string hostBootId() {
   return id;
 }
 
-int DirLock::openRegular(const std::string& path) {
+int openRegularReadOnly(const std::string& path) {
   struct open_how how;
   memset(&how, 0, sizeof(how));
   how.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW;
@@ -203,7 +203,7 @@ ChunkFile ChunkFile::open(const std::string& path) {
 
 ChunkFile ChunkFile::openReadOnly(const std::string& path) {
   int fd;
-  KJ_SYSCALL(fd = DirLock::openRegular(path), path);
+  KJ_SYSCALL(fd = openRegularReadOnly(path), path);
   return fromHeader(path, fd, true);
 }
 

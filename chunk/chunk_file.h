@@ -71,16 +71,17 @@ class DirLock {
   DirLock(const DirLock&) = delete;
   DirLock& operator=(const DirLock&) = delete;
   static std::string pathIn(const std::string& dir) { return dir + "/lock"; }
-  // Opens a path read-only the way a client opens what a server names: no symbolic link
-  // followed in any component, never blocking in open; -1 (errno set) when it is not a regular
-  // file.
-  static int openRegular(const std::string& path);
   // Whether some process holds the lock of the file open at `fd` (read-only is enough).
   static bool held(int fd);
 
  private:
   int fd_ = -1;
 };
+
+// Opens a path read-only the way a client opens what a server names (a chunk file, a data
+// directory's lock): no symbolic link followed in any component, never blocking in open; -1
+// (errno set) when it is not a regular file.
+int openRegularReadOnly(const std::string& path);
 
 // This host's boot id (/proc/sys/kernel/random/boot_id: random at each boot, the same in every
 // container of the host), or "" when it cannot be read.

@@ -5,10 +5,10 @@
 
 #include <cerrno>
 #include <cstring>
-
-#include <sys/mman.h>
+#include <optional>
 
 #include "chunk/chunk_file.h"
+#include "fs/read_buffer.h"
 
 namespace cairn::fs {
 
@@ -291,7 +291,7 @@ bool ClusterClient::readLocal(uint64_t ino, const ChunkLoc& loc, uint64_t chunkB
   // answer (see fs/local_chunks.h).
   size_t up = 0;
   auto order = readOrder(loc, &up);
-  if (up == 0 || !local_.mayBeLocal(order[0])) return false;
+  if (up == 0) return false;
   const std::string& addr = order[0];
   auto file = local_.open(addr, loc.id, loc.version,
                           [&](const std::string& a) { return locate(a, loc); });
@@ -312,17 +312,14 @@ bool ClusterClient::readFromFile(const chunk::ChunkFile& file, uint64_t ino, con
                                  unsigned char* out, const std::string& addr) {
   if (uint64_t(first) + count > file.maxBlocks()) return false;
   // The ciphertext goes straight to its place in `out` when that is aligned for O_DIRECT and is
-  // opened in place there; otherwise through an aligned scratch buffer (mapped for this read,
-  // not from malloc: an aligned megabyte from malloc stays in its thread's arena).
-  constexpr size_t SCRATCH = size_t(MAX_BLOCKS_PER_RPC) * BLOCK;
+  // opened in place there; otherwise through an aligned scratch buffer.
   bool inPlace = reinterpret_cast<uintptr_t>(out) % 4096 == 0;
+  std::optional<ReadBuffer> scratchBuffer;
   unsigned char* scratch = nullptr;
   if (!inPlace) {
-    void* m = mmap(nullptr, SCRATCH, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return false;
-    scratch = static_cast<unsigned char*>(m);
+    scratchBuffer.emplace(size_t(MAX_BLOCKS_PER_RPC) * BLOCK);
+    if (!(scratch = scratchBuffer->get())) return false;
   }
-  KJ_DEFER(if (scratch) munmap(scratch, SCRATCH));
   thread_local std::vector<chunk::BlockMeta> meta;
   try {
     for (uint32_t done = 0; done < count;) {

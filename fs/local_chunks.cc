@@ -44,7 +44,7 @@ void LocalChunks::refuse(const std::string& addr) {
 std::shared_ptr<LocalChunks::Fd> LocalChunks::lockFor(const std::string& dir) {
   if (auto it = locks_.find(dir); it != locks_.end()) return it->second;
   if (locks_.size() >= MAX_DIRS) return nullptr;
-  int fd = chunk::DirLock::openRegular(chunk::DirLock::pathIn(dir));
+  int fd = chunk::openRegularReadOnly(chunk::DirLock::pathIn(dir));
   if (fd < 0) return nullptr;
   auto held = std::make_shared<Fd>(fd);
   locks_[dir] = held;
