@@ -13,7 +13,7 @@
 # CAIRN_RACKS (comma-separated labels, one per chunk server), CAIRN_GC_GRACE_MS (default 5000),
 # CAIRN_SCRUB_INTERVAL_S (default: the server's own, 3600), CAIRN_CHUNK_CAPACITY (bytes each
 # chunk server offers; default: its disk), CAIRN_CHUNK_MIB (chunk size of a new cluster; default
-# 64).
+# 64), CAIRN_MOUNT_OPTIONS (more -o options for the mount, e.g. nolocal_reads).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -120,7 +120,7 @@ command_of() {
         "--metrics 127.0.0.1:${!metrics} --log-file $DIR/logs/$name.log" ;;
     mount)
       echo "$BIN/mount.cairn $CAIRN_META:/ $CAIRN_MOUNT -f" \
-        "-o secretfile=$DIR/secret,keyfile=$DIR/key,log=$DIR/logs/mount.log${MOUNT_METRICS:+,metrics=127.0.0.1:$MOUNT_METRICS}" ;;
+        "-o secretfile=$DIR/secret,keyfile=$DIR/key,log=$DIR/logs/mount.log${MOUNT_METRICS:+,metrics=127.0.0.1:$MOUNT_METRICS}${CAIRN_MOUNT_OPTIONS:+,$CAIRN_MOUNT_OPTIONS}" ;;
     *) die "unknown process name $name (meta0.., chunk0.., mount)" ;;
   esac
 }
