@@ -1263,9 +1263,11 @@ kj::Promise<void> MetaServiceImpl::call(CallContext context) {
     context.getResults().setReply(reply.getRoot<proto::MetaReply>().asReader());
     return kj::READY_NOW;
   }
-  auto& latency = metrics_.histogram("cairn_meta_request_seconds", "Meta request latency",
-                                     std::string("op=\"") + name + "\"");
-  auto timer = kj::heap<ScopedLatency>(latency);
+  auto& latency = latency_[static_cast<uint16_t>(request.getOp().which())];
+  if (!latency)
+    latency = &metrics_.histogram("cairn_meta_request_seconds", "Meta request latency",
+                                  std::string("op=\"") + name + "\"");
+  auto timer = kj::heap<ScopedLatency>(*latency);
   return server_.handle(request).then(
       [context, timer = kj::mv(timer), this, name](MetaServer::Reply reply) mutable {
         auto r = reply->getRoot<proto::MetaReply>();

@@ -16,6 +16,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <unordered_map>
 #include <vector>
 
 #include "meta/change_feed.h"
@@ -252,6 +253,9 @@ class MetaServiceImpl final : public proto::Meta::Server {
   MetaServer& server_;
   Metrics& metrics_;
   proto::Role role_;
+  // Each op's latency histogram, looked up once per connection (the registry takes a lock and
+  // builds the label string).
+  std::unordered_map<uint16_t, Histogram*> latency_;
 };
 
 class MetaPeerImpl final : public proto::MetaPeer::Server {

@@ -40,7 +40,11 @@ MetaClient::MetaClient(kj::AsyncIoContext& io, const ClusterSecret& secret,
 
 MetaClient::~MetaClient() = default;
 
-void MetaClient::release() { held_ = nullptr; }
+void MetaClient::release() {
+  if (held_.size() < RELEASE_BATCH && heldBytes_ < RELEASE_BYTES) return;
+  held_.clear();
+  heldBytes_ = 0;
+}
 
 size_t MetaClient::indexOf(const std::string& addr) {
   for (size_t i = 0; i < addrs_.size(); i++)
@@ -98,7 +102,12 @@ kj::Promise<kj::Own<capnp::MallocMessageBuilder>> MetaClient::attempt(
             }
             auto out = kj::heap<capnp::MallocMessageBuilder>();
             out->setRoot(reply);
-            held_ = kj::mv(response);
+            if (held_.size() >= 2 * RELEASE_BATCH || heldBytes_ >= 2 * RELEASE_BYTES) {
+              held_.clear();
+              heldBytes_ = 0;
+            }
+            heldBytes_ += response.totalSize().wordCount * sizeof(capnp::word);
+            held_.push_back(kj::mv(response));
             return kj::mv(out);
           },
           [this, request, which, deadline, backoff, next](kj::Exception&& e) mutable

@@ -46,10 +46,17 @@ class MetaClient {
   uint64_t clientId() const { return clientId_; }
   const std::string& leaderAddr() const { return addrs_[leader_]; }
 
-  // The last answered call's response is kept until the next call is answered or release()
-  // runs: dropping it sends the server its Finish message, and a caller that answers someone
-  // (a FUSE request) first sends that Finish after its own answer, not before it.
+  // Answered calls' responses are kept and dropped in batches: dropping one sends the server
+  // capnp's Finish message, and a Finish sent alone wakes a server that had nothing else to do
+  // (on a virtual machine a wakeup costs more than the work). release() drops them once
+  // RELEASE_BATCH have gathered or they hold RELEASE_BYTES; a caller that answers someone (a
+  // FUSE request) calls it after its own answer, so Finish never goes out ahead of it. The server
+  // keeps each answer until its Finish, so the same bounds hold for a caller that never calls
+  // release(): at twice them, the next answer drops the rest.
   void release();
+  static constexpr size_t RELEASE_BATCH = 32;
+  static constexpr size_t RELEASE_BYTES = 256 << 10;
+  size_t heldResponses() const { return held_.size(); }
 
  private:
   kj::Promise<kj::Own<capnp::MallocMessageBuilder>> attempt(
@@ -67,7 +74,8 @@ class MetaClient {
   std::shared_ptr<SeqSource> seqs_;
   size_t leader_ = 0;
   kj::Duration retryFor_;
-  kj::Maybe<capnp::Response<proto::Meta::CallResults>> held_;
+  std::vector<capnp::Response<proto::Meta::CallResults>> held_;
+  size_t heldBytes_ = 0;
 };
 
 // Builds an empty MetaRequest message.
