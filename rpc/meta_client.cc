@@ -40,8 +40,10 @@ MetaClient::MetaClient(kj::AsyncIoContext& io, const ClusterSecret& secret,
 
 MetaClient::~MetaClient() = default;
 
-void MetaClient::release() {
-  if (held_.size() < RELEASE_BATCH && heldBytes_ < RELEASE_BYTES) return;
+void MetaClient::release() { dropHeldAt(1); }
+
+void MetaClient::dropHeldAt(size_t times) {
+  if (held_.size() < times * RELEASE_BATCH && heldBytes_ < times * RELEASE_BYTES) return;
   held_.clear();
   heldBytes_ = 0;
 }
@@ -102,10 +104,7 @@ kj::Promise<kj::Own<capnp::MallocMessageBuilder>> MetaClient::attempt(
             }
             auto out = kj::heap<capnp::MallocMessageBuilder>();
             out->setRoot(reply);
-            if (held_.size() >= 2 * RELEASE_BATCH || heldBytes_ >= 2 * RELEASE_BYTES) {
-              held_.clear();
-              heldBytes_ = 0;
-            }
+            dropHeldAt(2);
             heldBytes_ += response.totalSize().wordCount * sizeof(capnp::word);
             held_.push_back(kj::mv(response));
             return kj::mv(out);

@@ -63,6 +63,8 @@ class MetaClient {
       std::shared_ptr<capnp::MallocMessageBuilder> request, kj::TimePoint deadline,
       kj::Duration backoff);
   size_t indexOf(const std::string& addr);
+  // Drops the held responses once they reach `times` RELEASE_BATCH or RELEASE_BYTES.
+  void dropHeldAt(size_t times);
 
   kj::AsyncIoContext& io_;
   const ClusterSecret& secret_;
