@@ -1813,9 +1813,14 @@ void CairnFs::lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence) {
     if (off < 0) return (void)fuse_reply_err(req, ENXIO);
     uint64_t cino = toCluster(ino);
     uint64_t size = 0;
+    // Chunks this mount holds that meta may not list yet: the first chunk of a new file is
+    // written before meta records it (bound by the next commit).
+    std::set<uint64_t> present;
     if (auto f = file(cino, false)) {
       std::unique_lock<std::shared_mutex> lock(f->mutex);
       if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
+      for (const auto& [index, loc] : f->chunks)
+        if (loc.unbound) present.insert(index);
       std::lock_guard<std::mutex> s(f->state);
       size = f->size;
     }
@@ -1831,7 +1836,6 @@ void CairnFs::lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence) {
     if (replyOf(gr).getErr() == 0) size = std::max(size, replyOf(gr).getAttr().getSize());
     uint64_t pos = uint64_t(off);
     if (pos >= size) return (void)fuse_reply_err(req, ENXIO);
-    std::set<uint64_t> present;
     for (auto c : reply.getChunks()) present.insert(c.getIndex());
     uint64_t index = pos / chunkSize_;
     uint64_t lastIndex = (size - 1) / chunkSize_;

@@ -43,6 +43,23 @@ os.close(fd)
 PY
 check "fallocate"
 
+# SEEK_DATA and SEEK_HOLE on a new file before its first commit: its first chunk is written
+# before meta records it, and must still count as data.
+python3 - <<'PY' || fail "SEEK_DATA on a file not yet committed"
+import errno, os
+fd = os.open("fresh", os.O_CREAT | os.O_RDWR, 0o644)
+os.pwrite(fd, b"d" * 1588, 0)
+assert os.lseek(fd, 836, os.SEEK_DATA) == 836, os.lseek(fd, 836, os.SEEK_DATA)
+assert os.lseek(fd, 0, os.SEEK_HOLE) == 1588
+try:
+    os.lseek(fd, 1588, os.SEEK_DATA)
+    raise SystemExit("SEEK_DATA at the end found data")
+except OSError as e:
+    assert e.errno == errno.ENXIO, e
+os.close(fd)
+PY
+check "SEEK_DATA finds data written before the first commit"
+
 # Owner, mode and times set on a file just written carry its size commit along: under a quota
 # that refuses the growth, the chmod still succeeds, the growth is refused at close (EDQUOT),
 # and the file keeps the size the quota allowed.
