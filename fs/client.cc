@@ -124,8 +124,10 @@ void ClusterClient::settle() {
   if (!threadLoopRan || !threadIo) return;
   threadLoopRan = false;
   auto m = threadIo->metas.find(instance_);
-  if (m != threadIo->metas.end() && m->second) m->second->release();
-  threadIo->io.waitScope.poll();
+  if (m != threadIo->metas.end() && m->second)
+    m->second->releaseAndFlush(threadIo->io.waitScope);
+  else
+    threadIo->io.waitScope.poll();
 }
 
 unsigned ClusterClient::serveMetrics(Metrics& metrics, const std::string& addr) {

@@ -1,5 +1,9 @@
 #include "rpc/meta_client.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
@@ -41,6 +45,22 @@ MetaClient::MetaClient(kj::AsyncIoContext& io, const ClusterSecret& secret,
 MetaClient::~MetaClient() = default;
 
 void MetaClient::release() { dropHeldAt(1); }
+
+kj::Maybe<int> MetaClient::leaderFd() const {
+  if (leader_ >= peers_.size()) return nullptr;
+  return peers_[leader_]->fd();
+}
+
+void MetaClient::releaseAndFlush(kj::WaitScope& waitScope) {
+  if (held_.size() < RELEASE_BATCH && heldBytes_ < RELEASE_BYTES) return waitScope.poll();
+  int fd = -1;
+  KJ_IF_MAYBE(f, leaderFd()) { fd = *f; }
+  int on = 1, off = 0;
+  bool corked = fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)) == 0;
+  release();
+  waitScope.poll();
+  if (corked) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof(off));
+}
 
 void MetaClient::dropHeldAt(size_t times) {
   if (held_.size() < times * RELEASE_BATCH && heldBytes_ < times * RELEASE_BYTES) return;

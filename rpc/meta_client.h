@@ -54,9 +54,16 @@ class MetaClient {
   // keeps each answer until its Finish, so the same bounds hold for a caller that never calls
   // release(): at twice them, the next answer drops the rest.
   void release();
+  // release(), and when that drops responses, runs the loop of `waitScope` until their Finish
+  // messages are written, with the leader's socket corked meanwhile: capnp writes each message
+  // on its own, and a batch of 32 would cross loopback as 32 segments (each a softirq pass in
+  // both processes); corked, they go as one.
+  void releaseAndFlush(kj::WaitScope& waitScope);
   static constexpr size_t RELEASE_BATCH = 32;
   static constexpr size_t RELEASE_BYTES = 256 << 10;
   size_t heldResponses() const { return held_.size(); }
+  // The socket of the connection to the leader, if there is one.
+  kj::Maybe<int> leaderFd() const;
 
  private:
   kj::Promise<kj::Own<capnp::MallocMessageBuilder>> attempt(

@@ -171,6 +171,11 @@ kj::Promise<capnp::Capability::Client> Peer::connect() {
           });
 }
 
+kj::Maybe<int> Peer::fd() const {
+  if (!live_ || live_->broken) return nullptr;
+  return live_->stream->getFd();
+}
+
 bool isRetryable(const kj::Exception& e) {
   return e.getType() == kj::Exception::Type::DISCONNECTED ||
          e.getType() == kj::Exception::Type::OVERLOADED;

@@ -65,6 +65,8 @@ class Peer {
   void reset();
 
   const std::string& addr() const { return addr_; }
+  // The live connection's socket, if there is one.
+  kj::Maybe<int> fd() const;
 
  private:
   struct Live;

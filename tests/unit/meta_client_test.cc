@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <string>
 
@@ -98,6 +101,29 @@ TEST(MetaClient, ACallerThatNeverReleasesHoldsAtMostTwiceTheBytes) {
   }
   // Each response is a little over a quarter of RELEASE_BYTES: eight of them pass twice it.
   EXPECT_EQ(most, 8u);
+}
+
+TEST(MetaClient, ReleaseAndFlushDropsTheBatchAndLeavesTheSocketUncorked) {
+  Env env;
+  auto& client = env.client;
+  for (size_t i = 1; i < MetaClient::RELEASE_BATCH; i++) {
+    ASSERT_EQ(env.getattr(8), 8u);
+    client->releaseAndFlush(env.io.waitScope);
+    EXPECT_EQ(client->heldResponses(), i);
+  }
+  ASSERT_EQ(env.getattr(8), 8u);
+  client->releaseAndFlush(env.io.waitScope);
+  EXPECT_EQ(client->heldResponses(), 0u);
+  // The socket was corked for the Finish messages only: a cork left on would hold every later
+  // request back for up to 200 ms.
+  int fd = -1;
+  KJ_IF_MAYBE(f, client->leaderFd()) { fd = *f; }
+  ASSERT_GE(fd, 0);
+  int cork = -1;
+  socklen_t len = sizeof(cork);
+  ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_CORK, &cork, &len), 0);
+  EXPECT_EQ(cork, 0);
+  EXPECT_EQ(env.getattr(16), 16u);
 }
 
 }  // namespace
