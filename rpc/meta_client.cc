@@ -52,7 +52,7 @@ kj::Maybe<int> MetaClient::leaderFd() const {
 }
 
 void MetaClient::releaseAndFlush(kj::WaitScope& waitScope) {
-  if (held_.size() < RELEASE_BATCH && heldBytes_ < RELEASE_BYTES) return waitScope.poll();
+  if (!heldReach(1)) return waitScope.poll();
   int fd = -1;
   KJ_IF_MAYBE(f, leaderFd()) { fd = *f; }
   int on = 1, off = 0;
@@ -62,8 +62,12 @@ void MetaClient::releaseAndFlush(kj::WaitScope& waitScope) {
   if (corked) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof(off));
 }
 
+bool MetaClient::heldReach(size_t times) const {
+  return held_.size() >= times * RELEASE_BATCH || heldBytes_ >= times * RELEASE_BYTES;
+}
+
 void MetaClient::dropHeldAt(size_t times) {
-  if (held_.size() < times * RELEASE_BATCH && heldBytes_ < times * RELEASE_BYTES) return;
+  if (!heldReach(times)) return;
   held_.clear();
   heldBytes_ = 0;
 }

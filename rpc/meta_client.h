@@ -70,7 +70,9 @@ class MetaClient {
       std::shared_ptr<capnp::MallocMessageBuilder> request, kj::TimePoint deadline,
       kj::Duration backoff);
   size_t indexOf(const std::string& addr);
-  // Drops the held responses once they reach `times` RELEASE_BATCH or RELEASE_BYTES.
+  // Whether the held responses reach `times` RELEASE_BATCH or RELEASE_BYTES.
+  bool heldReach(size_t times) const;
+  // Drops the held responses once they reach that.
   void dropHeldAt(size_t times);
 
   kj::AsyncIoContext& io_;

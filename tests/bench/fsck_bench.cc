@@ -19,6 +19,8 @@
 #include <fstream>
 #include <string>
 
+#include <CLI/CLI.hpp>
+
 #include "meta/fsck.h"
 #include "meta/store.h"
 
@@ -84,17 +86,12 @@ int main(int argc, char** argv) {
   uint64_t files = 1000000;
   std::string dir = "/tmp/cairn-fsck-bench";
   bool keep = false, checkOnly = false;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    if (a == "--files" && i + 1 < argc) files = std::stoull(argv[++i]);
-    else if (a == "--check-only") checkOnly = true;
-    else if (a == "--dir" && i + 1 < argc) dir = argv[++i];
-    else if (a == "--keep") keep = true;
-    else {
-      fprintf(stderr, "usage: %s [--files N] [--dir DIR] [--keep]\n", argv[0]);
-      return 2;
-    }
-  }
+  CLI::App app{"cairn_fsck_bench: cairn fsck's namespace checks on a store of N files"};
+  app.add_option("--files", files, "files in the store");
+  app.add_option("--dir", dir, "where the store is written");
+  app.add_flag("--keep", keep, "keep the store afterwards");
+  app.add_flag("--check-only", checkOnly, "check a store kept by an earlier run");
+  CLI11_PARSE(app, argc, argv);
   if (checkOnly) return check(dir, files, keep);
   constexpr uint64_t PER_DIR = 1000;
   constexpr uint64_t CHUNK = 64ull << 20;

@@ -22,9 +22,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <kj/async-io.h>
 
 #include "rpc/meta_client.h"
@@ -168,19 +170,13 @@ int main(int argc, char** argv) {
   int calls = 20000;
   bool sameCpu = false;
   int workUs = 0;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    if (a == "--calls" && i + 1 < argc) {
-      calls = std::max(100, std::atoi(argv[++i]));
-    } else if (a == "--server-work-us" && i + 1 < argc) {
-      workUs = std::clamp(std::atoi(argv[++i]), 0, 100000);
-    } else if (a == "--same-cpu") {
-      sameCpu = true;
-    } else {
-      std::fprintf(stderr, "usage: %s [--calls N] [--server-work-us N] [--same-cpu]\n", argv[0]);
-      return 2;
-    }
-  }
+  CLI::App app{"cairn_rpc_rtt_bench: the round trip of one meta call between two processes"};
+  app.add_option("--calls", calls, "round trips timed in each test")
+      ->transform(CLI::Bound(100, std::numeric_limits<int>::max()));
+  app.add_option("--server-work-us", workUs, "busy time of the server per call")
+      ->transform(CLI::Bound(0, 100000));
+  app.add_flag("--same-cpu", sameCpu, "pin both processes to CPU 0");
+  CLI11_PARSE(app, argc, argv);
   if (sameCpu) pin();
   auto tcp = tcpPingPong(calls, 128, sameCpu);
   report("tcp ping-pong, 128 bytes", tcp);
