@@ -30,6 +30,7 @@ struct ThreadIo {
 thread_local std::unique_ptr<ThreadIo> threadIo;
 thread_local bool threadHasOtherLoop = false;
 thread_local bool threadLoopRan = false;  // since the last settle()
+thread_local ClusterClient::WaitCompanion waitCompanion = nullptr;
 thread_local const void* loopThreadOf = nullptr;  // on a client's shared loop thread: the client
 
 }  // namespace
@@ -101,9 +102,17 @@ bool ClusterClient::ownLoop() {
 
 template <typename Func>
 auto ClusterClient::onLoop(Func&& func) {
-  if (ownLoop()) return kj::evalNow(kj::fwd<Func>(func)).wait(threadIo->io.waitScope);
+  if (ownLoop()) {
+    auto promise = kj::evalNow(kj::fwd<Func>(func));
+    if (waitCompanion)
+      promise = kj::mv(promise).attach(
+          waitCompanion(threadIo->io).eagerlyEvaluate(nullptr));
+    return promise.wait(threadIo->io.waitScope);
+  }
   return loop_.run(kj::fwd<Func>(func));
 }
+
+void ClusterClient::setWaitCompanion(WaitCompanion companion) { waitCompanion = companion; }
 
 kj::Timer& ClusterClient::timer() {
   return (loopThreadOf == this ? loop_.io() : threadIo->io).provider->getTimer();

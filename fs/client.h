@@ -42,6 +42,12 @@ using Reply = kj::Own<capnp::MallocMessageBuilder>;
 
 class ClusterClient {
  public:
+  // Runs beside every wait of the calling thread on its own loop and is dropped when the wait
+  // ends (null: nothing runs). The FUSE loop's reading thread sets it, to go on taking requests
+  // while it waits for an answer. Thread-local.
+  using WaitCompanion = kj::Promise<void> (*)(kj::AsyncIoContext&);
+  static void setWaitCompanion(WaitCompanion companion);
+
   ClusterClient(std::vector<std::string> metaAddrs, const std::string& secretBytes,
                 BlockCipher& cipher);
   ~ClusterClient();

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "fs/cairn_fs.h"
+#include "fs/fuse_loop.h"
 #include "fs/invalidator.h"
 #include "rpc/runtime.h"
 
@@ -336,12 +337,8 @@ int main(int argc, char** argv) {
       // Other clients' changes reach this mount's kernel caches while the session serves.
       fs::Invalidator invalidator(client, se, root, host, mountpoint, options.metrics, &cfs);
       invalidator.start();
-      fuse_loop_config* cfg = fuse_loop_cfg_create();
-      // Threads stay once made: each keeps its own connection to meta (see ClusterClient).
-      fuse_loop_cfg_set_max_threads(cfg, 16);
-      fuse_loop_cfg_set_idle_threads(cfg, 16);
-      rc = fuse_session_loop_mt(se, cfg);
-      fuse_loop_cfg_destroy(cfg);
+      // Workers stay once made: each keeps its own connection to meta (see ClusterClient).
+      rc = fs::serveFuse(se, 16, options.metrics);
     }
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
