@@ -49,6 +49,8 @@ class CairnFs final : public OpenFiles {
   static const fuse_lowlevel_ops* operations();
   // The session the operations are served on (for notifications sent from them).
   void setSession(fuse_session* se) { session_ = se; }
+  // The session is ending: a lock request still waiting gives up (EINTR) instead of waiting on.
+  void endWaits() { ending_ = true; }
 
   // The operations, called from FUSE worker threads.
   void init(fuse_conn_info* conn);
@@ -272,6 +274,7 @@ class CairnFs final : public OpenFiles {
                   struct flock* conflict);
   // Releases the locks of `owner` on `cino` if this mount holds any (at close).
   void releaseLocks(uint64_t cino, uint64_t owner, bool flock);
+  std::atomic<bool> ending_{false};
   std::mutex locksMutex_;  // guards heldLocks_; taken alone
   std::set<std::tuple<uint64_t, uint64_t, bool>> heldLocks_;  // (ino, owner, flock) with locks
 

@@ -516,38 +516,39 @@ int ClusterClient::writeBlocks(uint64_t ino, ChunkLoc& loc, uint64_t chunkBlocks
     for (int attempt = 0; attempt < 8; attempt++) {
       std::tie(err, failed) = [&]() -> std::pair<int, std::string> {
         try {
+          // Fills and sends either kind of write request (write: blocks from firstBlock on;
+          // writeAt: each to its own index). It lives here, not in the function run on the
+          // loop: the continuation that calls it runs after that function has returned.
+          auto send = [&](auto req) -> kj::Promise<std::pair<int, std::string>> {
+            req.getChunk().setId(loc.id);
+            req.getChunk().setVersion(loc.version);
+            // Sealed (and checksummed) straight into the request, on the worker pool and
+            // this thread.
+            auto blocks = req.initBlocks(n);
+            std::vector<unsigned char*> data(n), aux(n);
+            for (uint32_t i = 0; i < n; i++) {
+              blocks[i].setPresent(true);
+              data[i] = blocks[i].initData(BLOCK).begin();
+              aux[i] = blocks[i].initAux(AUX).begin();
+            }
+            std::vector<uint32_t> crcs(n);
+            workers_.parallelFor(n, SEAL_GRAIN, [&](size_t begin, size_t end) {
+              for (size_t i = begin; i < end; i++) {
+                uint64_t blockNo = loc.index * chunkBlocks + blockAt(i);
+                cipher_.seal(ino, blockNo, plain + (done + i) * BLOCK, data[i], aux[i]);
+                crcs[i] = chunk::blockCrc(aux[i], AUX, data[i], BLOCK);
+              }
+            });
+            for (uint32_t i = 0; i < n; i++) blocks[i].setCrc(crcs[i]);
+            auto chain = req.initChain(loc.addrs.size() - 1);
+            for (size_t i = 1; i < loc.addrs.size(); i++) chain.set(i - 1, loc.addrs[i]);
+            req.setSync(sync);
+            return req.send().then([](auto resp) {
+              return std::make_pair(int(resp.getErr()), std::string(resp.getFailedAddr().cStr()));
+            });
+          };
           return onLoop([&]() {
             auto& peer = chunkPeer(loc.addrs[0]);
-            // Fills and sends either kind of write request (write: blocks from firstBlock on;
-            // writeAt: each to its own index).
-            auto send = [&](auto req) -> kj::Promise<std::pair<int, std::string>> {
-              req.getChunk().setId(loc.id);
-              req.getChunk().setVersion(loc.version);
-              // Sealed (and checksummed) straight into the request, on the worker pool and
-              // this thread.
-              auto blocks = req.initBlocks(n);
-              std::vector<unsigned char*> data(n), aux(n);
-              for (uint32_t i = 0; i < n; i++) {
-                blocks[i].setPresent(true);
-                data[i] = blocks[i].initData(BLOCK).begin();
-                aux[i] = blocks[i].initAux(AUX).begin();
-              }
-              std::vector<uint32_t> crcs(n);
-              workers_.parallelFor(n, SEAL_GRAIN, [&](size_t begin, size_t end) {
-                for (size_t i = begin; i < end; i++) {
-                  uint64_t blockNo = loc.index * chunkBlocks + blockAt(i);
-                  cipher_.seal(ino, blockNo, plain + (done + i) * BLOCK, data[i], aux[i]);
-                  crcs[i] = chunk::blockCrc(aux[i], AUX, data[i], BLOCK);
-                }
-              });
-              for (uint32_t i = 0; i < n; i++) blocks[i].setCrc(crcs[i]);
-              auto chain = req.initChain(loc.addrs.size() - 1);
-              for (size_t i = 1; i < loc.addrs.size(); i++) chain.set(i - 1, loc.addrs[i]);
-              req.setSync(sync);
-              return req.send().then([](auto resp) {
-                return std::make_pair(int(resp.getErr()), std::string(resp.getFailedAddr().cStr()));
-              });
-            };
             auto p = peer.get().then([&](capnp::Capability::Client cap) {
               auto chunk = cap.castAs<proto::Chunk>();
               if (at) {

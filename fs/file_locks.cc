@@ -67,7 +67,7 @@ int CairnFs::lockRequest(fuse_req_t req, uint64_t cino, uint64_t owner, uint32_t
       conflict->l_pid = static_cast<pid_t>(c.getPid());
     }
     if (!wait) return EAGAIN;
-    if (fuse_req_interrupted(req)) return EINTR;
+    if (fuse_req_interrupted(req) || ending_) return EINTR;
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(500));
   }

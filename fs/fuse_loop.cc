@@ -272,10 +272,12 @@ thread_local Loop* Loop::reader = nullptr;
 
 }  // namespace
 
-int serveFuse(fuse_session* se, unsigned maxWorkers, Metrics* metrics) {
+int serveFuse(fuse_session* se, unsigned maxWorkers, Metrics* metrics,
+              const std::function<void()>& ending) {
   auto* loop = new Loop(se, maxWorkers, metrics);
   Loop::install(se, loop);
   int err = loop->run();
+  if (ending) ending();
   if (loop->stop()) delete loop;  // else a worker still uses it, until the process ends
   return err;
 }

@@ -18,6 +18,8 @@
 #endif
 #include <fuse_lowlevel.h>
 
+#include <functional>
+
 #include "rpc/metrics.h"
 
 namespace cairn::fs {
@@ -25,6 +27,9 @@ namespace cairn::fs {
 // Serves `se` until it ends (unmount, or a signal through libfuse's handlers), with up to
 // `maxWorkers` workers made as needed. Returns 0 or a negative errno, like
 // fuse_session_loop_mt.
-int serveFuse(fuse_session* se, unsigned maxWorkers, Metrics* metrics);
+// `ending` is called when the session has ended, before the workers are waited for: it should
+// end the waits of requests still being answered (a lock wait).
+int serveFuse(fuse_session* se, unsigned maxWorkers, Metrics* metrics,
+              const std::function<void()>& ending);
 
 }  // namespace cairn::fs

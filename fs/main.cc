@@ -338,7 +338,7 @@ int main(int argc, char** argv) {
       fs::Invalidator invalidator(client, se, root, host, mountpoint, options.metrics, &cfs);
       invalidator.start();
       // Workers stay once made: each keeps its own connection to meta (see ClusterClient).
-      rc = fs::serveFuse(se, 16, options.metrics);
+      rc = fs::serveFuse(se, 16, options.metrics, [&cfs]() { cfs.endWaits(); });
     }
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
