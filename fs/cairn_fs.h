@@ -49,7 +49,7 @@ class CairnFs final : public OpenFiles {
   static const fuse_lowlevel_ops* operations();
   // The session the operations are served on (for notifications sent from them).
   void setSession(fuse_session* se) { session_ = se; }
-  // The session is ending: a lock request still waiting gives up (EINTR) instead of waiting on.
+  // The session is ending: a lock request still waiting gives up (ENOLCK) instead of waiting on.
   void endWaits() { ending_ = true; }
 
   // The operations, called from FUSE worker threads.

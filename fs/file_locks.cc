@@ -67,7 +67,10 @@ int CairnFs::lockRequest(fuse_req_t req, uint64_t cino, uint64_t owner, uint32_t
       conflict->l_pid = static_cast<pid_t>(c.getPid());
     }
     if (!wait) return EAGAIN;
-    if (fuse_req_interrupted(req) || ending_) return EINTR;
+    if (fuse_req_interrupted(req)) return EINTR;
+    // The mount is going away. (Not EINTR: with no signal pending the kernel would hand the
+    // caller its restart code, 512.)
+    if (ending_) return ENOLCK;
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(500));
   }
