@@ -31,15 +31,14 @@ class Loop {
   Loop(fuse_session* se, unsigned maxWorkers, Metrics* metrics)
       : se_(se), fd_(fuse_session_fd(se)), maxWorkers_(maxWorkers < 1 ? 1 : maxWorkers) {
     if (metrics)
-      switches_ = &metrics->counter("cairn_client_fuse_company_total",
+      wakings_ = &metrics->counter("cairn_client_fuse_company_total",
                                     "Times the FUSE loop's workers were woken because requests "
                                     "came in company (the reader answers a lone caller alone)");
   }
 
   // The reader: the calling thread. It never parks.
   int run() {
-    reader = this;
-    ClusterClient::setWaitCompanion(&companion);
+    ClusterClient::setWaitCompanion(&companion);  // this thread's waits only
     fuse_buf buf{}, held{};
     int heldSize = 0;  // held: a request read early, answered next
     int err = 0;
@@ -71,7 +70,6 @@ class Loop {
       settle();
     }
     ClusterClient::setWaitCompanion(nullptr);
-    reader = nullptr;
     free(buf.mem);
     free(held.mem);
     return err;
@@ -125,7 +123,7 @@ class Loop {
   // still waits 2 ms later wakes the workers: a slow answer to one caller does not hold up the
   // others.
   static kj::Promise<void> companion(kj::AsyncIoContext& io) {
-    Loop* self = reader;
+    Loop* self = current;
     if (self->parallel_.load(std::memory_order_relaxed) ||
         self->waitingWorkers_.load(std::memory_order_relaxed) > 0)
       return kj::NEVER_DONE;  // workers take what arrives
@@ -171,7 +169,7 @@ class Loop {
     if (parallel_.load(std::memory_order_relaxed) || stopping_) return;
     parallel_.store(true, std::memory_order_relaxed);
     history_ = 0;
-    if (switches_) switches_->inc();
+    if (wakings_) wakings_->inc();
     while (workers_.size() < maxWorkers_) {
       live_++;
       workers_.emplace_back([this]() { work(); });
@@ -249,11 +247,10 @@ class Loop {
   static inline Loop* current = nullptr;
   static inline thread_local bool owesReply = false;
   static constexpr int64_t kAloneMs = 50;
-  static thread_local Loop* reader;
 
   fuse_session* se_;
   int fd_;
-  Counter* switches_ = nullptr;
+  Counter* wakings_ = nullptr;
   unsigned maxWorkers_;
   uint32_t history_ = 0;                // the reader's last requests: alone (0) or in company (1)
   std::atomic<int> inflight_{0};        // requests being answered
@@ -267,8 +264,6 @@ class Loop {
   unsigned live_ = 0;  // workers not yet ended
   bool stopping_ = false;
 };
-
-thread_local Loop* Loop::reader = nullptr;
 
 }  // namespace
 

@@ -5,9 +5,10 @@
 // hands each request to the thread that has waited longest. A lone caller (rm -rf, tar) thus
 // has its requests served by the mount's threads in turn, each woken from sleep, and a wakeup
 // is the dearest thing on a virtual machine. Here the reader (the calling thread) answers what
-// it reads itself, and checks whether another request waits already (or arrives while it waits
-// on meta). When that happens in most of its last eight requests, or for a request that may
-// wait on another one (a lock), it wakes the workers, which then read and answer alongside it
+// it reads itself, and checks whether another request waits already. When that happens in most
+// of its last eight requests, for a request that may wait on another one (a lock), or when a
+// request arrives while the reader waits on the network and still waits 2 ms later, it wakes
+// the workers, which then read and answer alongside it
 // as libfuse's threads do. After 50 ms with no two requests answered at once they park again.
 // Forgets and releases, which the kernel sends in the shadow of a caller's requests, count as
 // company neither way.
