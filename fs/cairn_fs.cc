@@ -72,7 +72,33 @@ CairnFs::CairnFs(ClusterClient& client, uint64_t rootIno, uint64_t chunkSizeByte
                              "cairn_client_lookups_known_absent_total",
                              "Lookups answered here: the name is not in a directory known whole")
                        : nullptr),
-      known_(options.entryTimeoutSec) {}
+      known_(options.entryTimeoutSec),
+      names_(std::chrono::duration_cast<NameCache::Clock::duration>(
+                 std::chrono::duration<double>(options.attrTimeoutSec)),
+             options.nameCacheEntries) {
+  if (options.metrics) {
+    const char* name = "cairn_client_cached_answers_total";
+    const char* help = "Lookups and getattrs answered from the mount's own cache of names and "
+                       "attributes (kept while the change feed vouches for them)";
+    namesAnswered_ = &options.metrics->counter(name, help, "op=\"lookup\"");
+    attrsAnswered_ = &options.metrics->counter(name, help, "op=\"getattr\"");
+  }
+}
+
+bool CairnFs::heldHere(uint64_t cino) {
+  std::lock_guard<std::mutex> lock(filesMutex_);
+  return files_.count(cino) > 0;
+}
+
+void CairnFs::keepEntry(uint64_t gen, fuse_ino_t parent, const char* name, const struct stat& st,
+                        std::chrono::steady_clock::time_point asked) {
+  if (!heldHere(toCluster(st.st_ino))) names_.put(gen, parent, name, st, asked);
+}
+
+void CairnFs::keepAttr(uint64_t gen, const struct stat& st,
+                       std::chrono::steady_clock::time_point asked) {
+  if (!heldHere(toCluster(st.st_ino))) names_.putAttr(gen, st, asked);
+}
 
 void CairnFs::fillStat(proto::Attr::Reader a, struct stat& st) const {
   memset(&st, 0, sizeof(st));
@@ -171,6 +197,18 @@ void CairnFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       if (knownAbsent_) knownAbsent_->inc();
       return (void)fuse_reply_entry(req, &e);
     }
+    fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    e.generation = 1;
+    e.attr_timeout = options_.attrTimeoutSec;
+    e.entry_timeout = options_.entryTimeoutSec;
+    if (names_.entry(parent, name, e.attr) && !heldHere(toCluster(e.attr.st_ino))) {
+      e.ino = e.attr.st_ino;
+      if (namesAnswered_) namesAnswered_->inc();
+      return (void)fuse_reply_entry(req, &e);
+    }
+    uint64_t gen = names_.generation();
+    auto asked = std::chrono::steady_clock::now();
     auto m = request();
     auto l = opOf(m).initLookup();
     l.setParent(toCluster(parent));
@@ -179,13 +217,14 @@ void CairnFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     auto reply = replyOf(r);
     if (reply.getErr() == ENOENT) {
       // A negative entry, cached as briefly as positive ones.
-      fuse_entry_param e;
-      memset(&e, 0, sizeof(e));
-      e.entry_timeout = options_.entryTimeoutSec;
+      memset(&e.attr, 0, sizeof(e.attr));
       return (void)fuse_reply_entry(req, &e);
     }
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
-    replyEntry(req, reply.getAttr());
+    fillStat(reply.getAttr(), e.attr);
+    e.ino = e.attr.st_ino;
+    keepEntry(gen, parent, name, e.attr, asked);
+    fuse_reply_entry(req, &e);
   });
 }
 
@@ -218,12 +257,20 @@ void CairnFs::getattr(fuse_req_t req, fuse_ino_t ino) {
   guard(req, "getattr", [&]() {
     struct stat st;
     if (takeDirAttr(toCluster(ino), st)) return (void)fuse_reply_attr(req, &st, options_.attrTimeoutSec);
+    if (names_.attr(ino, st) && !heldHere(toCluster(ino))) {
+      if (attrsAnswered_) attrsAnswered_->inc();
+      return (void)fuse_reply_attr(req, &st, options_.attrTimeoutSec);
+    }
+    uint64_t gen = names_.generation();
+    auto asked = std::chrono::steady_clock::now();
     auto m = request();
     opOf(m).setGetattr(toCluster(ino));
     auto r = client_.meta(kj::mv(m));
     auto reply = replyOf(r);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
-    replyAttr(req, reply.getAttr());
+    fillStat(reply.getAttr(), st);
+    keepAttr(gen, st, asked);
+    fuse_reply_attr(req, &st, options_.attrTimeoutSec);
   });
 }
 
@@ -417,10 +464,12 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     op.setFirstChunk(true);  // the first write then needs no chunk allocation of its own
     uint64_t gen = ++openGens_;
     op.setOpenGen(gen);  // meta records it open in our session
+    uint64_t namesGen = names_.generation();
     auto sent = std::chrono::steady_clock::now();
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
+    names_.dropAttr(parent);
     // An existing file opened: the kernel thought the name absent, so nothing here may say so.
     if (reply.getErr() == 0 && !reply.hasParentAttr())
       nameChanged(toCluster(parent), name, true, EEXIST);
@@ -432,6 +481,8 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     // A file made just now (meta tells the directory's attributes only then, not when the
     // name already existed) has no capability: the kernel's question before its first write
     // needs no answer from meta.
+    // What we made is kept (before the file counts as held here); an existing file opened is not.
+    if (reply.hasParentAttr()) madeHere(namesGen, parent, name, a, sent);
     if (reply.hasParentAttr()) {
       rememberAbsent(a.getIno(), 0);
       if (!(a.getMode() & (S_ISUID | S_ISGID)))
@@ -752,6 +803,7 @@ void CairnFs::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t siz
     uint64_t cino = toCluster(ino);
     forgetDirAttr(cino);  // its size and times change
     auto f = file(cino, true);
+    f->changed = true;
     uint64_t end = uint64_t(off) + size;
     if (writtenBytes_) writtenBytes_->inc(size);
     if (size < WRITE_BEHIND_BYTES) {
@@ -1021,7 +1073,11 @@ void CairnFs::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       if (--f->refs == 0) {
         closed(cino, f->openGen);
         auto it = files_.find(cino);
-        if (it != files_.end() && it->second == f && !f->dirty) files_.erase(it);
+        if (it != files_.end() && it->second == f && !f->dirty) {
+          files_.erase(it);
+          // Committed: what is kept of it from now on is read after that.
+          if (f->changed) names_.dropAttr(ino);
+        }
       }
     }
     fuse_reply_err(req, err);
@@ -1114,8 +1170,49 @@ void CairnFs::namespaceChanged() {
 }
 
 void CairnFs::forgetDirAttr(uint64_t dir) {
+  names_.dropAttr(toFuse(dir));
   std::lock_guard<std::mutex> lock(dirAttrMutex_);
   dirAttrs_.erase(dir);
+}
+
+void CairnFs::madeHere(uint64_t gen, fuse_ino_t parent, const char* name, proto::Attr::Reader a,
+                       std::chrono::steady_clock::time_point asked) {
+  struct stat st;
+  fillStat(a, st);
+  names_.putOwn(gen, parent, name, st, asked);
+}
+
+void CairnFs::ownNamesChanged(fuse_ino_t parent, const char* name, fuse_ino_t newParent,
+                              const char* newName, bool exchange) {
+  // An inode whose name was not kept here may still have attributes kept (a getattr through
+  // another name, or through a descriptor): none can be told apart, so none stay.
+  auto moved = [&](uint64_t ino) { ino ? names_.dropAttr(ino) : names_.dropAttrs(); };
+  uint64_t from = names_.inoOf(parent, name);
+  names_.dropName(parent, name);
+  names_.dropAttr(parent);
+  moved(from);  // a link fewer (unlink), or a new ctime (rename)
+  if (newName == nullptr) return;
+  uint64_t to = names_.inoOf(newParent, newName);
+  names_.dropName(newParent, newName);
+  names_.dropAttr(newParent);
+  if (to || exchange) moved(to);  // replaced (a link fewer) or moved (an exchange)
+  else names_.dropAttrs();        // perhaps replaced, unknown what
+}
+
+void CairnFs::entryChangedElsewhere(uint64_t parent, std::string_view name) {
+  names_.dropName(toFuse(parent), name);
+}
+
+void CairnFs::feedVouches(std::chrono::steady_clock::time_point sent) { names_.vouch(sent); }
+
+void CairnFs::feedLost() { names_.clear(); }
+
+uint32_t CairnFs::watchWaitMs() {
+  // While the cache of names is in use, the feed answers often enough that each answer's vouch
+  // comes before the last one's runs out (a watch answered after waiting 40% of the bound).
+  auto now = std::chrono::steady_clock::now();
+  if (!names_.usedSince(now - std::chrono::seconds(30))) return 0;
+  return static_cast<uint32_t>(std::max(100.0, options_.attrTimeoutSec * 400));
 }
 
 void CairnFs::changedElsewhere(uint64_t ino) {
@@ -1335,6 +1432,7 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
       r = client_.meta(kj::mv(again));
       reply = replyOf(r);
     }
+    names_.dropAttr(ino);  // after the change: an answer read before it is not kept
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     if (f) {
       std::lock_guard<std::mutex> s(f->state);
@@ -1380,15 +1478,18 @@ void CairnFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
     op.setGid(ctx->gid);
     op.setUmask(ctx->umask);  // meta applies it unless the directory has a default ACL
     op.setExclusive(true);
+    uint64_t gen = names_.generation();
     auto sent = std::chrono::steady_clock::now();
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
     nameChanged(toCluster(parent), name, true, reply, sent);
+    names_.dropAttr(parent);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     if (S_ISDIR(mode))  // empty: every name is known
       known_.know(reply.getAttr().getIno(), reply.getAttr().getDirCookie());
     noteDirAttr(toCluster(parent), reply);
+    madeHere(gen, parent, name, reply.getAttr(), sent);
     replyEntry(req, reply.getAttr());
   });
 }
@@ -1404,13 +1505,16 @@ void CairnFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, con
     op.setTarget(target);
     op.setUid(ctx->uid);
     op.setGid(ctx->gid);
+    uint64_t gen = names_.generation();
     auto sent = std::chrono::steady_clock::now();
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
     nameChanged(toCluster(parent), name, true, reply, sent);
+    names_.dropAttr(parent);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(parent), reply);
+    madeHere(gen, parent, name, reply.getAttr(), sent);
     replyEntry(req, reply.getAttr());
   });
 }
@@ -1424,13 +1528,19 @@ void CairnFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newParent, const c
     op.setNewParent(toCluster(newParent));
     op.setNewName(newName);
     forgetDirAttr(toCluster(ino));  // its link count and ctime change
+    uint64_t gen = names_.generation();
     auto sent = std::chrono::steady_clock::now();
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     auto reply = replyOf(r);
     nameChanged(toCluster(newParent), newName, true, reply, sent);
-    if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
+    names_.dropAttr(newParent);
+    if (reply.getErr() != 0) {
+      names_.dropAttr(ino);
+      return (void)fuse_reply_err(req, reply.getErr());
+    }
     noteDirAttr(toCluster(newParent), reply);
+    madeHere(gen, newParent, newName, reply.getAttr(), sent);
     replyEntry(req, reply.getAttr());
   });
 }
@@ -1452,6 +1562,7 @@ void CairnFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     nameChanged(toCluster(parent), name, false, replyOf(r), sent);
+    ownNamesChanged(parent, name, 0, nullptr, false);  // also when refused: the name may be gone
     if (replyOf(r).getErr() == 0) noteDirAttr(toCluster(parent), replyOf(r));
     fuse_reply_err(req, replyOf(r).getErr());
   });
@@ -1476,6 +1587,7 @@ void CairnFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
     auto r = client_.meta(kj::mv(m));
     namespaceChanged();
     int err = replyOf(r).getErr();
+    ownNamesChanged(parent, name, newParent, newName, (flags & RENAME_EXCHANGE) != 0);
     if (err != 0 || !(flags & RENAME_EXCHANGE)) {  // an exchange keeps both names
       nameChanged(toCluster(parent), name, false, err);
       nameChanged(toCluster(newParent), newName, true, err);
@@ -1663,6 +1775,7 @@ void CairnFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
     x.setValue(kj::arrayPtr(reinterpret_cast<const kj::byte*>(value), size));
     x.setFlags((flags & XATTR_CREATE ? 1u : 0u) | (flags & XATTR_REPLACE ? 2u : 0u));
     auto r = client_.meta(kj::mv(m));
+    names_.dropAttr(ino);  // its ctime, and with an ACL its mode
     fuse_reply_err(req, replyOf(r).getErr());
   });
 }
@@ -1718,6 +1831,7 @@ void CairnFs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
     x.setIno(toCluster(ino));
     x.setName(name);
     auto r = client_.meta(kj::mv(m));
+    names_.dropAttr(ino);
     fuse_reply_err(req, replyOf(r).getErr());
   });
 }

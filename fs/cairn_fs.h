@@ -27,6 +27,7 @@
 #include "fs/client.h"
 #include "fs/known_dirs.h"
 #include "fs/invalidator.h"
+#include "fs/name_cache.h"
 #include "rpc/workers.h"
 #include "rpc/metrics.h"
 
@@ -40,6 +41,7 @@ struct FsOptions {
   bool acl = true;  // POSIX ACLs (-o noacl: refused with EOPNOTSUPP)
   uint32_t readaheadBytes = 1 << 20;  // offered to the kernel at INIT (it keeps the smaller)
   double recordAfterSec = 2.0;  // a written, uncommitted first chunk is recorded after this
+  size_t nameCacheEntries = 65536;  // names (and attributes) kept past the kernel's timeouts
 };
 
 class CairnFs final : public OpenFiles {
@@ -142,6 +144,10 @@ class CairnFs final : public OpenFiles {
   std::vector<Ref> takeClosed() override;
   void putBackClosed(std::vector<Ref> refs) override;
   void changedElsewhere(uint64_t ino) override;
+  void entryChangedElsewhere(uint64_t parent, std::string_view name) override;
+  void feedVouches(std::chrono::steady_clock::time_point sent) override;
+  void feedLost() override;
+  uint32_t watchWaitMs() override;
 
  private:
   // Lock order: mutex, then state. `mutex` is held shared by reads and block-aligned writes
@@ -161,6 +167,7 @@ class CairnFs final : public OpenFiles {
     uint64_t openGen = 0;     // of the open that took refs from 0 (told to meta)
     uint64_t size = 0;        // best known size (meta's, or ours when larger)
     bool dirty = false;       // size/mtime not yet committed to meta
+    std::atomic<bool> changed{false};  // written, truncated or allocated here since first open
     std::set<uint64_t> unsynced;             // chunks written since the last fsync
     std::map<uint64_t, ChunkLoc> chunks;     // index -> location
     // The first chunk meta offered when we created the file (used by the first write of it,
@@ -267,6 +274,26 @@ class CairnFs final : public OpenFiles {
   std::atomic<bool> scatteredWrites_{true};  // false once a chunk server refused writeAt
   Counter* knownAbsent_;   // lookups answered here (null without metrics)
   KnownDirs known_;
+  // Names and attributes kept past the kernel's timeouts while the change feed vouches for them
+  // (fs/name_cache.h), by FUSE inode number. Never used for a file this mount has open or holds
+  // unwritten data of (files_): its size and times are the open's own. Our own changes drop what
+  // they touch; a file written here loses its attributes at each write and at its last close.
+  NameCache names_;
+  Counter* namesAnswered_ = nullptr;  // lookups answered from names_
+  Counter* attrsAnswered_ = nullptr;  // getattrs answered from names_
+  bool heldHere(uint64_t cino);       // in files_ (open, or data not yet committed)
+  // Keeps what meta answered for (parent, name) or an inode, asked at `asked` with generation
+  // `gen` of names_, unless the file is held here.
+  void keepEntry(uint64_t gen, fuse_ino_t parent, const char* name, const struct stat& st,
+                 std::chrono::steady_clock::time_point asked);
+  void keepAttr(uint64_t gen, const struct stat& st, std::chrono::steady_clock::time_point asked);
+  // Keeps what our own change made: (parent, name) naming the inode of `a` (NameCache::putOwn).
+  void madeHere(uint64_t gen, fuse_ino_t parent, const char* name, proto::Attr::Reader a,
+                std::chrono::steady_clock::time_point asked);
+  // After our own unlink or rmdir (newName null) or rename, before the kernel hears the result:
+  // the names, their directories' attributes and those of the inodes they named are dropped.
+  void ownNamesChanged(fuse_ino_t parent, const char* name, fuse_ino_t newParent,
+                       const char* newName, bool exchange);
   // Sends one lock request; granted, or a conflict in `conflict` (may be null). With `wait`, asks
   // again (backing off) until granted or the request is interrupted (EINTR).
   int lockRequest(fuse_req_t req, uint64_t cino, uint64_t owner, uint32_t pid, int type,

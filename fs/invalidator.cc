@@ -10,7 +10,9 @@
 namespace cairn::fs {
 
 namespace {
-constexpr uint32_t WAIT_MS = 5000;  // one poll; also how long stopping may take
+// One poll; also how long stopping may take, and how long a mount whose caches start relying on
+// the feed may wait for its first vouch (fs/name_cache.h).
+constexpr uint32_t WAIT_MS = 1000;
 }
 
 Invalidator::Invalidator(ClusterClient& client, fuse_session* se, uint64_t rootIno,
@@ -48,6 +50,7 @@ void Invalidator::apply(proto::ChangePage::Reader page) {
     if (c.getOrigin() == self) continue;  // our own kernel saw it through our replies
     if (c.getName().size() > 0) {
       fuse_ino_t parent = c.getParent() == rootIno_ ? FUSE_ROOT_ID : c.getParent();
+      if (files_) files_->entryChangedElsewhere(c.getParent(), std::string_view(c.getName().cStr(), c.getName().size()));
       // -ENOENT: the kernel does not cache that entry; nothing to drop.
       fuse_lowlevel_notify_inval_entry(se_, parent, c.getName().cStr(), c.getName().size());
       if (entries_) entries_->inc();
@@ -72,7 +75,8 @@ void Invalidator::run() {
       auto w = req->getRoot<proto::MetaRequest>().getOp().initWatch();
       w.setEpoch(epoch);
       w.setAfter(after);
-      w.setWaitMs(WAIT_MS);
+      uint32_t waitMs = files_ ? files_->watchWaitMs() : 0;
+      w.setWaitMs(waitMs > 0 ? std::min(waitMs, WAIT_MS) : WAIT_MS);
       w.setHost(host_);
       w.setMount(mount_);
       if (files_) {
@@ -105,6 +109,10 @@ void Invalidator::run() {
       // Answered from another feed than we asked about (a new leader): it learns our open files
       // with the next watch. Otherwise the files went with this one.
       resync = page.getEpoch() != epoch;
+      // A new feed starts where it is now: what changed before, since our caches were filled,
+      // will never come. They are dropped here, after the feed's position is fixed, so that
+      // what they hold from now on was read after it.
+      if ((resync || page.getLost()) && files_) files_->feedLost();
       if (page.getLost()) {
         spdlog::info("coherence: changes of other clients were missed (new meta leader or too "
                      "far behind): cached entries and attributes may be stale for up to their "
@@ -112,6 +120,8 @@ void Invalidator::run() {
         if (lost_) lost_->inc();
       }
       if (!stop_) apply(page);
+      if (!stop_ && files_ && page.getConfirmed() && !resync && !page.getLost())
+        files_->feedVouches(start);
       epoch = page.getEpoch();
       after = page.getNext();
       if (page.getChanges().size() == 0 &&

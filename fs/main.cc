@@ -3,7 +3,8 @@
 // SOURCE is META_ADDRS:/sub/dir, e.g. 127.0.0.1:7000,127.0.0.1:7001:/volumes/v1. Options of
 // our own: secretfile=F, keyfile=K, log=FILE, loglevel=L, attr_timeout=S, metrics=HOST:PORT,
 // readahead_kb=N (the kernel's readahead for the mount; 16384 by default, 0 leaves the kernel's),
-// record_after_s=S (a new file's first chunk, written but not yet committed, is recorded with
+// name_cache=N (names and attributes kept past the kernel's timeouts while meta's change feed
+// vouches for them: 65536 by default, 0 turns it off), record_after_s=S (a new file's first chunk, written but not yet committed, is recorded with
 // meta after S seconds: 2 by default; at most 8, as meta takes offers back after 10 s or more),
 // writeback_cache (the kernel's: faster small writes, but other clients' size changes do not
 // reach cached inodes), nolocal_reads (chunk copies on this host are read through their server
@@ -91,6 +92,7 @@ int main(int argc, char** argv) {
   // kernel's 128 KiB default for a FUSE mount keeps one or two. 16 MiB, as NFS clients use.
   uint32_t readaheadKb = 16384;
   double recordAfter = 2.0;
+  size_t nameCache = 65536;
   // The kernel's writeback cache keeps a file's size and mtime to itself: sizes that other
   // clients change would never reach this mount's cached inodes. Off by default (coherence);
   // -o writeback_cache turns it on for files only this mount writes.
@@ -120,6 +122,7 @@ int main(int argc, char** argv) {
         else if (k == "attr_timeout") attrTimeout = optionNumber(k, v, 3600);
         else if (k == "readahead_kb") readaheadKb = static_cast<uint32_t>(optionNumber(k, v, 1 << 20));
         else if (k == "record_after_s") recordAfter = optionNumber(k, v, 8);
+        else if (k == "name_cache") nameCache = static_cast<size_t>(optionNumber(k, v, 1 << 22));
         else if (k == "writeback_cache") writebackCache = true;
         else if (k == "allow_other") allowOther = true;
         else if (k == "noallow_other") allowOther = false;
@@ -288,6 +291,7 @@ int main(int argc, char** argv) {
     options.attrTimeoutSec = attrTimeout;
     if (readaheadKb > 0) options.readaheadBytes = readaheadKb << 10;
     options.recordAfterSec = recordAfter;
+    options.nameCacheEntries = nameCache;
     options.writebackCache = writebackCache;
     options.acl = acl;
     options.entryTimeoutSec = attrTimeout;

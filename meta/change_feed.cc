@@ -77,7 +77,8 @@ void ChangeFeed::append(std::vector<Change> changes) {
   }
 }
 
-ChangeFeed::Page ChangeFeed::since(uint64_t epoch, uint64_t after, size_t max) const {
+ChangeFeed::Page ChangeFeed::since(uint64_t epoch, uint64_t after, size_t max,
+                                   uint64_t skipOrigin) const {
   Page p;
   p.epoch = epoch_;
   uint64_t from = after + 1;
@@ -85,22 +86,28 @@ ChangeFeed::Page ChangeFeed::since(uint64_t epoch, uint64_t after, size_t max) c
     // A new client (epoch 0) starts at the end without loss; one from another feed lost changes.
     p.lost = epoch != 0;
     p.next = last();
+    p.end = true;
     return p;
   }
   if (from < first_) {
     p.lost = true;
     from = first_;
   }
-  for (uint64_t s = from; s <= last() && p.changes.size() < max; s++) p.changes.push_back(ring_[s - first_]);
-  p.next = from + p.changes.size() - 1;
-  if (p.changes.empty()) p.next = std::max(after, first_ - 1);
+  p.next = std::max(after, first_ - 1);
+  for (uint64_t s = from; s <= last() && p.changes.size() < max; s++) {
+    const Change& c = ring_[s - first_];
+    if (skipOrigin == 0 || c.origin != skipOrigin) p.changes.push_back(c);
+    p.next = s;
+  }
+  p.end = p.next >= last();
   return p;
 }
 
 bool ChangeFeed::wakes(uint64_t epoch, uint64_t after, uint64_t client, size_t max,
                        uint64_t& checked) const {
   if (epoch != epoch_ || after + 1 < first_ || client == 0) return true;
-  if (last() >= after + max) return true;
+  // Far behind, even in its own changes: answered before it falls out of the ring.
+  if (last() >= after + std::max(max, capacity_ / 2)) return true;
   for (uint64_t s = std::max({after, checked, first_ - 1}) + 1; s <= last(); s++)
     if (ring_[s - first_].origin != client) return true;
   checked = last();

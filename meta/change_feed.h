@@ -36,12 +36,15 @@ class ChangeFeed {
   struct Page {
     uint64_t epoch = 0, next = 0;
     bool lost = false;
+    bool end = false;  // `next` is the newest change: the page holds all there is
     std::vector<Change> changes;
   };
-  // Up to `max` changes after `after` of feed `epoch` (another epoch: from the oldest kept, lost).
-  Page since(uint64_t epoch, uint64_t after, size_t max) const;
+  // Up to `max` changes after `after` of feed `epoch` (another epoch: from the oldest kept, lost),
+  // leaving out those of `skipOrigin` (a client's own, which it needs not be told; 0: none).
+  Page since(uint64_t epoch, uint64_t after, size_t max, uint64_t skipOrigin = 0) const;
   // Whether a watcher of `client` (0: none) after `after` of feed `epoch` has something to be
-  // told: a change by someone else, lost changes, a full page of `max`, another feed. The
+  // told: a change by someone else, lost changes, another feed, or so many changes of its own
+  // (`max` or half the ring) that it would soon fall out of the ring. The
   // changes up to `checked` are known to be the watcher's own; it is moved on, so that each
   // change is looked at once however long the watcher sleeps.
   bool wakes(uint64_t epoch, uint64_t after, uint64_t client, size_t max, uint64_t& checked) const;

@@ -475,7 +475,7 @@ void MetaServer::roleChanged(bool leader) {
   if (!leader) {
     failPending(EAGAIN);
     for (auto& w : watchers_)
-      if (w.fulfiller->isWaiting()) w.fulfiller->fulfill(notLeader());
+      if (w.fulfiller->isWaiting()) w.fulfiller->fulfill();  // answered: not the leader
     watchers_.clear();
     sessions_.clear();
     live_.clear();

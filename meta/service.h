@@ -116,15 +116,15 @@ class MetaServer final : public raft::Application {
   // Coherence between clients (meta/watch.cc): the feed of changes mounts long-poll, the
   // watches parked until something changes, and the sessions those watches keep alive.
   kj::Promise<Reply> watch(proto::MetaRequest::Reader request);
-  Reply changesReply(const ChangeFeed::Page& page);
+  // `confirmed`: read after a linearizable read, with every change there is (ChangePage).
+  Reply changesReply(const ChangeFeed::Page& page, bool confirmed);
   void wakeWatchers();
-  static bool foreign(const ChangeFeed::Page& page, uint64_t client);  // a change not by client
   void expireSessions();
   struct Watcher {
     uint64_t epoch = 0, after = 0;
     uint64_t client = 0;  // its own changes do not wake it (it has nothing to drop for them)
     uint64_t checked = 0; // changes up to here are known to be its own
-    kj::Own<kj::PromiseFulfiller<Reply>> fulfiller;
+    kj::Own<kj::PromiseFulfiller<void>> fulfiller;  // the watch's answer is due
   };
   struct Session {
     std::string host, mount;

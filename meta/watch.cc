@@ -16,12 +16,13 @@ uint64_t MetaServer::newEpoch() {
   return e | 1;
 }
 
-MetaServer::Reply MetaServer::changesReply(const ChangeFeed::Page& page) {
+MetaServer::Reply MetaServer::changesReply(const ChangeFeed::Page& page, bool confirmed) {
   auto reply = kj::heap<capnp::MallocMessageBuilder>();
   auto out = reply->initRoot<proto::MetaReply>().initChanges();
   out.setEpoch(page.epoch);
   out.setNext(page.next);
   out.setLost(page.lost);
+  out.setConfirmed(confirmed);
   auto list = out.initChanges(static_cast<unsigned>(page.changes.size()));
   for (size_t i = 0; i < page.changes.size(); i++) {
     auto& c = page.changes[i];
@@ -31,12 +32,6 @@ MetaServer::Reply MetaServer::changesReply(const ChangeFeed::Page& page) {
     list[i].setName(c.name);
   }
   return reply;
-}
-
-bool MetaServer::foreign(const ChangeFeed::Page& page, uint64_t client) {
-  for (auto& c : page.changes)
-    if (c.origin != client || client == 0) return true;
-  return false;
 }
 
 kj::Promise<MetaServer::Reply> MetaServer::watch(proto::MetaRequest::Reader request) {
@@ -59,19 +54,27 @@ kj::Promise<MetaServer::Reply> MetaServer::watch(proto::MetaRequest::Reader requ
     }
     for (auto c : w.getClosed()) fileClosed(client, c.getIno(), c.getGen());
   }
-  auto page = feed_.since(w.getEpoch(), w.getAfter(), MAX_PAGE);
-  if (foreign(page, client) || page.lost || w.getEpoch() != feed_.epoch() ||
-      watchers_.size() >= MAX_WATCHERS || page.changes.size() >= MAX_PAGE) {
-    return changesReply(page);
-  }
-  auto paf = kj::newPromiseAndFulfiller<Reply>();
-  watchers_.push_back(Watcher{w.getEpoch(), w.getAfter(), client, 0, kj::mv(paf.fulfiller)});
-  uint32_t waitMs = std::min<uint32_t>(w.getWaitMs(), 30000);
   uint64_t epoch = w.getEpoch(), after = w.getAfter();
-  return paf.promise.exclusiveJoin(
-      io_->provider->getTimer().afterDelay(waitMs * kj::MILLISECONDS).then([this, epoch, after]() {
-        return changesReply(feed_.since(epoch, after, MAX_PAGE));
-      }));
+  // Every answer is read from the feed after a linearizable read (the leader is still the
+  // leader, and has applied every change committed before the watch was sent), so that a page
+  // with room to spare vouches for the mount's caches as of the watch's sending.
+  // The client's own changes are left out (it has nothing to drop for them).
+  auto answer = [this, epoch, after, client]() {
+    return afterRead([this, epoch, after, client]() {
+      auto page = feed_.since(epoch, after, MAX_PAGE, client);
+      return changesReply(page, !page.lost && page.epoch == epoch && page.end);
+    });
+  };
+  auto page = feed_.since(epoch, after, MAX_PAGE, client);
+  if (!page.changes.empty() || page.lost || epoch != feed_.epoch() ||
+      watchers_.size() >= MAX_WATCHERS || !page.end) {
+    return answer();
+  }
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  watchers_.push_back(Watcher{epoch, after, client, 0, kj::mv(paf.fulfiller)});
+  uint32_t waitMs = std::min<uint32_t>(w.getWaitMs(), 30000);
+  return paf.promise.exclusiveJoin(io_->provider->getTimer().afterDelay(waitMs * kj::MILLISECONDS))
+      .then(kj::mv(answer));
 }
 
 void MetaServer::wakeWatchers() {
@@ -85,7 +88,7 @@ void MetaServer::wakeWatchers() {
       still.push_back(kj::mv(w));
       continue;
     }
-    w.fulfiller->fulfill(changesReply(feed_.since(w.epoch, w.after, MAX_PAGE)));
+    w.fulfiller->fulfill();
   }
   watchers_ = kj::mv(still);
 }

@@ -421,6 +421,9 @@ struct ChangePage {
   lost @2 :Bool;        # changes were missed (new feed or overflow): caches may be stale for up
                         # to the attribute timeout
   changes @3 :List(Change);
+  confirmed @4 :Bool;   # built after a linearizable read, and holding every change there is:
+                        # every change committed before the watch was sent is in this page or
+                        # an earlier one (what the mount's own caches are trusted on)
 }
 
 struct LockReply {

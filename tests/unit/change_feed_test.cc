@@ -96,8 +96,9 @@ TEST(ChangeFeed, PagesResumeInOrderAndReportLoss) {
 
 
 // wakes() (which looks at each change once) agrees with the page-building test it replaces:
-// a watcher is answered when since() holds a change by someone else, lost changes or a full
-// page, over a random history of appends by two clients and watchers that sleep or are answered.
+// a watcher is answered when since() (its own changes left out) holds a change by someone else,
+// or lost changes, or when it is half a ring behind in its own, over a random history of appends
+// by two clients and watchers that sleep or are answered.
 TEST(ChangeFeed, WakesAgreesWithPages) {
   std::mt19937_64 rng(7);
   for (int round = 0; round < 50; round++) {
@@ -112,10 +113,10 @@ TEST(ChangeFeed, WakesAgreesWithPages) {
       uint64_t origin = rng() % 5 == 0 ? 3 - client : client;  // mostly its own
       for (size_t i = 0; i < n; i++) cs.push_back(Change{origin, 100 + uint64_t(step), 0, ""});
       feed.append(cs);
-      auto page = feed.since(42, after, max);
-      bool foreign = false;
-      for (auto& c : page.changes) foreign |= c.origin != client;
-      bool expect = foreign || page.lost || page.changes.size() >= max;
+      auto page = feed.since(42, after, max, client);
+      for (auto& c : page.changes) ASSERT_NE(c.origin, client) << "its own are left out";
+      bool behind = feed.last() >= after + std::max<uint64_t>(max, 8);
+      bool expect = !page.changes.empty() || page.lost || behind;
       ASSERT_EQ(feed.wakes(42, after, client, max, checked), expect)
           << "round " << round << " step " << step;
       if (expect) {  // answered: the mount watches again from the page's end
@@ -127,6 +128,31 @@ TEST(ChangeFeed, WakesAgreesWithPages) {
     EXPECT_GT(woken, 0);
     EXPECT_TRUE(feed.wakes(7, after, client, max, checked)) << "another feed";
   }
+}
+
+// A page leaves out the asker's own changes but moves past them, and says whether it reached the
+// newest change (only then does a watch's answer vouch for the mount's caches).
+TEST(ChangeFeed, PagesLeaveOutTheAskersOwnChangesAndTellWhetherTheyReachTheEnd) {
+  ChangeFeed feed(42, 100);
+  uint64_t start = feed.since(0, 0, 10).next;
+  for (uint64_t i = 0; i < 20; i++) feed.append({Change{i % 4 == 0 ? 2u : 1u, 100 + i, 0, ""}});
+  auto all = feed.since(42, start, 100, 1);
+  EXPECT_EQ(all.changes.size(), 5u);  // client 2's: every fourth
+  EXPECT_EQ(all.next, feed.last());
+  EXPECT_TRUE(all.end);
+  auto part = feed.since(42, start, 2, 1);
+  ASSERT_EQ(part.changes.size(), 2u);
+  EXPECT_EQ(part.changes[1].ino, 104u);
+  EXPECT_FALSE(part.end) << "three more of client 2 wait";
+  auto rest = feed.since(42, part.next, 100, 1);
+  ASSERT_EQ(rest.changes.size(), 3u);
+  EXPECT_EQ(rest.changes[0].ino, 108u);
+  EXPECT_TRUE(rest.end);
+  auto own = feed.since(42, start + 17, 100, 1);  // only client 1's after the last of client 2's
+  EXPECT_TRUE(own.changes.empty());
+  EXPECT_EQ(own.next, feed.last()) << "moved past its own changes";
+  EXPECT_TRUE(own.end);
+  EXPECT_EQ(feed.since(42, start, 100).changes.size(), 20u) << "no asker: every change";
 }
 
 }  // namespace
