@@ -406,6 +406,7 @@ void CairnFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       // file's later chunks dropped by meta and mtime and ctime set to now.
       std::unique_lock<std::shared_mutex> exclusive(f->mutex);
       forgetDirAttr(cino);  // attributes noted at an earlier setattr no longer hold
+      f->changed = true;
       int err = flushPending(*f, cino);
       if (err == 0) err = commit(*f, cino);
       if (err == 0) {  // also when empty: mtime and ctime move (as on ext4)
@@ -1370,6 +1371,7 @@ void CairnFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toS
     std::unique_lock<std::shared_mutex> lock;
     bool folded = false, binding = false;
     if (f) {
+      f->changed = true;
       // Our own buffered data and unflushed size and mtime first: meta's view of the old size
       // must be right, and times set now must not be overwritten by a later commit. Without a
       // size change, the size commit travels in the setattr itself (one commit, not two: tar
@@ -1852,6 +1854,7 @@ void CairnFs::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off
     if (!punch && !zero && (mode & FALLOC_FL_KEEP_SIZE)) return (void)fuse_reply_err(req, 0);
     uint64_t cino = toCluster(ino);
     auto f = file(cino, true);
+    f->changed = true;
     std::unique_lock<std::shared_mutex> lock(f->mutex);
     if (int err = flushPending(*f, cino); err != 0) return (void)fuse_reply_err(req, err);
     // Meta punches only the chunks it knows of.

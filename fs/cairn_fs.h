@@ -375,9 +375,11 @@ void CairnFs::guard(fuse_req_t req, const char* op, Fn&& fn) {
     fn();
   } catch (kj::Exception& e) {
     spdlog::error("{}: {}", op, e.getDescription().cStr());
+    names_.clear();  // a change may have been made without our hearing of it
     fuse_reply_err(req, EIO);
   } catch (std::exception& e) {
     spdlog::error("{}: {}", op, e.what());
+    names_.clear();
     fuse_reply_err(req, EIO);
   }
   latency.reset();
