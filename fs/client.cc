@@ -31,6 +31,7 @@ thread_local std::unique_ptr<ThreadIo> threadIo;
 thread_local bool threadHasOtherLoop = false;
 thread_local bool threadLoopRan = false;  // since the last settle()
 thread_local ClusterClient::WaitCompanion waitCompanion = nullptr;
+thread_local kj::Duration threadRetry = 120 * kj::SECONDS;
 thread_local const void* loopThreadOf = nullptr;  // on a client's shared loop thread: the client
 
 }  // namespace
@@ -114,6 +115,8 @@ auto ClusterClient::onLoop(Func&& func) {
 
 void ClusterClient::setWaitCompanion(WaitCompanion companion) { waitCompanion = companion; }
 
+void ClusterClient::setThreadRetry(kj::Duration retryFor) { threadRetry = retryFor; }
+
 kj::Timer& ClusterClient::timer() {
   return (loopThreadOf == this ? loop_.io() : threadIo->io).provider->getTimer();
 }
@@ -124,7 +127,7 @@ Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request) {
     auto& m = threadIo->metas[instance_];
     if (!m)
       m = kj::heap<MetaClient>(threadIo->io, *threadIo->secrets[instance_], metaAddrs_,
-                               proto::Role::CLIENT, clientId_, 120 * kj::SECONDS, seqs_);
+                               proto::Role::CLIENT, clientId_, threadRetry, seqs_);
     return m->call(kj::mv(request));
   });
 }

@@ -47,6 +47,9 @@ class ClusterClient {
   // while it waits for an answer. Thread-local.
   using WaitCompanion = kj::Promise<void> (*)(kj::AsyncIoContext&);
   static void setWaitCompanion(WaitCompanion companion);
+  // How long the calling thread's meta requests go on retrying while no meta server answers
+  // (120 s unless set; set before the thread's first request). Thread-local.
+  static void setThreadRetry(kj::Duration retryFor);
 
   ClusterClient(std::vector<std::string> metaAddrs, const std::string& secretBytes,
                 BlockCipher& cipher);

@@ -64,6 +64,12 @@ void Invalidator::apply(proto::ChangePage::Reader page) {
 }
 
 void Invalidator::run() {
+  // A watch gives up after 10 s without meta (and is sent again a second later), not after the
+  // 120 s a FUSE request rides out: a mount ending while meta is gone stops within that.
+  ClusterClient::setThreadRetry(10 * kj::SECONDS);
+  auto pause = [this](int ms) {  // a pause that ends early when the mount stops
+    for (int left = ms; left > 0 && !stop_; left -= 50) usleep(50 * 1000);
+  };
   uint64_t epoch = 0, after = 0;
   bool resync = true;  // the next watch tells every open file (a new feed: a new leader)
   while (!stop_) {
@@ -102,7 +108,7 @@ void Invalidator::run() {
       if (r.getErr() != 0 || !r.isChanges()) {
         if (files_) files_->putBackClosed(std::move(closed));
         resync = true;  // whoever answers next may be a new leader
-        usleep(500 * 1000);
+        pause(500);
         continue;
       }
       auto page = r.getChanges();
@@ -132,7 +138,7 @@ void Invalidator::run() {
       if (files_) files_->putBackClosed(std::move(closed));
       resync = true;
       spdlog::warn("coherence: watching changes failed: {}", e.getDescription().cStr());
-      usleep(1000 * 1000);
+      pause(1000);
     }
   }
 }
