@@ -129,14 +129,23 @@ void CairnFs::fillStat(proto::Attr::Reader a, struct stat& st) const {
   }
 }
 
-void CairnFs::replyEntry(fuse_req_t req, proto::Attr::Reader a) {
+fuse_entry_param CairnFs::entryOf(const struct stat& st) const {
   fuse_entry_param e;
   memset(&e, 0, sizeof(e));
-  e.ino = toFuse(a.getIno());
+  e.ino = st.st_ino;
   e.generation = 1;
-  fillStat(a, e.attr);
+  e.attr = st;
   e.attr_timeout = options_.attrTimeoutSec;
   e.entry_timeout = options_.entryTimeoutSec;
+  return e;
+}
+
+void CairnFs::replyMade(fuse_req_t req, uint64_t gen, fuse_ino_t parent, const char* name,
+                        proto::Attr::Reader a, std::chrono::steady_clock::time_point asked) {
+  struct stat st;
+  fillStat(a, st);
+  names_.putOwn(gen, parent, name, st, asked);
+  auto e = entryOf(st);
   fuse_reply_entry(req, &e);
 }
 
@@ -197,14 +206,10 @@ void CairnFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       if (knownAbsent_) knownAbsent_->inc();
       return (void)fuse_reply_entry(req, &e);
     }
-    fuse_entry_param e;
-    memset(&e, 0, sizeof(e));
-    e.generation = 1;
-    e.attr_timeout = options_.attrTimeoutSec;
-    e.entry_timeout = options_.entryTimeoutSec;
-    if (names_.entry(parent, name, e.attr) && !heldHere(toCluster(e.attr.st_ino))) {
-      e.ino = e.attr.st_ino;
+    struct stat st;
+    if (names_.entry(parent, name, st) && !heldHere(toCluster(st.st_ino))) {
       if (namesAnswered_) namesAnswered_->inc();
+      auto e = entryOf(st);
       return (void)fuse_reply_entry(req, &e);
     }
     uint64_t gen = names_.generation();
@@ -217,13 +222,15 @@ void CairnFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     auto reply = replyOf(r);
     if (reply.getErr() == ENOENT) {
       // A negative entry, cached as briefly as positive ones.
-      memset(&e.attr, 0, sizeof(e.attr));
+      fuse_entry_param e;
+      memset(&e, 0, sizeof(e));
+      e.entry_timeout = options_.entryTimeoutSec;
       return (void)fuse_reply_entry(req, &e);
     }
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
-    fillStat(reply.getAttr(), e.attr);
-    e.ino = e.attr.st_ino;
-    keepEntry(gen, parent, name, e.attr, asked);
+    fillStat(reply.getAttr(), st);
+    keepEntry(gen, parent, name, st, asked);
+    auto e = entryOf(st);
     fuse_reply_entry(req, &e);
   });
 }
@@ -482,8 +489,6 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     // A file made just now (meta tells the directory's attributes only then, not when the
     // name already existed) has no capability: the kernel's question before its first write
     // needs no answer from meta.
-    // What we made is kept (before the file counts as held here); an existing file opened is not.
-    if (reply.hasParentAttr()) madeHere(namesGen, parent, name, a, sent);
     if (reply.hasParentAttr()) {
       rememberAbsent(a.getIno(), 0);
       if (!(a.getMode() & (S_ISUID | S_ISGID)))
@@ -503,13 +508,11 @@ void CairnFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
         f->offeredAt = std::chrono::steady_clock::now();
       }
     }
-    fuse_entry_param e;
-    memset(&e, 0, sizeof(e));
-    e.ino = toFuse(a.getIno());
-    e.generation = 1;
-    fillStat(a, e.attr);
-    e.attr_timeout = options_.attrTimeoutSec;
-    e.entry_timeout = options_.entryTimeoutSec;
+    struct stat st;
+    fillStat(a, st);
+    // What we made is kept; an existing file opened is not.
+    if (reply.hasParentAttr()) names_.putOwn(namesGen, parent, name, st, sent);
+    auto e = entryOf(st);
     fi->keep_cache = 0;
     fuse_reply_create(req, &e, fi);
   });
@@ -1176,13 +1179,6 @@ void CairnFs::forgetDirAttr(uint64_t dir) {
   dirAttrs_.erase(dir);
 }
 
-void CairnFs::madeHere(uint64_t gen, fuse_ino_t parent, const char* name, proto::Attr::Reader a,
-                       std::chrono::steady_clock::time_point asked) {
-  struct stat st;
-  fillStat(a, st);
-  names_.putOwn(gen, parent, name, st, asked);
-}
-
 void CairnFs::ownNamesChanged(fuse_ino_t parent, const char* name, fuse_ino_t newParent,
                               const char* newName, bool exchange) {
   // An inode whose name was not kept here may still have attributes kept (a getattr through
@@ -1491,8 +1487,7 @@ void CairnFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
     if (S_ISDIR(mode))  // empty: every name is known
       known_.know(reply.getAttr().getIno(), reply.getAttr().getDirCookie());
     noteDirAttr(toCluster(parent), reply);
-    madeHere(gen, parent, name, reply.getAttr(), sent);
-    replyEntry(req, reply.getAttr());
+    replyMade(req, gen, parent, name, reply.getAttr(), sent);
   });
 }
 
@@ -1516,8 +1511,7 @@ void CairnFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, con
     names_.dropAttr(parent);
     if (reply.getErr() != 0) return (void)fuse_reply_err(req, reply.getErr());
     noteDirAttr(toCluster(parent), reply);
-    madeHere(gen, parent, name, reply.getAttr(), sent);
-    replyEntry(req, reply.getAttr());
+    replyMade(req, gen, parent, name, reply.getAttr(), sent);
   });
 }
 
@@ -1542,8 +1536,7 @@ void CairnFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newParent, const c
       return (void)fuse_reply_err(req, reply.getErr());
     }
     noteDirAttr(toCluster(newParent), reply);
-    madeHere(gen, newParent, newName, reply.getAttr(), sent);
-    replyEntry(req, reply.getAttr());
+    replyMade(req, gen, newParent, newName, reply.getAttr(), sent);
   });
 }
 
@@ -1635,12 +1628,10 @@ void CairnFs::listDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bo
         memset(&e, 0, sizeof(e));
         e.attr.st_ino = entryIno;
         e.attr.st_mode = mode;
-        if (attr) {
-          e.ino = entryIno;  // counts as a lookup, as the kernel caches it
-          e.generation = 1;
-          fillStat(*attr, e.attr);
-          e.attr_timeout = options_.attrTimeoutSec;
-          e.entry_timeout = options_.entryTimeoutSec;
+        if (attr) {  // counts as a lookup, as the kernel caches it
+          struct stat st;
+          fillStat(*attr, st);
+          e = entryOf(st);
         }
         need = fuse_add_direntry_plus(req, nullptr, 0, name, &e, next);
         if (need > size - used) return false;

@@ -201,7 +201,8 @@ class CairnFs final : public OpenFiles {
   uint64_t toCluster(fuse_ino_t ino) const { return ino == FUSE_ROOT_ID ? rootIno_ : ino; }
   fuse_ino_t toFuse(uint64_t ino) const { return ino == rootIno_ ? FUSE_ROOT_ID : ino; }
   void fillStat(proto::Attr::Reader a, struct stat& st) const;
-  void replyEntry(fuse_req_t req, proto::Attr::Reader a);
+  // A positive entry for `st`, cached by the kernel for the entry and attribute timeouts.
+  fuse_entry_param entryOf(const struct stat& st) const;
   void replyAttr(fuse_req_t req, proto::Attr::Reader a);
   std::shared_ptr<OpenFile> file(uint64_t ino, bool create);
   // A copy of the chunk's location (asking meta when not cached).
@@ -287,9 +288,10 @@ class CairnFs final : public OpenFiles {
   void keepEntry(uint64_t gen, fuse_ino_t parent, const char* name, const struct stat& st,
                  std::chrono::steady_clock::time_point asked);
   void keepAttr(uint64_t gen, const struct stat& st, std::chrono::steady_clock::time_point asked);
-  // Keeps what our own change made: (parent, name) naming the inode of `a` (NameCache::putOwn).
-  void madeHere(uint64_t gen, fuse_ino_t parent, const char* name, proto::Attr::Reader a,
-                std::chrono::steady_clock::time_point asked);
+  // Answers the kernel with what our own change made, (parent, name) naming the inode of `a`,
+  // and keeps it (NameCache::putOwn, with `gen` read before asking at `asked`).
+  void replyMade(fuse_req_t req, uint64_t gen, fuse_ino_t parent, const char* name,
+                 proto::Attr::Reader a, std::chrono::steady_clock::time_point asked);
   // After our own unlink or rmdir (newName null) or rename, before the kernel hears the result:
   // the names, their directories' attributes and those of the inodes they named are dropped.
   void ownNamesChanged(fuse_ino_t parent, const char* name, fuse_ino_t newParent,

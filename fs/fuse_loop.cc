@@ -32,8 +32,8 @@ class Loop {
       : se_(se), fd_(fuse_session_fd(se)), maxWorkers_(maxWorkers < 1 ? 1 : maxWorkers) {
     if (metrics)
       wakings_ = &metrics->counter("cairn_client_fuse_company_total",
-                                    "Times the FUSE loop's workers were woken because requests "
-                                    "came in company (the reader answers a lone caller alone)");
+                                   "Times the FUSE loop's workers were woken because requests "
+                                   "came in company (the reader answers a lone caller alone)");
   }
 
   // The reader: the calling thread. It never parks.

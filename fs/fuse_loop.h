@@ -8,10 +8,9 @@
 // it reads itself, and checks whether another request waits already. When that happens in most
 // of its last eight requests, for a request that may wait on another one (a lock), or when a
 // request arrives while the reader waits on the network and still waits 2 ms later, it wakes
-// the workers, which then read and answer alongside it
-// as libfuse's threads do. After 50 ms with no two requests answered at once they park again.
-// Forgets and releases, which the kernel sends in the shadow of a caller's requests, count as
-// company neither way.
+// the workers, which then read and answer alongside it as libfuse's threads do. After 50 ms
+// with no two requests answered at once they park again. Forgets and releases, which the
+// kernel sends in the shadow of a caller's requests, count as company neither way.
 #pragma once
 
 #ifndef FUSE_USE_VERSION

@@ -4,8 +4,9 @@
 // our own: secretfile=F, keyfile=K, log=FILE, loglevel=L, attr_timeout=S, metrics=HOST:PORT,
 // readahead_kb=N (the kernel's readahead for the mount; 16384 by default, 0 leaves the kernel's),
 // name_cache=N (names and attributes kept past the kernel's timeouts while meta's change feed
-// vouches for them: 65536 by default, 0 turns it off), record_after_s=S (a new file's first chunk, written but not yet committed, is recorded with
-// meta after S seconds: 2 by default; at most 8, as meta takes offers back after 10 s or more),
+// vouches for them: 65536 by default, 0 turns it off), record_after_s=S (a new file's first
+// chunk, written but not yet committed, is recorded with meta after S seconds: 2 by default; at
+// most 8, as meta takes offers back after 10 s or more),
 // writeback_cache (the kernel's: faster small writes, but other clients' size changes do not
 // reach cached inodes), nolocal_reads (chunk copies on this host are read through their server
 // too, not from their files), noacl (POSIX ACLs refused; they are on by default), noallow_other;
@@ -38,7 +39,8 @@ namespace {
 void usage() {
   fprintf(stderr,
           "usage: mount.cairn META_ADDRS:/path MOUNTPOINT -o secretfile=F,keyfile=K[,log=FILE]"
-          "[,loglevel=L][,ro][,noallow_other][,noacl][,writeback_cache][,nolocal_reads][,readahead_kb=N][,record_after_s=S] [-f]\n");
+          "[,loglevel=L][,ro][,noallow_other][,noacl][,writeback_cache][,nolocal_reads]"
+          "[,readahead_kb=N][,name_cache=N][,record_after_s=S] [-f]\n");
 }
 
 // A number given as option `key`; exits with a message when it is not one in [0, max].
