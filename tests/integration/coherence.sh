@@ -8,8 +8,8 @@ source "$(dirname "$0")/lib.sh"
 cluster_up --chunks 3 --replicas 3
 B="$T/b" C="$T/c"
 mkdir -p "$B" "$C"
-MB="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-MC="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+MB="$(free_port)"
+MC="$(free_port)"
 mount_extra "$B" "attr_timeout=60,metrics=127.0.0.1:$MB"
 PID_B=$MOUNT_PID
 mount_extra "$C" "attr_timeout=60,metrics=127.0.0.1:$MC"

@@ -111,6 +111,8 @@ mount_extra() {  # mount_extra DIR [OPTIONS]: one more mount of the cluster; its
   done
 }
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }  # a loopback port free now
+
 json() {  # json 'python expression over d' < json
   python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"
 }

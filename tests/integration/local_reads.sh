@@ -22,7 +22,6 @@ served() {  # block bytes the chunk servers read for clients
   done
   echo $t
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 # Two chunks (64 MiB each) of data, a hole of never-written blocks inside the first chunk and a

@@ -32,7 +32,7 @@ l=[m for m in d if m.get('role')=='leader'][0]; print('members after remove:', l
 check "meta server removed, cluster serving"
 
 # Add a new, empty meta server (started with --join) as member 6: it catches up and votes.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 "$BIN/cairn-meta" --id 6 --join --listen "127.0.0.1:$port" --data "$T/meta6" \
   --secret-file "$CAIRN_SECRET_FILE" --log-file "$T/meta6.log" &
 EXTRA_PIDS+=($!)

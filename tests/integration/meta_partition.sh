@@ -37,7 +37,7 @@ for i in 1 2 3; do
   EXTRA_PIDS+=($!)
 done
 for i in 0 1 2; do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   "$BIN/cairn-chunk" --listen "127.0.0.1:$port" --meta "$METAS" --secret-file "$CL/secret" \
     --data "$CL/chunk$i" --host "chunk$i" --log-file "$CL/logs/chunk$i.log" &
   EXTRA_PIDS+=($!)

@@ -10,8 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 cluster_up
 A="$T/a" B="$T/b" C="$T/c" Z="$T/z"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PA=$(port) PC=$(port) PZ=$(port)
+PA=$(free_port) PC=$(free_port) PZ=$(free_port)
 mount_extra "$A" "metrics=127.0.0.1:$PA"
 mount_extra "$B"
 CAIRN_FAILPOINT_FEED_DELAY_MS=3000 mount_extra "$C" "metrics=127.0.0.1:$PC"

@@ -17,7 +17,7 @@ targets=""
 for v in $(compgen -v | grep -E '^((META|CHUNK)[0-9]+_|MOUNT_)METRICS$'); do
   targets+="${targets:+, }'127.0.0.1:${!v}'"
 done
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 cat > "$L/prometheus.yml" <<EOF
 global:
   scrape_interval: 1s
