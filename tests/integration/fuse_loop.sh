@@ -116,7 +116,15 @@ mount_pid="$(pgrep -f "mount.cairn .* $M " | head -1)"
 t0=$(date +%s)
 kill -TERM "$mount_pid"
 for _ in $(seq 300); do kill -0 "$mount_pid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$mount_pid" 2>/dev/null && fail "the mount process still runs 30 s after SIGTERM"
+if kill -0 "$mount_pid" 2>/dev/null; then
+  # Where each of its threads waits, and what it logged, for the failure report.
+  for t in /proc/"$mount_pid"/task/*; do
+    echo "thread $(basename "$t") $(cat "$t/comm" 2>/dev/null): $(cat "$t/wchan" 2>/dev/null)"
+    cat "$t/stack" 2>/dev/null | head -8
+  done
+  tail -n 60 "$CL/logs/mount.log"
+  fail "the mount process still runs 30 s after SIGTERM"
+fi
 echo "the mount ended $(( $(date +%s) - t0 )) s after SIGTERM"
 kill "$(cat "$T/holder.pid")" 2>/dev/null || true
 for _ in $(seq 100); do kill -0 "$waiter" 2>/dev/null || break; sleep 0.1; done
