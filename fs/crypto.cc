@@ -7,8 +7,57 @@
 
 namespace cairn::fs {
 
-BlockCipher::BlockCipher(const std::string& keyBytes) {
+namespace {
+
+std::atomic<uint64_t> nextGeneration{1};
+
+constexpr char KEY_CHECK_TEXT[] = "cairn data key check v1";
+
+void associated(uint64_t ino, uint64_t blockNo, unsigned char ad[16]) {
+  memcpy(ad, &ino, 8);
+  memcpy(ad + 8, &blockNo, 8);
+}
+
+// The AES-256-GCM suite's per-write key and GCM nonce, from the file key and the 24-byte nonce.
+struct AesBlockKey {
+  unsigned char key[32];
+  unsigned char nonce[crypto_aead_aes256gcm_NPUBBYTES];
+  AesBlockKey(const Key& fileKey, const unsigned char* nonce24) {
+    crypto_core_hchacha20(key, nonce24, fileKey.data(), nullptr);
+    memcpy(nonce, nonce24 + 16, 8);
+    memset(nonce + 8, 0, sizeof(nonce) - 8);
+  }
+  ~AesBlockKey() { sodium_memzero(key, sizeof(key)); }
+};
+static_assert(crypto_aead_aes256gcm_NPUBBYTES == 12);
+
+}  // namespace
+
+const char* suiteName(Suite s) {
+  return s == Suite::Aes256Gcm ? "aes256gcm" : "xchacha20poly1305";
+}
+
+bool parseSuite(const std::string& name, Suite* out) {
+  if (name == "aes256gcm") *out = Suite::Aes256Gcm;
+  else if (name == "xchacha20poly1305") *out = Suite::XChaCha20Poly1305;
+  else return false;
+  return true;
+}
+
+bool suiteAvailable(Suite s) {
+  // libsodium learns the CPU's features in sodium_init() (idempotent, thread-safe).
+  return s == Suite::XChaCha20Poly1305 ||
+         (sodium_init() >= 0 && crypto_aead_aes256gcm_is_available() == 1);
+}
+
+Suite fastestSuite() {
+  return suiteAvailable(Suite::Aes256Gcm) ? Suite::Aes256Gcm : Suite::XChaCha20Poly1305;
+}
+
+BlockCipher::BlockCipher(const std::string& keyBytes, Suite suite)
+    : suite_(suite), generation_(nextGeneration++) {
   KJ_REQUIRE(sodium_init() >= 0, "libsodium failed to initialise");
+  KJ_REQUIRE(suiteAvailable(suite), "this CPU cannot run the cipher", suiteName(suite));
   std::string hex;
   for (char c : keyBytes)
     if (!isspace(static_cast<unsigned char>(c))) hex.push_back(c);
@@ -26,25 +75,44 @@ BlockCipher::BlockCipher(const std::string& keyBytes) {
   }
 }
 
-BlockCipher::~BlockCipher() { sodium_memzero(master_.data(), master_.size()); }
+BlockCipher::~BlockCipher() {
+  sodium_memzero(master_.data(), master_.size());
+  for (auto& [ino, k] : keys_) sodium_memzero(k.data(), k.size());
+}
+
+void BlockCipher::setSuite(Suite s) {
+  KJ_REQUIRE(suiteAvailable(s), "this CPU cannot run the cipher", suiteName(s));
+  std::lock_guard<std::mutex> lock(mutex_);
+  suite_ = s;
+  generation_ = nextGeneration++;
+  keys_.clear();
+}
 
 Key BlockCipher::fileKey(uint64_t ino) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = keys_.find(ino);
-  if (it != keys_.end()) return it->second;
+  // A read or write opens or seals many blocks of one file in a row on each thread: the last
+  // key is kept per thread, out of the way of the lock.
+  thread_local uint64_t lastGeneration = 0, lastIno = 0;
+  thread_local Key lastKey;
+  if (lastGeneration == generation_ && lastIno == ino) return lastKey;
   Key k;
-  crypto_kdf_derive_from_key(k.data(), k.size(), ino, "cairnfil", master_.data());
-  if (keys_.size() > 65536) keys_.clear();  // bounded cache
-  keys_[ino] = k;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = keys_.find(ino);
+    if (it != keys_.end()) {
+      k = it->second;
+    } else {
+      crypto_kdf_derive_from_key(k.data(), k.size(), ino,
+                                 suite_ == Suite::Aes256Gcm ? "cairnaes" : "cairnfil",
+                                 master_.data());
+      if (keys_.size() > 65536) keys_.clear();  // bounded cache
+      keys_[ino] = k;
+    }
+  }
+  lastGeneration = generation_;
+  lastIno = ino;
+  lastKey = k;
   return k;
 }
-
-namespace {
-void associated(uint64_t ino, uint64_t blockNo, unsigned char ad[16]) {
-  memcpy(ad, &ino, 8);
-  memcpy(ad + 8, &blockNo, 8);
-}
-}  // namespace
 
 void BlockCipher::seal(uint64_t ino, uint64_t blockNo, const unsigned char* plain,
                        unsigned char* cipher, unsigned char* aux) {
@@ -52,11 +120,17 @@ void BlockCipher::seal(uint64_t ino, uint64_t blockNo, const unsigned char* plai
   unsigned char ad[16];
   associated(ino, blockNo, ad);
   unsigned char* nonce = aux;
-  unsigned char* tag = aux + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
-  randombytes_buf(nonce, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+  unsigned char* tag = aux + NONCE;
+  randombytes_buf(nonce, NONCE);
   unsigned long long tagLen = 0;
-  crypto_aead_xchacha20poly1305_ietf_encrypt_detached(cipher, tag, &tagLen, plain, BLOCK, ad,
-                                                      sizeof(ad), nullptr, nonce, k.data());
+  if (suite_ == Suite::Aes256Gcm) {
+    AesBlockKey bk(k, nonce);
+    crypto_aead_aes256gcm_encrypt_detached(cipher, tag, &tagLen, plain, BLOCK, ad, sizeof(ad),
+                                           nullptr, bk.nonce, bk.key);
+  } else {
+    crypto_aead_xchacha20poly1305_ietf_encrypt_detached(cipher, tag, &tagLen, plain, BLOCK, ad,
+                                                        sizeof(ad), nullptr, nonce, k.data());
+  }
 }
 
 bool BlockCipher::open(uint64_t ino, uint64_t blockNo, const unsigned char* cipher,
@@ -65,9 +139,46 @@ bool BlockCipher::open(uint64_t ino, uint64_t blockNo, const unsigned char* ciph
   unsigned char ad[16];
   associated(ino, blockNo, ad);
   const unsigned char* nonce = aux;
-  const unsigned char* tag = aux + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
-  return crypto_aead_xchacha20poly1305_ietf_decrypt_detached(plain, nullptr, cipher, BLOCK, tag, ad,
-                                                             sizeof(ad), nonce, k.data()) == 0;
+  const unsigned char* tag = aux + NONCE;
+  int rc;
+  if (suite_ == Suite::Aes256Gcm) {
+    AesBlockKey bk(k, nonce);
+    rc = crypto_aead_aes256gcm_decrypt_detached(plain, nullptr, cipher, BLOCK, tag, ad,
+                                                sizeof(ad), bk.nonce, bk.key);
+  } else {
+    rc = crypto_aead_xchacha20poly1305_ietf_decrypt_detached(plain, nullptr, cipher, BLOCK, tag,
+                                                             ad, sizeof(ad), nonce, k.data());
+  }
+  return rc == 0;
+}
+
+std::vector<unsigned char> sealKeyCheck(BlockCipher& cipher) {
+  unsigned char plain[BLOCK] = {0};
+  memcpy(plain, KEY_CHECK_TEXT, sizeof(KEY_CHECK_TEXT));
+  std::vector<unsigned char> out(BLOCK + AUX + 1);
+  cipher.seal(0, 0, plain, out.data(), out.data() + BLOCK);
+  out[BLOCK + AUX] = static_cast<unsigned char>(cipher.suite());
+  return out;
+}
+
+KeyCheck openKeyCheck(BlockCipher& cipher, const unsigned char* check, size_t size,
+                      Suite* suite) {
+  if (size == BLOCK + AUX) {
+    *suite = Suite::XChaCha20Poly1305;
+  } else if (size == BLOCK + AUX + 1 &&
+             (check[BLOCK + AUX] == static_cast<unsigned char>(Suite::XChaCha20Poly1305) ||
+              check[BLOCK + AUX] == static_cast<unsigned char>(Suite::Aes256Gcm))) {
+    *suite = static_cast<Suite>(check[BLOCK + AUX]);
+  } else {
+    return KeyCheck::Malformed;
+  }
+  if (!suiteAvailable(*suite)) return KeyCheck::SuiteUnavailable;
+  cipher.setSuite(*suite);
+  unsigned char plain[BLOCK] = {0}, opened[BLOCK];
+  memcpy(plain, KEY_CHECK_TEXT, sizeof(KEY_CHECK_TEXT));
+  if (!cipher.open(0, 0, check, check + BLOCK, opened) || memcmp(opened, plain, BLOCK) != 0)
+    return KeyCheck::WrongKey;
+  return KeyCheck::Matches;
 }
 
 }  // namespace cairn::fs

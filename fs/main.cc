@@ -40,7 +40,8 @@ void usage() {
   fprintf(stderr,
           "usage: mount.cairn META_ADDRS:/path MOUNTPOINT -o secretfile=F,keyfile=K[,log=FILE]"
           "[,loglevel=L][,ro][,noallow_other][,noacl][,writeback_cache][,nolocal_reads]"
-          "[,readahead_kb=N][,name_cache=N][,record_after_s=S] [-f]\n");
+          "[,readahead_kb=N][,name_cache=N][,record_after_s=S]"
+          "[,cipher=auto|aes256gcm|xchacha20poly1305] [-f]\n");
 }
 
 // A number given as option `key`; exits with a message when it is not one in [0, max].
@@ -81,8 +82,6 @@ void setReadahead(const std::string& mountpoint, uint32_t kb) {
   spdlog::info("readahead {} KiB", kb);
 }
 
-constexpr char KEY_CHECK_TEXT[] = "cairn data key check v1";
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,6 +102,10 @@ int main(int argc, char** argv) {
   // Copies of chunks on this host are read from their files (see fs/local_chunks.h);
   // -o nolocal_reads sends every read through the chunk servers.
   bool localReads = true;
+  // The suite a new cluster's blocks are sealed with, chosen by its first mount (later mounts
+  // use the cluster's, see fs/crypto.h): AES-256-GCM where this CPU runs it.
+  std::string cipherName = "auto";
+  bool suiteAsked = false;
   std::vector<std::string> fuseOpts = {"default_permissions", "subtype=cairn"};
   // Every user of the host may use the filesystem, with the kernel checking permissions
   // (default_permissions) as for any local one. FUSE's default (only the mounting user) would
@@ -131,6 +134,7 @@ int main(int argc, char** argv) {
         else if (k == "no_writeback_cache") writebackCache = false;
         else if (k == "local_reads") localReads = true;
         else if (k == "nolocal_reads") localReads = false;
+        else if (k == "cipher") cipherName = v, suiteAsked = v != "auto";
         else if (k == "acl") acl = true;
         else if (k == "noacl") acl = false;
         else if (k == "rw" || k == "defaults" || k == "_netdev" || k == "auto" || k == "noauto" ||
@@ -200,6 +204,19 @@ int main(int argc, char** argv) {
   setupLogging("mount.cairn", logLevel, logFile);
   try {
     KJ_REQUIRE(sodium_init() >= 0);
+    fs::Suite suite = fs::fastestSuite();
+    if (suiteAsked && !fs::parseSuite(cipherName, &suite)) {
+      fprintf(stderr, "mount.cairn: cipher=%s: not aes256gcm, xchacha20poly1305 or auto\n",
+              cipherName.c_str());
+      spdlog::critical("unknown cipher {}", cipherName);
+      return 2;
+    }
+    if (!fs::suiteAvailable(suite)) {
+      fprintf(stderr, "mount.cairn: cipher=%s: this CPU cannot run it (libsodium's AES-256-GCM "
+              "needs x86-64 with AES-NI and PCLMUL)\n", cipherName.c_str());
+      spdlog::critical("cipher {} unavailable on this CPU", cipherName);
+      return 2;
+    }
     std::string keyBytes = readWholeFile(keyFile);
     {
       std::string hex;
@@ -234,29 +251,43 @@ int main(int argc, char** argv) {
     auto ci = infoReply->getRoot<proto::MetaReply>().getInfo();
     uint64_t chunkSize = ci.getChunkSizeBytes();
     KJ_REQUIRE(chunkSize > 0 && chunkSize % fs::BLOCK == 0, "bad chunk size from meta");
-    unsigned char plain[fs::BLOCK] = {0};
-    memcpy(plain, KEY_CHECK_TEXT, sizeof(KEY_CHECK_TEXT));
     kj::Array<kj::byte> check;
     if (ci.getKeyCheck().size() == 0) {
-      auto blob = kj::heapArray<kj::byte>(fs::BLOCK + fs::AUX);
-      cipher.seal(0, 0, plain, blob.begin(), blob.begin() + fs::BLOCK);
+      // The first mount of the cluster: its suite is the cluster's from now on.
+      cipher.setSuite(suite);
+      auto blob = fs::sealKeyCheck(cipher);
       auto set = newMetaRequest();
-      set->getRoot<proto::MetaRequest>().getOp().setSetKeyCheck(blob);
+      set->getRoot<proto::MetaRequest>().getOp().setSetKeyCheck(
+          kj::arrayPtr(blob.data(), blob.size()));
       auto setReply = client.meta(kj::mv(set));
       check = kj::heapArray<kj::byte>(setReply->getRoot<proto::MetaReply>().getValue());
     } else {
       check = kj::heapArray<kj::byte>(ci.getKeyCheck());
     }
-    unsigned char opened[fs::BLOCK];
-    if (check.size() != fs::BLOCK + fs::AUX ||
-        !cipher.open(0, 0, check.begin(), check.begin() + fs::BLOCK, opened) ||
-        memcmp(opened, plain, fs::BLOCK) != 0) {
-      spdlog::critical("the data key in {} is not this cluster's data key: refusing to mount",
-                       keyFile);
-      fprintf(stderr, "mount.cairn: the data key in %s is not this cluster's data key\n",
-              keyFile.c_str());
+    fs::Suite clusterSuite;
+    auto verdict = fs::openKeyCheck(cipher, check.begin(), check.size(), &clusterSuite);
+    std::string refusal;
+    if (verdict == fs::KeyCheck::WrongKey) {
+      refusal = "the data key in " + keyFile + " is not this cluster's data key";
+    } else if (verdict == fs::KeyCheck::Malformed) {
+      refusal = "the cluster's key check is not one this mount.cairn knows (a newer cairn made "
+                "it?)";
+    } else if (verdict == fs::KeyCheck::SuiteUnavailable) {
+      refusal = std::string("this cluster seals its blocks with ") +
+                fs::suiteName(clusterSuite) +
+                ", which this CPU cannot run (libsodium's AES-256-GCM needs x86-64 with AES-NI "
+                "and PCLMUL); clusters with such clients are made with -o "
+                "cipher=xchacha20poly1305 at their first mount";
+    }
+    if (!refusal.empty()) {
+      spdlog::critical("{}: refusing to mount", refusal);
+      fprintf(stderr, "mount.cairn: %s\n", refusal.c_str());
       return 1;
     }
+    if (suiteAsked && clusterSuite != suite)
+      spdlog::warn("cipher={} asked, but the cluster seals with {} (chosen at its first mount): "
+                   "using the cluster's", fs::suiteName(suite), fs::suiteName(clusterSuite));
+    spdlog::info("blocks sealed with {}", fs::suiteName(clusterSuite));
 
     // Resolve the mounted subdirectory.
     uint64_t root = 1;
