@@ -1,6 +1,9 @@
 // fs/crypto: blocks seal and open under the right key and position only.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <vector>
 
@@ -145,6 +148,34 @@ TEST(KeyCheck, ChecksWithoutTheSuiteByteAreXChaCha) {
   EXPECT_EQ(openKeyCheck(later, check.data(), check.size(), &seen), KeyCheck::Matches);
   EXPECT_EQ(seen, Suite::XChaCha20Poly1305);
   EXPECT_EQ(later.suite(), Suite::XChaCha20Poly1305);
+}
+
+// Nonces come from a generator per thread (fs/crypto.cc): a forked child must not draw the
+// parent's next ones.
+TEST(BlockCipher, ParentAndForkedChildNeverDrawTheSameNonces) {
+  BlockCipher c(std::string(32, 'k'));
+  unsigned char plain[BLOCK] = {0}, cipher[BLOCK], aux[AUX];
+  c.seal(1, 1, plain, cipher, aux);  // this thread's generator is seeded
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    unsigned char mine[3 * AUX];
+    for (int i = 0; i < 3; i++) c.seal(1, 1, plain, cipher, mine + i * AUX);
+    _exit(write(fds[1], mine, sizeof(mine)) == sizeof(mine) ? 0 : 1);
+  }
+  close(fds[1]);
+  unsigned char ours[3 * AUX], theirs[3 * AUX];
+  for (int i = 0; i < 3; i++) c.seal(1, 1, plain, cipher, ours + i * AUX);
+  ASSERT_EQ(read(fds[0], theirs, sizeof(theirs)), ssize_t(sizeof(theirs)));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 3; j++)
+      EXPECT_NE(memcmp(ours + i * AUX, theirs + j * AUX, NONCE), 0) << i << " " << j;
 }
 
 TEST(Suite, NamesRoundTrip) {
