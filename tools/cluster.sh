@@ -235,6 +235,14 @@ case "$cmd" in
     if [ -n "${CAIRN_MOUNT:-}" ] && grep -q " $CAIRN_MOUNT fuse" /proc/mounts; then
       fusermount3 -u "$CAIRN_MOUNT" 2>/dev/null || umount -l "$CAIRN_MOUNT" 2>/dev/null || true
     fi
+    # The mount first, alone: what it still owes meta as it leaves (the commit of files closed
+    # last, the end of its session) needs meta up. Stopped together, the mount sent it to a
+    # meta going away and waited out its retries until the SIGKILL below.
+    if alive mount; then
+      kill -TERM "$(pid_of mount)" 2>/dev/null || true
+      end=$((SECONDS + 10))
+      while alive mount && [ $SECONDS -lt $end ]; do sleep 0.1; done
+    fi
     for f in "$DIR"/pids/*.pid; do
       [ -f "$f" ] || continue
       n="$(basename "$f" .pid)"
