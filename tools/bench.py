@@ -202,15 +202,14 @@ class MooseFS:
     def down(self):
         sh(["umount", self.mnt], check=False, timeout=60)
         sh(["umount", "-l", self.mnt], check=False, timeout=60)
-        stops = [threading.Thread(target=self.in_ns, args=(
-            ["mfschunkserver", "-c", f"{self.dir}/cs{i}/cs.cfg", "stop"],),
-            kwargs={"check": False, "timeout": 120}) for i in range(3)]
-        for t in stops:  # each stop waits for its server to leave: all three at once
-            t.start()
+        cmds = [["mfschunkserver", "-c", f"{self.dir}/cs{i}/cs.cfg", "stop"] for i in range(3)]
+        cmds.append(["mfsmaster", "-c", f"{self.dir}/master.cfg", "stop"])
+        stops = [threading.Thread(target=self.in_ns, args=(c,),
+                                  kwargs={"check": False, "timeout": 120}) for c in cmds]
+        for t in stops:  # each stop waits for its daemon to leave (the master saves its
+            t.start()    # metadata first): all at once, nothing of this instance is kept
         for t in stops:
             t.join()
-        self.in_ns(["mfsmaster", "-c", f"{self.dir}/master.cfg", "stop"], check=False,
-                   timeout=120)
         for _ in range(120):  # mfsmount leaves after its unmount: wait for every process
             left = self.pids()
             if not left:
