@@ -111,7 +111,7 @@ PY
 waiter=$!
 for _ in $(seq 100); do [ -s "$T/waiter.pid" ] && break; sleep 0.1; done
 sleep 1
-mount_pid="$(pgrep -f "mount.cairn .* $M " | head -1)"
+mount_pid="$(cat "$CL/pids/mount.pid")"
 [ -n "$mount_pid" ] || fail "no mount process for $M"
 t0=$(date +%s)
 kill -TERM "$mount_pid"
