@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import yaml
 
@@ -142,6 +143,39 @@ check(len(pvcs) == 1 and pvcs[0]["spec"]["accessModes"] == ["ReadWriteMany"]
 check(len(pods) == 2 and all(any(v.get("persistentVolumeClaim", {}).get("claimName") == pvcs[0]["metadata"]["name"]
                                  for v in p["spec"]["volumes"]) for p in pods),
       "example: two pods sharing the claim")
+
+# The node mount's container script, run by sh with mount.cairn replaced by a recorder (and the
+# node mount's path by a scratch directory): the options it mounts with, with and without the
+# chart's nodeMountOptions.
+node = by_kind.get("DaemonSet", {}).get("cairn-csi-node")
+mounter = [c for c in (node or {}).get("spec", {}).get("template", {}).get("spec", {})
+           .get("containers", []) if c.get("name") == "cairn-mount"]
+if check(len(mounter) == 1, "no cairn-mount container in the cairn-csi-node DaemonSet"):
+    c = mounter[0]
+    env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+    check(env.get("MOUNT_OPTIONS") == values["nodeMountOptions"],
+          "cairn-mount: MOUNT_OPTIONS is not the chart's nodeMountOptions")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.makedirs(os.path.join(tmp, "bin"))
+        stub = os.path.join(tmp, "bin", "mount.cairn")
+        with open(stub, "w") as f:
+            f.write('#!/bin/sh\nprintf "%%s\\n" "$@" > %s/args\n' % tmp)
+        os.chmod(stub, 0o755)
+        script = c["command"][-1].replace("/var/lib/cairn/node-mount", os.path.join(tmp, "nm"))
+        for extra, want in (("", ",allow_other"), ("cipher=xchacha20poly1305,readahead_kb=8192",
+                                                    ",allow_other,cipher=xchacha20poly1305,readahead_kb=8192")):
+            run_env = dict(os.environ, PATH=os.path.join(tmp, "bin") + ":" + os.environ["PATH"],
+                           NAMESPACE="cairn", META_REPLICAS="2", MOUNT_OPTIONS=extra)
+            subprocess.run(["sh", "-c", script], env=run_env, check=False)
+            args = open(os.path.join(tmp, "args")).read().split("\n") if os.path.exists(
+                os.path.join(tmp, "args")) else []
+            check(args[:2] == ["cairn-meta-0.cairn-meta.cairn.svc:7000,cairn-meta-1.cairn-meta.cairn.svc:7000:/",
+                               os.path.join(tmp, "nm")] and "-o" in args
+                  and args[args.index("-o") + 1].endswith(want)
+                  and args[args.index("-o") + 1].startswith("secretfile=/etc/cairn/secret,keyfile=/etc/cairn/key"),
+                  "cairn-mount with MOUNT_OPTIONS=%r ran mount.cairn with %r" % (extra, args))
+            if os.path.exists(os.path.join(tmp, "args")):
+                os.unlink(os.path.join(tmp, "args"))
 
 cf = open(os.path.join(K8S, "Containerfile")).read()
 froms = re.findall(r"^FROM (\S+)", cf, re.M)
