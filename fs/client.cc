@@ -121,14 +121,34 @@ kj::Timer& ClusterClient::timer() {
   return (loopThreadOf == this ? loop_.io() : threadIo->io).provider->getTimer();
 }
 
+kj::Promise<Reply> ClusterClient::callMeta(kj::Own<capnp::MallocMessageBuilder> request) {
+  if (loopThreadOf == this) return meta_->call(kj::mv(request));
+  auto& m = threadIo->metas[instance_];
+  if (!m)
+    m = kj::heap<MetaClient>(threadIo->io, *threadIo->secrets[instance_], metaAddrs_,
+                             proto::Role::CLIENT, clientId_, threadRetry, seqs_);
+  return m->call(kj::mv(request));
+}
+
 Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request) {
-  return onLoop([this, &request]() {
-    if (loopThreadOf == this) return meta_->call(kj::mv(request));
-    auto& m = threadIo->metas[instance_];
-    if (!m)
-      m = kj::heap<MetaClient>(threadIo->io, *threadIo->secrets[instance_], metaAddrs_,
-                               proto::Role::CLIENT, clientId_, threadRetry, seqs_);
-    return m->call(kj::mv(request));
+  return onLoop([this, &request]() { return callMeta(kj::mv(request)); });
+}
+
+namespace {
+// Resolves never; fails once `stop` is true (looked at every 50 ms).
+kj::Promise<Reply> failWhenStopped(kj::Timer& timer, const std::atomic<bool>& stop) {
+  return timer.afterDelay(50 * kj::MILLISECONDS).then([&timer, &stop]() -> kj::Promise<Reply> {
+    if (stop.load()) return KJ_EXCEPTION(DISCONNECTED, "the mount is stopping");
+    return failWhenStopped(timer, stop);
+  });
+}
+}  // namespace
+
+Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request,
+                          const std::atomic<bool>& stop) {
+  if (stop.load()) throw KJ_EXCEPTION(DISCONNECTED, "the mount is stopping");
+  return onLoop([this, &request, &stop]() {
+    return callMeta(kj::mv(request)).exclusiveJoin(failWhenStopped(timer(), stop));
   });
 }
 

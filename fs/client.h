@@ -58,6 +58,10 @@ class ClusterClient {
   // Sends a meta request (root MetaRequest); the reply's root is a MetaReply. Throws
   // kj::Exception when meta stays unreachable. Not on the loop thread.
   Reply meta(kj::Own<capnp::MallocMessageBuilder> request);
+  // The same, given up (a DISCONNECTED exception) within 50 ms of `stop` becoming true: a
+  // thread that waits on meta in a loop (the change feed's watch) ends when the mount does,
+  // not when its retries run out.
+  Reply meta(kj::Own<capnp::MallocMessageBuilder> request, const std::atomic<bool>& stop);
 
   // errno-style results (0 = ok).
   int getChunk(uint64_t ino, uint64_t index, bool allocate, ChunkLoc& out);
@@ -152,6 +156,8 @@ class ClusterClient {
   template <typename Func>
   auto onLoop(Func&& func);
   kj::Timer& timer();  // of the loop the caller is on
+  // A meta call on the caller's loop (its own connection, or the loop thread's).
+  kj::Promise<Reply> callMeta(kj::Own<capnp::MallocMessageBuilder> request);
 
   BlockCipher& cipher_;
   Workers workers_;

@@ -65,7 +65,7 @@ void Invalidator::apply(proto::ChangePage::Reader page) {
 
 void Invalidator::run() {
   // A watch gives up after 10 s without meta (and is sent again a second later), not after the
-  // 120 s a FUSE request rides out: a mount ending while meta is gone stops within that.
+  // 120 s a FUSE request rides out, and at once when the mount stops (meta(req, stop_)).
   ClusterClient::setThreadRetry(10 * kj::SECONDS);
   auto pause = [this](int ms) {  // a pause that ends early when the mount stops
     for (int left = ms; left > 0 && !stop_; left -= 50) usleep(50 * 1000);
@@ -103,7 +103,7 @@ void Invalidator::run() {
           w.setResync(true);
         }
       }
-      auto reply = client_.meta(kj::mv(req));
+      auto reply = client_.meta(kj::mv(req), stop_);
       auto r = reply->getRoot<proto::MetaReply>();
       if (r.getErr() != 0 || !r.isChanges()) {
         if (files_) files_->putBackClosed(std::move(closed));
