@@ -134,21 +134,33 @@ Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request) {
   return onLoop([this, &request]() { return callMeta(kj::mv(request)); });
 }
 
-namespace {
-// Resolves never; fails once `stop` is true (looked at every 50 ms).
-kj::Promise<Reply> failWhenStopped(kj::Timer& timer, const std::atomic<bool>& stop) {
-  return timer.afterDelay(50 * kj::MILLISECONDS).then([&timer, &stop]() -> kj::Promise<Reply> {
-    if (stop.load()) return KJ_EXCEPTION(DISCONNECTED, "the mount is stopping");
-    return failWhenStopped(timer, stop);
-  });
+void StopSignal::raise() {
+  std::lock_guard lock(mu_);
+  raised_ = true;
+  if (waiter_) waiter_->fulfill();
+  waiter_ = nullptr;
+  sleepers_.notify_all();
 }
-}  // namespace
 
-Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request,
-                          const std::atomic<bool>& stop) {
-  if (stop.load()) throw KJ_EXCEPTION(DISCONNECTED, "the mount is stopping");
+bool StopSignal::sleepFor(std::chrono::milliseconds pause) {
+  std::unique_lock lock(mu_);
+  return sleepers_.wait_for(lock, pause, [this]() { return raised_.load(); });
+}
+
+kj::Promise<void> StopSignal::wait() {
+  std::lock_guard lock(mu_);
+  if (raised_) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+  waiter_ = kj::mv(paf.fulfiller);
+  return kj::mv(paf.promise);
+}
+
+Reply ClusterClient::meta(kj::Own<capnp::MallocMessageBuilder> request, StopSignal& stop) {
+  if (stop.raised()) throw KJ_EXCEPTION(DISCONNECTED, "the mount is stopping");
   return onLoop([this, &request, &stop]() {
-    return callMeta(kj::mv(request)).exclusiveJoin(failWhenStopped(timer(), stop));
+    return callMeta(kj::mv(request)).exclusiveJoin(stop.wait().then([]() -> kj::Promise<Reply> {
+      return KJ_EXCEPTION(DISCONNECTED, "the mount is stopping");
+    }));
   });
 }
 

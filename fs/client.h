@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <memory>
@@ -40,6 +41,24 @@ void fromChunkLoc(const ChunkLoc& loc, proto::ChunkInfo::Builder out);
 
 using Reply = kj::Own<capnp::MallocMessageBuilder>;
 
+// A flag one thread raises and another thread's event loop can wait on without polling: a
+// waiting loop is woken by the raise itself (a cross-thread fulfiller).
+class StopSignal {
+ public:
+  void raise();  // any thread; waits already made and made later end
+  bool raised() const { return raised_.load(); }
+  // On the calling thread's event loop: resolves once raise() was called.
+  kj::Promise<void> wait();
+  // Blocks the calling thread for `pause`, or until raise(); true when raised.
+  bool sleepFor(std::chrono::milliseconds pause);
+
+ private:
+  std::atomic<bool> raised_{false};
+  std::mutex mu_;  // guards waiter_, and orders raise() against wait() and sleepFor()
+  std::condition_variable sleepers_;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> waiter_;
+};
+
 class ClusterClient {
  public:
   // Runs beside every wait of the calling thread on its own loop and is dropped when the wait
@@ -58,10 +77,10 @@ class ClusterClient {
   // Sends a meta request (root MetaRequest); the reply's root is a MetaReply. Throws
   // kj::Exception when meta stays unreachable. Not on the loop thread.
   Reply meta(kj::Own<capnp::MallocMessageBuilder> request);
-  // The same, given up (a DISCONNECTED exception) within 50 ms of `stop` becoming true: a
-  // thread that waits on meta in a loop (the change feed's watch) ends when the mount does,
-  // not when its retries run out.
-  Reply meta(kj::Own<capnp::MallocMessageBuilder> request, const std::atomic<bool>& stop);
+  // The same, given up (a DISCONNECTED exception) as soon as `stop` is raised: a thread that
+  // waits on meta in a loop (the change feed's watch) ends when the mount does, not when its
+  // retries run out. One such call at a time per StopSignal.
+  Reply meta(kj::Own<capnp::MallocMessageBuilder> request, StopSignal& stop);
 
   // errno-style results (0 = ok).
   int getChunk(uint64_t ino, uint64_t index, bool allocate, ChunkLoc& out);

@@ -199,11 +199,18 @@ bool BlockCipher::open(uint64_t ino, uint64_t blockNo, const unsigned char* ciph
   return rc == 0;
 }
 
+namespace {
+// What the key check seals: its text, zero-padded to a block.
+struct KeyCheckPlain {
+  unsigned char bytes[BLOCK] = {0};
+  KeyCheckPlain() { memcpy(bytes, KEY_CHECK_TEXT, sizeof(KEY_CHECK_TEXT)); }
+};
+}  // namespace
+
 std::vector<unsigned char> sealKeyCheck(BlockCipher& cipher) {
-  unsigned char plain[BLOCK] = {0};
-  memcpy(plain, KEY_CHECK_TEXT, sizeof(KEY_CHECK_TEXT));
+  KeyCheckPlain plain;
   std::vector<unsigned char> out(BLOCK + AUX + 1);
-  cipher.seal(0, 0, plain, out.data(), out.data() + BLOCK);
+  cipher.seal(0, 0, plain.bytes, out.data(), out.data() + BLOCK);
   out[BLOCK + AUX] = static_cast<unsigned char>(cipher.suite());
   return out;
 }
@@ -221,9 +228,9 @@ KeyCheck openKeyCheck(BlockCipher& cipher, const unsigned char* check, size_t si
   }
   if (!suiteAvailable(*suite)) return KeyCheck::SuiteUnavailable;
   cipher.setSuite(*suite);
-  unsigned char plain[BLOCK] = {0}, opened[BLOCK];
-  memcpy(plain, KEY_CHECK_TEXT, sizeof(KEY_CHECK_TEXT));
-  if (!cipher.open(0, 0, check, check + BLOCK, opened) || memcmp(opened, plain, BLOCK) != 0)
+  KeyCheckPlain plain;
+  unsigned char opened[BLOCK];
+  if (!cipher.open(0, 0, check, check + BLOCK, opened) || memcmp(opened, plain.bytes, BLOCK) != 0)
     return KeyCheck::WrongKey;
   return KeyCheck::Matches;
 }

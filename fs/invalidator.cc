@@ -1,7 +1,6 @@
 #include "fs/invalidator.h"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -30,7 +29,7 @@ Invalidator::Invalidator(ClusterClient& client, fuse_session* se, uint64_t rootI
 }
 
 Invalidator::~Invalidator() {
-  stop_ = true;
+  stop_.raise();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -64,15 +63,13 @@ void Invalidator::apply(proto::ChangePage::Reader page) {
 }
 
 void Invalidator::run() {
-  // A watch gives up after 10 s without meta (and is sent again a second later), not after the
-  // 120 s a FUSE request rides out, and at once when the mount stops (meta(req, stop_)).
+  // Without meta, a watch gives up after 10 s (logged, and sent again a second later) rather
+  // than after the 120 s a FUSE request rides out. Stopping ends it at once (meta(req, stop_)).
   ClusterClient::setThreadRetry(10 * kj::SECONDS);
-  auto pause = [this](int ms) {  // a pause that ends early when the mount stops
-    for (int left = ms; left > 0 && !stop_; left -= 50) usleep(50 * 1000);
-  };
+  auto pause = [this](int ms) { stop_.sleepFor(std::chrono::milliseconds(ms)); };
   uint64_t epoch = 0, after = 0;
   bool resync = true;  // the next watch tells every open file (a new feed: a new leader)
-  while (!stop_) {
+  while (!stop_.raised()) {
     auto start = std::chrono::steady_clock::now();
     if (files_) files_->tick();
     std::vector<OpenFiles::Ref> closed;
@@ -125,14 +122,14 @@ void Invalidator::run() {
                      "timeout");
         if (lost_) lost_->inc();
       }
-      if (!stop_) apply(page);
-      if (!stop_ && files_ && page.getConfirmed() && !resync && !page.getLost())
+      if (!stop_.raised()) apply(page);
+      if (!stop_.raised() && files_ && page.getConfirmed() && !resync && !page.getLost())
         files_->feedVouches(start);
       epoch = page.getEpoch();
       after = page.getNext();
       if (page.getChanges().size() == 0 &&
           std::chrono::steady_clock::now() - start < std::chrono::milliseconds(50)) {
-        usleep(100 * 1000);  // answered at once with nothing: do not spin
+        pause(100);  // answered at once with nothing: do not spin
       }
     } catch (kj::Exception& e) {
       if (files_) files_->putBackClosed(std::move(closed));

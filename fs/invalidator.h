@@ -54,7 +54,7 @@ class Invalidator {
   // `rootIno` is the cluster inode mounted as FUSE_ROOT_ID.
   Invalidator(ClusterClient& client, fuse_session* se, uint64_t rootIno, std::string host,
               std::string mount, Metrics* metrics, OpenFiles* files);
-  ~Invalidator();  // stops the thread (within one poll; with meta gone, within about 11 s)
+  ~Invalidator();  // stops the thread at once, waiting meta or not
 
   void start();
 
@@ -70,7 +70,7 @@ class Invalidator {
   Counter* entries_ = nullptr;
   Counter* inodes_ = nullptr;
   Counter* lost_ = nullptr;
-  std::atomic<bool> stop_{false};
+  StopSignal stop_;
   std::thread thread_;
 };
 

@@ -36,6 +36,9 @@ using namespace cairn;
 
 namespace {
 
+// Why a CPU may not run the aes256gcm suite.
+constexpr const char* AES_NEEDS = "libsodium's AES-256-GCM needs x86-64 with AES-NI and PCLMUL";
+
 void usage() {
   fprintf(stderr,
           "usage: mount.cairn META_ADDRS:/path MOUNTPOINT -o secretfile=F,keyfile=K[,log=FILE]"
@@ -212,8 +215,8 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (!fs::suiteAvailable(suite)) {
-      fprintf(stderr, "mount.cairn: cipher=%s: this CPU cannot run it (libsodium's AES-256-GCM "
-              "needs x86-64 with AES-NI and PCLMUL)\n", cipherName.c_str());
+      fprintf(stderr, "mount.cairn: cipher=%s: this CPU cannot run it (%s)\n", cipherName.c_str(),
+              AES_NEEDS);
       spdlog::critical("cipher {} unavailable on this CPU", cipherName);
       return 2;
     }
@@ -275,8 +278,8 @@ int main(int argc, char** argv) {
     } else if (verdict == fs::KeyCheck::SuiteUnavailable) {
       refusal = std::string("this cluster seals its blocks with ") +
                 fs::suiteName(clusterSuite) +
-                ", which this CPU cannot run (libsodium's AES-256-GCM needs x86-64 with AES-NI "
-                "and PCLMUL); clusters with such clients are made with -o "
+                ", which this CPU cannot run (" + AES_NEEDS +
+                "); clusters with such clients are made with -o "
                 "cipher=xchacha20poly1305 at their first mount";
     }
     if (!refusal.empty()) {

@@ -36,7 +36,19 @@ os.close(fd)
 PY
 holder=$!
 
-sleep 35  # longer than the 30 s bound of one meta request
+# Context switches of all the mount's threads: an idle mount must not poll (its change feed's
+# watch waits a second at a time; a timer woken every 50 ms made it about 22 a second).
+mount_switches() {
+  cat /proc/"$(cat "$CL/pids/mount.pid")"/task/*/status 2>/dev/null |
+    awk '/^(non)?voluntary_ctxt_switches/ { n += $2 } END { print n + 0 }'
+}
+sleep 5
+sw0=$(mount_switches)
+sleep 30  # with the 5 s before: longer than the 30 s bound of one meta request
+sw1=$(mount_switches)
+rate=$(( (sw1 - sw0) / 30 ))
+[ "$sw0" -gt 0 ] && [ "$rate" -le 8 ] || fail "the idle mount woke $rate times a second ($sw0 -> $sw1 in 30 s)"
+check "idle for 30 s, the mount woke $rate times a second"
 [ -e "$L/written" ] || fail "the held file was never written"
 # Recorded by meta meanwhile, though never committed by a close or fsync.
 cairn fileinfo /held --json | python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if len(d['chunks']) == 1 else 1)" ||
