@@ -104,12 +104,15 @@ struct Heartbeat {
     });
   }
 
+  // Beats at once (meta counts a server online from its first beat, so a server just
+  // registered is usable now, not a second later), then every second.
   kj::Promise<void> loop() {
-    return io.provider->getTimer().afterDelay(1 * kj::SECONDS).then([this]() {
-      return beat().catch_([](kj::Exception&& e) {
-        spdlog::warn("heartbeat failed: {}", e.getDescription().cStr());
-      });
-    }).then([this]() { return loop(); });
+    return beat()
+        .catch_([](kj::Exception&& e) {
+          spdlog::warn("heartbeat failed: {}", e.getDescription().cStr());
+        })
+        .then([this]() { return io.provider->getTimer().afterDelay(1 * kj::SECONDS); })
+        .then([this]() { return loop(); });
   }
 };
 

@@ -230,7 +230,11 @@ void Core::tick() {
     return;
   }
   electionElapsed_++;
-  if (electionElapsed_ >= randomizedElectionTicks_ && isVoter(id_)) {
+  // A sole voter has no leader to wait for and no rival to stagger against: it campaigns at
+  // its first tick (a one-server cluster serves within a tick of starting, not after a whole
+  // election timeout). Only election timing changes, which safety never depends on.
+  bool alone = voters_.size() == 1 && voters_[0] == id_;
+  if ((electionElapsed_ >= randomizedElectionTicks_ || alone) && isVoter(id_)) {
     campaign(cfg_.preVote, false);
   }
 }
