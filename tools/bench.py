@@ -24,6 +24,7 @@ a network namespace whose only device is its loopback, with documentation addres
 (192.0.2.1 and 192.0.2.2) added there. Everything is torn down at the end.
 """
 import argparse
+import concurrent.futures
 import datetime
 import io
 import json
@@ -249,6 +250,24 @@ class Local:
         return {}
 
 
+def parallel_rmtree(path, workers=8):
+    """shutil.rmtree, with the tree's lower directories removed side by side: removing tens of
+    thousands of chunk files waits on the disk more than on the CPU (8 threads: 8 s instead of
+    12 for 60,000 files of 70 KB here)."""
+    dirs = [path]
+    for _ in range(6):  # down to where there are enough directories to share out
+        if len(dirs) >= 32:
+            break
+        below = [e.path for d in dirs for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
+        if not below:
+            break
+        dirs = below
+    if dirs != [path]:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda d: shutil.rmtree(d, ignore_errors=True), dirs))
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def dd_time(args):
     t0 = time.monotonic()
     sh(["dd", "status=none"] + args, timeout=1800)
@@ -385,7 +404,9 @@ def run_round(system, cfg, tmp, src, tarball, writes_only=False):
     res["rand_read_iops"] = j["jobs"][0]["read"]["iops"]
     j = fio_json(common + ["--rw=randwrite", "--iodepth=16"])
     res["rand_write_iops"] = j["jobs"][0]["write"]["iops"]
-    j = fio_json(common + ["--rw=randread", "--iodepth=1"])
+    # Latencies one at a time: 2 s gives tens of thousands of samples on every system.
+    j = fio_json([c if not c.startswith("--runtime=") else "--runtime=2" for c in common]
+                 + ["--rw=randread", "--iodepth=1"])
     pct = j["jobs"][0]["read"]["clat_ns"]["percentile"]
     res["read4k_p50_us"] = pct["50.000000"] / 1000
     res["read4k_p99_us"] = pct["99.000000"] / 1000
@@ -502,7 +523,7 @@ def main():
 
     def clean_after(base, phases):
         t = time.monotonic()
-        shutil.rmtree(base, ignore_errors=True)
+        parallel_rmtree(base)
         phases["clean"] = round(time.monotonic() - t, 1)
 
     def wait_cleaning():
