@@ -661,3 +661,27 @@ TEST(RaftSimulation, SafetyAndLinearizabilityHoldAcrossSeeds) {
 
 }  // namespace
 }  // namespace cairn::raft
+
+namespace cairn::raft {
+namespace {
+
+// A sole voter has nobody to wait for: it leads after its first tick. A voter among three
+// still waits out its election timeout (at least electionTicks ticks) before campaigning.
+TEST(RaftElection, ASoleVoterLeadsAtItsFirstTickOthersWaitTheirTimeout) {
+  Config sole;
+  sole.id = 1;
+  sole.voters = {1};
+  Core alone(sole, Restored{});
+  EXPECT_NE(alone.role(), Role::LEADER);
+  alone.tick();
+  EXPECT_EQ(alone.role(), Role::LEADER);
+
+  Config three = sole;
+  three.voters = {1, 2, 3};
+  Core member(three, Restored{});
+  for (int i = 0; i < three.electionTicks - 1; i++) member.tick();
+  EXPECT_EQ(member.role(), Role::FOLLOWER);
+}
+
+}  // namespace
+}  // namespace cairn::raft
