@@ -4,7 +4,7 @@
 # medians and the JSON of every round. See tools/bench.py for the workloads.
 #
 #   tools/bench.sh [--quick] [--rounds N] [--systems cairn,moosefs,moosefs-fsync,local]
-#                  [--json FILE]
+#                  [--fsync-peer-full-rounds N] [--json FILE]
 #
 # Installs what it needs (Debian's moosefs-master, moosefs-chunkserver, moosefs-client, fio),
 # builds cairn when its binaries are missing, and leaves no process, namespace or file behind.
