@@ -399,15 +399,13 @@ def run_round(system, cfg, tmp, src, tarball, fsync_write_only=False):
     os.rename(seq, rand)
     drop_caches()
     common = [f"--filename={rand}", f"--size={cfg.rand_mib}m", "--bs=4k", "--direct=1",
-              "--ioengine=libaio", "--time_based", f"--runtime={cfg.fio_s}", "--name=r",
-              "--randrepeat=0"]
-    j = fio_json(common + ["--rw=randread", "--iodepth=16"])
+              "--ioengine=libaio", "--time_based", "--name=r", "--randrepeat=0"]
+    j = fio_json(common + [f"--runtime={cfg.fio_s}", "--rw=randread", "--iodepth=16"])
     res["rand_read_iops"] = j["jobs"][0]["read"]["iops"]
-    j = fio_json(common + ["--rw=randwrite", "--iodepth=16"])
+    j = fio_json(common + [f"--runtime={cfg.fio_s}", "--rw=randwrite", "--iodepth=16"])
     res["rand_write_iops"] = j["jobs"][0]["write"]["iops"]
     # Latencies one at a time: 2 s gives tens of thousands of samples on every system.
-    j = fio_json([c if not c.startswith("--runtime=") else "--runtime=2" for c in common]
-                 + ["--rw=randread", "--iodepth=1"])
+    j = fio_json(common + ["--runtime=2", "--rw=randread", "--iodepth=1"])
     pct = j["jobs"][0]["read"]["clat_ns"]["percentile"]
     res["read4k_p50_us"] = pct["50.000000"] / 1000
     res["read4k_p99_us"] = pct["99.000000"] / 1000
